@@ -1,0 +1,8 @@
+"""tarka-jax: a pure JAX/Flax Tarka-Embedding / EmbeddingGemma encoder."""
+
+from tarka_jax._version import __version__
+from tarka_jax.config import ModelConfig, DenseSpec, ConfigError
+from tarka_jax.model import embed, token_embeddings, init_params
+
+__all__ = ["__version__", "ModelConfig", "DenseSpec", "ConfigError", "embed",
+           "token_embeddings", "init_params"]
