@@ -1,0 +1,44 @@
+"""Convert a sentence-transformers / HF folder (or hub id) into a tarka-jax Flax folder.
+
+    python convert/hf_to_flax.py SRC OUT [--revision R] [--dtype keep|float32|bfloat16] [--force]
+
+The output holds ``flax_params.safetensors`` (keys are Flax paths, mmap-able,
+no tensorstore), ``tarka_jax_config.json``, the tokenizer files and the
+sentence-transformers metadata (prompts, max_seq_length); pooling and the Dense
+head are part of the config. Strict: every source tensor is used and every
+shape checked.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tarka_jax.checkpoint import (SentenceTransformerMeta, is_flax_folder, load_hf_folder,
+                                  resolve_folder, save_flax_folder)
+from tarka_jax.convert.common import parser, prepare_output, run_cli
+
+
+def hf_to_flax(src: str, out: str, *, revision: str | None = None, dtype: str = "keep",
+               force: bool = False, cache_dir: str | None = None, token=None) -> str:
+    """Convert ``src`` (folder or hub id) and write the Flax folder ``out``; returns ``out``."""
+    folder = resolve_folder(src, revision=revision, cache_dir=cache_dir, token=token)
+    if is_flax_folder(folder):
+        raise ValueError(f"{folder} is already a tarka-jax Flax folder")
+    config, params = load_hf_folder(folder)
+    meta = SentenceTransformerMeta.from_folder(folder)
+    prepare_output(out, force)
+    save_flax_folder(out, config, params, meta, folder, dtype=dtype)
+    return out
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__.strip().splitlines()[0])
+    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    args = p.parse_args(argv)
+    out = hf_to_flax(args.src, args.out, revision=args.revision, dtype=args.dtype,
+                     force=args.force)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, sys.argv[1:]))

@@ -1,0 +1,117 @@
+"""The one key table between Flax params and Hugging Face / sentence-transformers tensors.
+
+Every transpose of the project lives here: Flax kernels are ``[in, out]``,
+torch ``Linear.weight`` is ``[out, in]``.
+
+HF names (torch layout)                       Flax path
+``embed_tokens.weight``            [V, E]     ``encoder/embed_tokens/embedding``
+``layers.{i}.self_attn.q_proj.weight`` [o, i] ``encoder/layers_{i}/self_attn/q_proj/kernel`` (T)
+``layers.{i}.*norm.weight``        [E]/[D]    ``encoder/layers_{i}/.../weight``
+``norm.weight``                    [E]        ``encoder/norm/weight``
+``dense_{k}.linear.weight``        [o, i]     ``dense_{k}/kernel`` (T)  (the k-th ST Dense module)
+``dense_{k}.linear.bias``          [o]        ``dense_{k}/bias``
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import numpy as np
+
+from tarka_jax.config import ModelConfig
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint's tensors do not match the model: missing, unexpected or mis-shaped."""
+
+
+_LAYER = re.compile(r"^layers_(\d+)$")
+
+
+def flax_path_to_hf(path: tuple[str, ...]) -> tuple[str, bool]:
+    """('encoder', 'layers_3', 'mlp', 'up_proj', 'kernel') -> ('layers.3.mlp.up_proj.weight', True).
+
+    Returns the HF key and whether the tensor is transposed between the two.
+    """
+    parts = list(path)
+    leaf = parts.pop()
+    if parts and parts[0] == "encoder":
+        parts = parts[1:]
+        parts = [f"layers.{m.group(1)}" if (m := _LAYER.match(p)) else p for p in parts]
+    elif parts and parts[0].startswith("dense_"):
+        parts = [parts[0], "linear"]
+    else:
+        raise CheckpointMismatch(f"parameter {'/'.join(path)} has no checkpoint name")
+    transposed = leaf == "kernel"
+    name = {"kernel": "weight", "embedding": "weight"}.get(leaf, leaf)
+    return ".".join(parts + [name]), transposed
+
+
+def expected_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flax path -> shape for a config, without allocating or computing anything."""
+    from tarka_jax.model import init_params  # lazy: model imports are heavier
+
+    tree = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def params_to_hf(params, config: ModelConfig) -> dict[str, np.ndarray]:
+    """Flax param tree -> {HF key: array in torch layout}, strictly checked against the config."""
+    shapes = expected_shapes(config)
+    flat = {tuple(k.key for k in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+    _check_key_sets(set(flat), set(shapes), "/".join, "Flax params")
+    out = {}
+    for path, value in flat.items():
+        value = np.asarray(value)
+        if value.shape != shapes[path]:
+            raise CheckpointMismatch(
+                f"parameter {'/'.join(path)} has shape {value.shape}, expected {shapes[path]}")
+        key, transposed = flax_path_to_hf(path)
+        out[key] = np.ascontiguousarray(value.T) if transposed else value
+    return out
+
+
+def hf_to_params(tensors: dict[str, np.ndarray], config: ModelConfig, *, source: str = "checkpoint"):
+    """{HF key: torch-layout array} -> Flax param tree. Strict: every tensor used, every shape checked.
+
+    Raises:
+      CheckpointMismatch naming each missing, unexpected or mis-shaped tensor.
+    """
+    shapes = expected_shapes(config)
+    by_hf = {flax_path_to_hf(path): path for path in shapes}  # (key, transposed) -> path
+    wanted = {key: (path, transposed) for (key, transposed), path in by_hf.items()}
+    _check_key_sets(set(tensors), set(wanted), str, source)
+    params: dict = {}
+    for key, value in tensors.items():
+        path, transposed = wanted[key]
+        value = np.asarray(value)
+        shape = shapes[path][::-1] if transposed else shapes[path]
+        if value.shape != tuple(shape):
+            raise CheckpointMismatch(
+                f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the config expects "
+                f"{tuple(shape)}")
+        node = params
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = np.ascontiguousarray(value.T) if transposed else value
+    return params
+
+
+def _check_key_sets(have: set, want: set, show, source: str) -> None:
+    missing = sorted(show(k) for k in want - have)
+    unexpected = sorted(show(k) for k in have - want)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s): {_preview(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} tensor(s): {_preview(unexpected)}")
+        raise CheckpointMismatch(f"{source} does not match the model config: " + "; ".join(parts))
+
+
+def _preview(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")

@@ -1,0 +1,157 @@
+"""Mesh, logical axis names and the one rules table that maps them to mesh axes.
+
+The model never names a mesh axis. Each parameter gets *logical* axis names from
+its path (``PARAM_AXES``: the model keeps its HF-mirroring tree untouched), and
+``RULES`` maps logical names to mesh axes, as maxtext's ``logical_axis_rules``
+and flax's ``nn.logical_to_mesh_axes`` do. Pure FSDP shards the ``embed`` axis
+of every matrix over ``fsdp``; ``data`` only splits the batch. To try another
+layout change ``RULES``, nothing else.
+
+A dim that the mesh axis does not divide (tiny test models, 3 heads on 2 chips)
+is replicated instead, and :func:`param_specs` reports it, so a layout never
+fails to compile on odd sizes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp")
+
+#: logical axis name -> mesh axis (or None = replicated). The single table.
+RULES: dict[str, str | None] = {
+    "batch": ("data", "fsdp"),  # activations: the global batch splits over every chip
+    "embed": "fsdp",
+    "vocab": None,
+    "heads": None,  # heads * head_dim of q/k/v/o projections
+    "mlp": None,
+    "dense_in": "fsdp",
+    "dense_out": None,
+    "norm": None,
+}
+
+#: (regex on the "/"-joined param path, logical names per array dim). First match wins.
+PARAM_AXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (r"embed_tokens/embedding$", ("vocab", "embed")),
+    (r"self_attn/[qkv]_proj/kernel$", ("embed", "heads")),
+    (r"self_attn/o_proj/kernel$", ("heads", "embed")),
+    (r"mlp/(gate|up)_proj/kernel$", ("embed", "mlp")),
+    (r"mlp/down_proj/kernel$", ("mlp", "embed")),
+    (r"(norm|layernorm)/weight$", ("norm",)),
+    (r"^dense_\d+/kernel$", ("dense_in", "dense_out")),
+    (r"^dense_\d+/bias$", ("dense_out",)),
+)
+
+
+class ShardingError(ValueError):
+    """A mesh or parameter layout that cannot be built."""
+
+
+def path_str(path) -> str:
+    """``jax.tree_util`` key path -> "encoder/layers_0/self_attn/q_proj/kernel"."""
+    parts = []
+    for k in path:
+        parts.append(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))))
+    return "/".join(parts)
+
+
+def logical_axes(path: str, ndim: int) -> tuple[str, ...]:
+    """Logical axis names of the param at ``path``; raises if no rule matches."""
+    for pattern, names in PARAM_AXES:
+        if re.search(pattern, path):
+            if len(names) != ndim:
+                raise ShardingError(f"rule {pattern!r} names {len(names)} axes but {path} "
+                                    f"has {ndim}")
+            return names
+    raise ShardingError(f"no logical-axis rule matches parameter {path!r}; add one to "
+                        "tarka_jax.distill.sharding.PARAM_AXES")
+
+
+def _axis_size(mesh: Mesh, axis) -> int:
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    return int(np.prod([mesh.shape[a] for a in axes]))
+
+
+def spec_for(mesh: Mesh, names: tuple[str, ...], shape: tuple[int, ...]) -> P:
+    """PartitionSpec of one array from its logical names; undivisible dims replicate."""
+    out = []
+    for name, size in zip(names, shape):
+        axis = RULES[name]
+        if axis is not None and size % _axis_size(mesh, axis):
+            axis = None
+        out.append(axis)
+    return P(*out)
+
+
+def param_specs(params, mesh: Mesh):
+    """Tree of PartitionSpecs for a param tree (arrays or ShapeDtypeStructs)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: spec_for(mesh, logical_axes(path_str(path), len(x.shape)), x.shape),
+        params,
+    )
+
+
+def param_shardings(params, mesh: Mesh):
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs(params, mesh))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """[B, T] inputs: rows over every chip (data and fsdp both split the batch)."""
+    return NamedSharding(mesh, P(RULES["batch"]))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
+    """A ("data", "fsdp") mesh over all (global) devices; -1 takes what is left."""
+    devices = list(devices if devices is not None else jax.devices())
+    n = len(devices)
+    if data == -1 and fsdp == -1:
+        raise ShardingError("mesh.data and mesh.fsdp cannot both be -1")
+    if data == -1:
+        if n % fsdp:
+            raise ShardingError(f"mesh.fsdp={fsdp} does not divide the {n} devices")
+        data = n // fsdp
+    if fsdp == -1:
+        if n % data:
+            raise ShardingError(f"mesh.data={data} does not divide the {n} devices")
+        fsdp = n // data
+    if data * fsdp != n:
+        raise ShardingError(f"mesh data={data} x fsdp={fsdp} = {data * fsdp} but there are "
+                            f"{n} devices")
+    grid = np.asarray(devices, dtype=object).reshape(data, fsdp)
+    return Mesh(grid, MESH_AXES)
+
+
+def maybe_initialize_distributed() -> bool:
+    """``jax.distributed.initialize()`` when the environment says multi-process.
+
+    Recognised: ``JAX_COORDINATOR_ADDRESS`` (+ ``JAX_NUM_PROCESSES``,
+    ``JAX_PROCESS_ID``), or a cluster jax auto-detects (SLURM with more than one
+    task, ``TPU_WORKER_HOSTNAMES`` with several hosts, Open MPI ranks). Must run
+    before any other jax call; a single-process run never calls it.
+    """
+    env = os.environ
+    multi = (
+        "JAX_COORDINATOR_ADDRESS" in env
+        or int(env.get("SLURM_NTASKS", "1")) > 1
+        or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+        or "," in env.get("TPU_WORKER_HOSTNAMES", "")
+    )
+    if not multi:
+        return False
+    kwargs: dict[str, Any] = {}
+    if "JAX_COORDINATOR_ADDRESS" in env:
+        kwargs = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+                      num_processes=int(env["JAX_NUM_PROCESSES"]),
+                      process_id=int(env["JAX_PROCESS_ID"]))
+    jax.distributed.initialize(**kwargs)
+    return True
