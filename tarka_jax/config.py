@@ -148,7 +148,10 @@ class ModelConfig:
             "num_attention_heads": self.num_heads,
             "num_key_value_heads": self.num_kv_heads,
             "head_dim": self.head_dim,
-            "query_pre_attn_scalar": self.query_pre_attn_scalar,
+            # transformers validates this field as an int; keep integral values integral.
+            "query_pre_attn_scalar": (int(self.query_pre_attn_scalar)
+                                      if float(self.query_pre_attn_scalar).is_integer()
+                                      else self.query_pre_attn_scalar),
             "hidden_activation": "gelu_pytorch_tanh",
             "rms_norm_eps": self.rms_norm_eps,
             "max_position_embeddings": self.max_position_embeddings,
