@@ -46,7 +46,7 @@ class BlockConfig:
 
     @property
     def row_multiple(self) -> int:
-        """Folded query rows are padded to a multiple of this (all block sizes are powers of two)."""
+        """Folded query rows are padded to a multiple of this (block sizes are powers of two)."""
         return max(self.fwd.block_q, self.dkdv.block_q, self.dq.block_q)
 
     @property
@@ -67,7 +67,7 @@ TABLES: dict[str, dict[tuple[int, int], BlockConfig]] = {
         (32, 2): _cfg((128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 2)),
         (64, 2): _cfg((128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 2)),
         (128, 2): _cfg((128, 32, 8, 2), (64, 32, 4, 2), (64, 32, 4, 2)),
-        (256, 2): _cfg((64, 32, 4, 2), (64, 32, 8, 1), (64, 32, 8, 1)),
+        (256, 2): _cfg((64, 32, 8, 2), (64, 32, 8, 1), (64, 32, 8, 1)),
         (16, 4): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
         (32, 4): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
         (64, 4): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),

@@ -34,6 +34,11 @@ IMPLEMENTATIONS: dict[str, Callable] = {"xla": _xla, "pallas_triton": _pallas_tr
 
 #: Preference order per platform for ``implementation=None``; first one that can
 #: serve the input wins. Chosen from measurements recorded in BENCHMARKS.md.
+#: GPU: pallas_triton skips padded and out-of-window blocks and keeps memory
+#: O(T) (XLA materialises [B, H, T, T] scores); it raises NotImplementedError
+#: (-> xla) below sm80 or for head_dim it cannot tile. Provisional until
+#: benchmarks/gpu_check.sh has run on an H100/H200. CPU: xla (Pallas would run
+#: in interpret mode, which is for tests only).
 _PREFERRED = {"gpu": ("pallas_triton", "xla"), "cuda": ("pallas_triton", "xla")}
 _DEFAULT_ORDER = ("xla",)
 
@@ -49,7 +54,9 @@ def _check_inputs(q, k, v, segment_ids, window):
         )
     b, t, hq, d = q.shape
     if k.shape != v.shape or k.shape[0] != b or k.shape[1] != t or k.shape[3] != d:
-        raise ValueError(f"k and v must be [B, T, Hkv, D] matching q {q.shape}; got {k.shape}, {v.shape}")
+        raise ValueError(
+            f"k and v must be [B, T, Hkv, D] matching q {q.shape}; got {k.shape}, {v.shape}"
+        )
     if hq % k.shape[2]:
         raise ValueError(f"query heads ({hq}) must be a multiple of key/value heads ({k.shape[2]})")
     if segment_ids is not None and segment_ids.shape != (b, t):
@@ -58,7 +65,9 @@ def _check_inputs(q, k, v, segment_ids, window):
         if len(window) != 2 or min(window) < 0:
             raise ValueError(f"window must be None or (left, right) with both >= 0; got {window}")
     if q.dtype == jnp.float16:
-        raise ValueError("float16 is not supported: Gemma 3 activations overflow it; use bfloat16 or float32")
+        raise ValueError(
+            "float16 is not supported: Gemma 3 activations overflow it; use bfloat16 or float32"
+        )
 
 
 def attention(q, k, v, segment_ids=None, *, window=None, scale=None, implementation=None,

@@ -118,7 +118,7 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 def resolve_config(head_dim: int, dtype, *, interpret: bool, arch: str | None) -> BlockConfig:
-    """Block sizes: the frozen table of ``arch`` (default: this GPU), or small tiles in interpret mode."""
+    """Block sizes: the frozen table of ``arch`` (default: this GPU); small tiles to interpret."""
     if arch is None:
         if interpret:
             return block_sizes.INTERPRET_CONFIG
@@ -156,7 +156,9 @@ def attention_pallas_triton(q, k, v, segment_ids, *, window, scale, interpret,
     hkv = k.shape[2]
     groups = hq // hkv
     if d < 16 or d > 256 or d & (d - 1):
-        raise NotImplementedError(f"pallas_triton needs head_dim a power of two in [16, 256]; got {d}")
+        raise NotImplementedError(
+            f"pallas_triton needs head_dim a power of two in [16, 256]; got {d}"
+        )
     if q.dtype not in _DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise NotImplementedError(
             f"pallas_triton serves float32 or bfloat16 q/k/v of one dtype; got "

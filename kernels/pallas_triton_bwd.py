@@ -21,7 +21,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from tarka_jax.kernels.block_sizes import KernelBlocks
-from tarka_jax.kernels.pallas_triton_fwd import LOG2E, dot_precision
+from tarka_jax.kernels.pallas_triton_fwd import LOG2E, dot_precision, loop_over_blocks
 
 
 def _dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qlo_ref, qhi_ref,
@@ -32,11 +32,9 @@ def _dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qlo_ref, qhi_r
     v = v_ref[...]
     q_lo = qlo_ref[...]
     q_hi = qhi_ref[...]
-    lo = lax.div(jnp.min(q_lo), block_q)
-    hi = lax.div(jnp.max(q_hi) + block_q - 1, block_q)
     qk_scale = scale * LOG2E
 
-    def body(i, carry):
+    def body(i, carry, masked):
         dk, dv = carry
         start = i * block_q
         rows = pl.ds(start, block_q)
@@ -45,10 +43,12 @@ def _dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qlo_ref, qhi_r
         lse = lse_ref[rows]
         delta = delta_ref[rows]
         s = jnp.dot(q, k.T, preferred_element_type=jnp.float32, precision=precision) * qk_scale
-        span = start + lax.broadcasted_iota(jnp.int32, (block_q, 1), 0)
-        allowed = (span >= q_lo[None, :]) & (span < q_hi[None, :])
         # lse is +inf for rows that see nothing, so exp2 gives 0 there too.
-        p = jnp.where(allowed, jnp.exp2(s - lse[:, None]), 0.0)
+        p = jnp.exp2(s - lse[:, None])
+        if masked:
+            span = start + lax.broadcasted_iota(jnp.int32, (block_q, 1), 0)
+            allowed = (span >= q_lo[None, :]) & (span < q_hi[None, :])
+            p = jnp.where(allowed, p, 0.0)
         dv = dv + jnp.dot(p.astype(do.dtype).T, do, preferred_element_type=jnp.float32,
                           precision=precision)
         dp = jnp.dot(do, v.T, preferred_element_type=jnp.float32, precision=precision)
@@ -58,7 +58,8 @@ def _dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qlo_ref, qhi_r
         return dk, dv
 
     zeros = jnp.zeros((block_k, head_dim), jnp.float32)
-    dk, dv = lax.fori_loop(lo, hi, body, (zeros, zeros))
+    # Keys nobody sees (padding) must get exact zeros: they keep the mask on.
+    dk, dv = loop_over_blocks(q_lo, q_hi, block_q, body, (zeros, zeros), mask_empty=True)
     dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
@@ -73,25 +74,26 @@ def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, klo_ref, khi_ref
     delta = delta_ref[...]
     k_lo = klo_ref[...]
     k_hi = khi_ref[...]
-    lo = lax.div(jnp.min(k_lo), block_k)
-    hi = lax.div(jnp.max(k_hi) + block_k - 1, block_k)
     qk_scale = scale * LOG2E
 
-    def body(j, dq):
+    def body(j, dq, masked):
         start = j * block_k
         keys = pl.ds(start, block_k)
         k = k_ref[keys, :]
         v = v_ref[keys, :]
         s = jnp.dot(q, k.T, preferred_element_type=jnp.float32, precision=precision) * qk_scale
-        span = start + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
-        allowed = (span >= k_lo[:, None]) & (span < k_hi[:, None])
-        p = jnp.where(allowed, jnp.exp2(s - lse[:, None]), 0.0)
+        p = jnp.exp2(s - lse[:, None])  # 0 on rows that see nothing (lse = +inf)
+        if masked:
+            span = start + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
+            allowed = (span >= k_lo[:, None]) & (span < k_hi[:, None])
+            p = jnp.where(allowed, p, 0.0)
         dp = jnp.dot(do, v.T, preferred_element_type=jnp.float32, precision=precision)
         ds = p * (dp - delta[:, None])
         return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32,
                             precision=precision)
 
-    dq = lax.fori_loop(lo, hi, body, jnp.zeros((block_q, head_dim), jnp.float32))
+    dq = jnp.zeros((block_q, head_dim), jnp.float32)
+    dq = loop_over_blocks(k_lo, k_hi, block_k, body, dq, mask_empty=False)
     dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
 
 

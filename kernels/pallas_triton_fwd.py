@@ -37,28 +37,49 @@ def dot_precision(dtype):
     return lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
 
 
+def loop_over_blocks(lo, hi, block, body, carry, *, mask_empty: bool):
+    """Runs ``body(j, carry, masked)`` over the blocks j that any range [lo, hi) touches.
+
+    Ranges that are empty (lo > hi: padding) do not widen the loop. Blocks that
+    every range covers completely run with ``masked=False`` (no mask compares);
+    with ``mask_empty=False`` empty ranges do not count for that, which is
+    right where their results are discarded anyway (rows that see nothing).
+    """
+    first = lax.div(jnp.min(lo), block)
+    last = lax.div(jnp.max(hi) + block - 1, block)
+    if mask_empty:
+        full_lo, full_hi = jnp.max(lo), jnp.min(hi)
+    else:
+        seen = hi > lo
+        full_lo = jnp.max(jnp.where(seen, lo, 0))
+        full_hi = jnp.min(jnp.where(seen, hi, jnp.iinfo(jnp.int32).max))
+    # [a, b): blocks inside every range; [first, a) and [b, last) need the mask.
+    a = jnp.maximum(first, jnp.minimum(lax.div(full_lo + block - 1, block), last))
+    b = jnp.maximum(a, jnp.minimum(lax.div(full_hi, block), last))
+    carry = lax.fori_loop(first, a, functools.partial(body, masked=True), carry)
+    carry = lax.fori_loop(a, b, functools.partial(body, masked=False), carry)
+    return lax.fori_loop(b, last, functools.partial(body, masked=True), carry)
+
+
 def _fwd_kernel(q_ref, k_ref, v_ref, klo_ref, khi_ref, o_ref, lse_ref, *, scale, block_k):
     block_q, head_dim = q_ref.shape
     precision = dot_precision(q_ref.dtype)
     q = q_ref[...]
     k_lo = klo_ref[...]
     k_hi = khi_ref[...]
-    # Key blocks any row of this block can see; rows that see nothing have
-    # (Tk, 0) and so do not widen the range.
-    lo = lax.div(jnp.min(k_lo), block_k)
-    hi = lax.div(jnp.max(k_hi) + block_k - 1, block_k)
     qk_scale = scale * LOG2E
 
-    def body(j, carry):
+    def body(j, carry, masked):
         acc, m_prev, l_prev = carry
         start = j * block_k
         keys = pl.ds(start, block_k)
         k = k_ref[keys, :]
         s = jnp.dot(q, k.T, preferred_element_type=jnp.float32, precision=precision)
         s = s * qk_scale
-        span = start + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
-        allowed = (span >= k_lo[:, None]) & (span < k_hi[:, None])
-        s = jnp.where(allowed, s, MASK_VALUE)
+        if masked:
+            span = start + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
+            allowed = (span >= k_lo[:, None]) & (span < k_hi[:, None])
+            s = jnp.where(allowed, s, MASK_VALUE)
         m_next = jnp.maximum(m_prev, jnp.max(s, axis=1))
         # Until a row meets its first allowed key, m is MASK_VALUE and masked
         # entries contribute exp2(0) = 1; the first real maximum rescales that
@@ -74,11 +95,13 @@ def _fwd_kernel(q_ref, k_ref, v_ref, klo_ref, khi_ref, o_ref, lse_ref, *, scale,
 
     acc = jnp.zeros((block_q, head_dim), jnp.float32)
     m = jnp.full((block_q,), MASK_VALUE, jnp.float32)
-    l = jnp.zeros((block_q,), jnp.float32)
-    acc, m, l = lax.fori_loop(lo, hi, body, (acc, m, l))
+    total = jnp.zeros((block_q,), jnp.float32)
+    # Rows that see nothing are zeroed below, so they need no mask.
+    acc, m, total = loop_over_blocks(k_lo, k_hi, block_k, body, (acc, m, total),
+                                     mask_empty=False)
 
     empty = k_hi <= k_lo
-    l_safe = jnp.where(empty, 1.0, l)
+    l_safe = jnp.where(empty, 1.0, total)
     out = jnp.where(empty[:, None], 0.0, acc / l_safe[:, None])
     o_ref[...] = out.astype(o_ref.dtype)
     lse_ref[...] = jnp.where(empty, jnp.inf, m + jnp.log2(l_safe))

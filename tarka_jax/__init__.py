@@ -3,6 +3,8 @@
 from tarka_jax._version import __version__
 from tarka_jax.config import ModelConfig, DenseSpec, ConfigError
 from tarka_jax.model import embed, token_embeddings, init_params
+from tarka_jax.tokenizer import TextTokenizer
+from tarka_jax.embedder import Embedder, load
 
 __all__ = ["__version__", "ModelConfig", "DenseSpec", "ConfigError", "embed",
-           "token_embeddings", "init_params"]
+           "token_embeddings", "init_params", "TextTokenizer", "Embedder", "load"]

@@ -6,12 +6,18 @@
 
 * special tokens named in ``tokenizer_config.json`` (``bos_token``, ``eos_token``, ...)
   and its ``added_tokens_decoder`` that the backend lacks are added;
-* if ``tokenizer_config.json`` carries ``add_bos_token`` or ``add_eos_token`` (or
-  tokenizer.json has no post-processor), the post-processor is rebuilt from those
-  flags: ``[bos] $A [eos]``. Otherwise tokenizer.json's post-processor is used as is;
+* the post-processor is tokenizer.json's, whatever ``add_bos_token`` /
+  ``add_eos_token`` in ``tokenizer_config.json`` say: transformers 5.24 pops those
+  flags when a tokenizer.json exists (``PreTrainedTokenizerBase._from_pretrained``,
+  tokenization_utils_base.py l.1818), so ``TokenizersBackend`` never sees them and
+  never rebuilds the post-processor (checked against ``AutoTokenizer`` in the tests;
+  REFERENCE.md section 4 expected a rebuild). A null post-processor adds nothing;
 * truncation to ``max_seq_length`` happens *before* the post-processor, so a
   truncated text still ends with its special tokens (``tokenizers`` reserves the
   special-token budget itself);
+* ``tokenizer_class`` GemmaTokenizer (EmbeddingGemma) makes transformers rebuild the
+  BPE from tokenizer.json's vocab and merges with the same normalizer, which gives
+  the same ids (tested); other classes with their own ``__init__`` get a warning;
 * ``do_lower_case`` from ``sentence_bert_config.json`` prepends a Lowercase normalizer;
 * a prompt is concatenated to the text as a string before tokenising.
 
@@ -35,15 +41,23 @@ from __future__ import annotations
 import bisect
 import json
 import os
-from typing import Any, Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
-from tokenizers import AddedToken, Tokenizer, processors
+from tokenizers import AddedToken, Tokenizer
 
 # Named special tokens transformers adds to the backend when it lacks them.
 _NAMED_SPECIAL_TOKENS = (
     "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
 )
+# tokenizer_class values whose transformers 5.24 loading we checked gives tokenizer.json's
+# ids (GemmaTokenizer rebuilds its BPE from the file's vocab/merges with the same
+# normalizer and keeps the file's post-processor). Other classes with their own
+# __init__ (CodeLlama, Cohere, GPT-NeoX, ...) rebuild pieces differently: warn.
+_VERIFIED_CLASSES = {None, "TokenizersBackend", "PreTrainedTokenizerFast", "GemmaTokenizer",
+                     "GemmaTokenizerFast"}
 # transformers' "no limit" sentinel for model_max_length (int(1e30)).
 _VERY_LARGE = int(1e20)
 
@@ -146,7 +160,7 @@ class TextTokenizer:
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, max_seq_length: int | None = None, *,
                     max_position_embeddings: int | None = None,
-                    do_lower_case: bool | None = None) -> "TextTokenizer":
+                    do_lower_case: bool | None = None) -> TextTokenizer:
         """Load ``tokenizer.json`` (+ ``tokenizer_config.json``) from a model folder.
 
         Args:
@@ -180,16 +194,18 @@ class TextTokenizer:
             tokenizer_json = _with_lowercase(tokenizer_json)
         try:
             backend = Tokenizer.from_str(json.dumps(tokenizer_json))
-        except Exception as e:  # tokenizers raises plain Exception subclasses
+        except Exception as e:  # noqa: BLE001  (tokenizers raises plain Exception)
             raise TokenizerError(f"cannot load {path}: {e}") from None
         backend_truncation = backend.truncation
         backend.no_truncation()
         backend.no_padding()
 
         _add_missing_tokens(backend, tok_config)
-        if ("add_bos_token" in tok_config or "add_eos_token" in tok_config
-                or backend.post_processor is None):
-            backend.post_processor = _rebuilt_post_processor(backend, tok_config)
+        if tok_config.get("tokenizer_class") not in _VERIFIED_CLASSES:
+            warnings.warn(
+                f"{folder}: tokenizer_class {tok_config['tokenizer_class']!r} is not one whose "
+                "transformers loading tarka-jax mirrors; token ids follow tokenizer.json and may "
+                "differ from AutoTokenizer's", stacklevel=2)
 
         if max_seq_length is None:
             max_seq_length = _resolve_max_seq_length(folder, tok_config, st_config,
@@ -357,24 +373,6 @@ def _add_missing_tokens(backend: Tokenizer, tok_config: dict) -> None:
     if missing:
         backend.add_special_tokens(
             [AddedToken(n, special=True, normalized=False) for n in missing])
-
-
-def _rebuilt_post_processor(backend: Tokenizer, tok_config: dict):
-    """``TokenizersBackend.update_post_processor``: ``[bos:0] $A:0 [eos:0]`` from the flags."""
-    bos = _token_content(tok_config.get("bos_token"))
-    eos = _token_content(tok_config.get("eos_token"))
-    add_bos = bool(tok_config.get("add_bos_token", False)) and bos is not None
-    add_eos = bool(tok_config.get("add_eos_token", False)) and eos is not None
-    single = f"{bos + ':0 ' if add_bos else ''}$A:0{' ' + eos + ':0' if add_eos else ''}"
-    pair = f"{single}{' ' + bos + ':1' if add_bos else ''} $B:1{' ' + eos + ':1' if add_eos else ''}"
-    special = []
-    for flag, token in ((add_bos, bos), (add_eos, eos)):
-        if flag:
-            token_id = backend.token_to_id(token)
-            if token_id is None:
-                raise TokenizerError(f"special token {token!r} is not in the vocabulary")
-            special.append((token, token_id))
-    return processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
 
 
 def _resolve_max_seq_length(folder: str, tok_config: dict, st_config: dict,

@@ -46,3 +46,58 @@ def tiny_st(tiny_reference):
     return SentenceTransformer(tiny_reference, device="cpu")
 
 # ---- (helpers: add your shared fixtures below this line, in marked sections) ----
+
+
+# ---- inference API (tokenizer / embedder / CLI) ----------------------------------------------
+
+# One intra-op thread for torch: with JAX's thread pool (and other jobs) on 2 shared
+# cores, torch's OpenMP threads oversubscribe and a tiny reference forward pass went
+# from 0.04 s to 2 s. Set before any test imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_reference):
+    """An Embedder on the default tiny reference checkpoint (float32)."""
+    from tarka_jax import Embedder
+
+    return Embedder.from_pretrained(tiny_reference)
+
+
+@pytest.fixture(scope="session")
+def jax_only_model(tmp_path_factory) -> str:
+    """A small sentence-transformers folder written without torch (random init_params).
+
+    For the torch-free leg: tokenizer, Embedder plumbing, packing, errors and the CLI.
+    Not a parity reference (nothing to compare with).
+    """
+    import json
+
+    import jax
+    import numpy as np
+
+    from tarka_jax.checkpoint import SentenceTransformerMeta, save_sentence_transformers
+    from tarka_jax.config import FULL, SLIDING, DenseSpec, ModelConfig
+    from tarka_jax.model import init_params
+    from tarka_jax.testing import GEMMA_PROMPTS, train_tokenizer
+
+    root = tmp_path_factory.mktemp("jax_only")
+    tok_dir, out = str(root / "tok"), str(root / "model")
+    train_tokenizer(211, tok_dir)
+    with open(f"{tok_dir}/tokenizer_config.json", "w") as f:
+        json.dump({"tokenizer_class": "TokenizersBackend", "bos_token": "<bos>",
+                   "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+                   "model_max_length": 48}, f)
+    config = ModelConfig(
+        vocab_size=211, hidden_size=40, intermediate_size=56, num_layers=2, num_heads=4,
+        num_kv_heads=2, head_dim=12, query_pre_attn_scalar=10, layer_types=(SLIDING, FULL),
+        sliding_window=8, dense=(DenseSpec(40, 24),), normalize=True)
+    # Shapes from an abstract init (no eager Flax), values from numpy: fast, and the
+    # norm weights are random too.
+    shapes = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(
+        lambda s: (rng.standard_normal(s.shape) * 0.1).astype(np.float32), shapes)
+    meta = SentenceTransformerMeta(prompts=dict(GEMMA_PROMPTS))
+    save_sentence_transformers(out, config, params, meta, tok_dir)
+    return out

@@ -1,0 +1,276 @@
+"""The ``tarka-jax`` command line: one registry of subcommands.
+
+A subcommand is a :class:`Command` (name, one-line help, ``add_arguments(parser)``,
+``run(args) -> exit code``). Built-in ones are registered at the bottom of this
+file; another module adds its own with one line here::
+
+    register_lazy("distill", "distil a student from a teacher", "tarka_jax.distill.cli:COMMAND")
+
+``register_lazy`` imports the module only when that subcommand runs (or prints its
+``--help``), so ``tarka-jax embed`` never pays for, or breaks on, the training
+stack. Modules that are imported anyway may call :func:`register` directly.
+
+Errors a user can cause (bad paths, bad options, bad inputs) print one line,
+``tarka-jax <command>: error: ...``, and exit with status 2; set
+``TARKA_JAX_DEBUG=1`` to get the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+    description: str | None = None
+
+
+_COMMANDS: dict[str, Command] = {}
+_LAZY: dict[str, tuple[str, str]] = {}  # name -> (help, "module:attribute")
+
+
+def register(command: Command) -> Command:
+    """Add a subcommand (replacing one of the same name)."""
+    _COMMANDS[command.name] = command
+    _LAZY.pop(command.name, None)
+    return command
+
+
+def register_lazy(name: str, help: str, target: str) -> None:
+    """Add a subcommand whose :class:`Command` lives at ``"module:attribute"``."""
+    if name not in _COMMANDS:
+        _LAZY[name] = (help, target)
+
+
+def _command(name: str) -> Command:
+    if name not in _COMMANDS:
+        module, _, attribute = _LAZY[name][1].partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        _COMMANDS[name] = command() if callable(command) and not isinstance(command, Command) \
+            else command
+    return _COMMANDS[name]
+
+
+def _names() -> list[str]:
+    return sorted(set(_COMMANDS) | set(_LAZY))
+
+
+def _help(name: str) -> str:
+    return _COMMANDS[name].help if name in _COMMANDS else _LAZY[name][0]
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``selected``'s arguments are built (lazy imports)."""
+    from tarka_jax import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tarka-jax", description="Tarka-Embedding / EmbeddingGemma in JAX.")
+    parser.add_argument("--version", action="version", version=f"tarka-jax {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _names():
+        if name == selected:
+            command = _command(name)
+            p = sub.add_parser(name, help=command.help,
+                               description=command.description or command.help)
+            command.add_arguments(p)
+        else:
+            sub.add_parser(name, help=_help(name), add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tarka-jax`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    if selected not in _names():
+        selected = None
+    try:
+        parser = build_parser(selected)
+    except ImportError as e:  # a lazily registered command whose dependencies are missing
+        print(f"tarka-jax {selected}: error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    try:
+        return int(_command(args.command).run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a clean one-line message; TARKA_JAX_DEBUG=1 for the traceback
+        if os.environ.get("TARKA_JAX_DEBUG"):
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"tarka-jax {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+# ---- shared options --------------------------------------------------------------------------
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", required=True,
+                   help="model folder (sentence-transformers, HF or hf_to_flax) or hub id")
+    p.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    p.add_argument("--max-seq-length", type=int, default=None,
+                   help="truncate texts to this many tokens (default: the model's)")
+    p.add_argument("--attention", default=None, help="attention implementation (default: best)")
+    p.add_argument("--revision", default=None, help="hub revision")
+
+
+def _load_embedder(args):
+    from tarka_jax.embedder import Embedder
+
+    return Embedder.from_pretrained(args.model, dtype=args.dtype, attention=args.attention,
+                                    max_seq_length=args.max_seq_length, revision=args.revision)
+
+
+# ---- embed -----------------------------------------------------------------------------------
+
+
+def _embed_arguments(p: argparse.ArgumentParser) -> None:
+    _add_model_arguments(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--query", action="store_true", help="encode as queries (the query prompt)")
+    which.add_argument("--document", action="store_true",
+                       help="encode as documents (the document prompt)")
+    which.add_argument("--prompt-name", default=None, help="use this named prompt")
+    which.add_argument("--prompt", default=None, help="prepend this literal prompt")
+    p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension")
+    p.add_argument("--normalize", action="store_true", help="L2-normalise after truncation")
+    p.add_argument("--output", "-o", default=None,
+                   help="write here: .npy (float32 [n, dim]) when it ends so, JSON lines "
+                        "otherwise (default: JSON lines on stdout)")
+    p.add_argument("texts", nargs="*", metavar="TEXT",
+                   help="texts to embed; none or '-' reads one text per line from stdin")
+
+
+def _read_texts(texts: list[str]) -> list[str]:
+    if texts and texts != ["-"]:
+        if "-" in texts:
+            raise ValueError("'-' (stdin) cannot be mixed with texts on the command line")
+        return texts
+    return [line.rstrip("\r\n") for line in sys.stdin]
+
+
+def _run_embed(args) -> int:
+    texts = _read_texts(args.texts)
+    model = _load_embedder(args)
+    kw = {"batch_size": args.batch_size, "truncate_dim": args.truncate_dim,
+          "normalize_embeddings": args.normalize}
+    if args.query:
+        emb = model.encode_query(texts, **kw)
+    elif args.document:
+        emb = model.encode_document(texts, **kw)
+    else:
+        emb = model.encode(texts, prompt_name=args.prompt_name, prompt=args.prompt, **kw)
+    if args.output and args.output.endswith(".npy"):
+        import numpy as np
+
+        np.save(args.output, emb)
+        return 0
+    lines = (json.dumps({"text": text, "embedding": row.tolist()}, ensure_ascii=False) + "\n"
+             for text, row in zip(texts, emb))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+    else:
+        sys.stdout.writelines(lines)
+    return 0
+
+
+# ---- search ----------------------------------------------------------------------------------
+
+
+def _search_arguments(p: argparse.ArgumentParser) -> None:
+    _add_model_arguments(p)
+    p.add_argument("--docs", required=True,
+                   help="documents: a .txt file (one per line), a .jsonl file (a \"text\" "
+                        "field per line), or a directory of .txt/.md files (one per file)")
+    p.add_argument("--query", "-q", action="append", required=True,
+                   help="a query (repeat for several)")
+    p.add_argument("--top-k", "-k", type=int, default=5, help="hits per query (default 5)")
+    p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension")
+
+
+def read_documents(path: str) -> tuple[list[str], list[str]]:
+    """(texts, labels) from a .txt / .jsonl file or a directory of .txt / .md files."""
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path)
+                       if n.lower().endswith((".txt", ".md"))
+                       and os.path.isfile(os.path.join(path, n)))
+        texts = []
+        for name in names:
+            with open(os.path.join(path, name), encoding="utf-8") as f:
+                texts.append(f.read().strip())
+        labels = names
+    elif os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        if path.lower().endswith((".jsonl", ".ndjson")):
+            texts, labels = [], []
+            for n, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n} is not valid JSON ({e.msg})") from None
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                    # a bad file, not a bad argument: ValueError
+                    raise ValueError(f"{path}:{n} needs a string \"text\" field")  # noqa: TRY004
+                texts.append(record["text"])
+                labels.append(str(record.get("id", f"line {n}")))
+        else:
+            pairs = [(line.strip(), f"line {n}") for n, line in enumerate(lines, 1)
+                     if line.strip()]
+            texts, labels = [t for t, _ in pairs], [label for _, label in pairs]
+    else:
+        raise FileNotFoundError(f"documents not found: {path}")
+    if not texts:
+        raise ValueError(f"no documents in {path}")
+    return texts, labels
+
+
+def _run_search(args) -> int:
+    import numpy as np
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    docs, labels = read_documents(args.docs)
+    model = _load_embedder(args)
+    kw = {"batch_size": args.batch_size, "truncate_dim": args.truncate_dim}
+    doc_emb = model.encode_document(docs, **kw)
+    query_emb = model.encode_query(args.query, **kw)
+    scores = model.similarity(query_emb, doc_emb)
+    k = min(args.top_k, len(docs))
+    for query, row in zip(args.query, scores):
+        print(f"query: {query}")
+        for rank, i in enumerate(np.argsort(-row, kind="stable")[:k], 1):
+            snippet = " ".join(docs[i].split())
+            snippet = snippet if len(snippet) <= 100 else snippet[:97] + "..."
+            print(f"  {rank:>2}. {row[i]:.4f}  {snippet}  [{labels[i]}]")
+    return 0
+
+
+register(Command(
+    "embed", "embed texts; write JSON lines or .npy", _embed_arguments, _run_embed,
+    description="Embed texts (arguments, or stdin lines) with a model; write JSON lines "
+                "({\"text\", \"embedding\"}) or a float32 .npy array."))
+register(Command(
+    "search", "rank documents for queries", _search_arguments, _run_search,
+    description="Embed documents (encode_document) and queries (encode_query) and print "
+                "the top-k documents per query with their cosine scores."))
+
+# Subcommands living elsewhere: imported only when they run (the training stack may
+# need packages an inference install lacks).
+register_lazy("distill", "distil a student from a teacher (sharded, resumable)",
+              "tarka_jax.distill.cli:COMMAND")

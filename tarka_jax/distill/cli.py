@@ -1,0 +1,72 @@
+"""``tarka-jax distill --config FILE.toml [--workdir DIR] [--max-steps N] [--resume]``.
+
+Registered in :mod:`tarka_jax.cli` as
+``register_lazy("distill", ..., "tarka_jax.distill.cli:COMMAND")``; also runs
+stand-alone as ``python -m tarka_jax.distill.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tarka_jax.cli import Command
+
+HELP = "distil a student from a teacher (sharded, resumable)"
+DESCRIPTION = (
+    "Distil a student embedding model from a teacher on raw text, as the TOML config "
+    "describes (schema: tarka_jax/distill/config.py; example: examples/distill_tiny.toml). "
+    "The run folder holds checkpoints, metrics.jsonl and what "
+    "`python convert/flax_to_hf.py RUN_DIR OUT --step N` needs to export any step.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the run's TOML file")
+    p.add_argument("--workdir", default=None,
+                   help="run folder (default: runs/<config file stem> next to the config)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop when the run reaches this step (absolute; the learning-rate "
+                        "schedule still spans train.steps)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --workdir (state and data "
+                        "position)")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Multi-host: must happen before anything touches a jax backend.
+    from tarka_jax.distill.sharding import maybe_initialize_distributed
+
+    maybe_initialize_distributed()
+    from tarka_jax.distill.config import load_config
+    from tarka_jax.distill.run import train
+
+    config = load_config(args.config)
+    with open(args.config, encoding="utf-8") as f:
+        text = f.read()
+    workdir = args.workdir or os.path.join(
+        os.path.dirname(os.path.abspath(args.config)), "runs",
+        os.path.splitext(os.path.basename(args.config))[0])
+    if args.max_steps is not None and args.max_steps <= 0:
+        raise ValueError(f"--max-steps must be > 0, got {args.max_steps}")
+    result = train(config, workdir, max_steps=args.max_steps, resume=args.resume,
+                   config_text=text)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in result.items()
+                      if k in ("loss", "cosine", "kl", "eval_cosine") and v is not None)
+    print(f"step {result['step']}: {shown}; run folder {workdir}")
+    return 0
+
+
+COMMAND = Command("distill", HELP, add_arguments, run, description=DESCRIPTION)
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry point, the same as ``tarka-jax distill``."""
+    from tarka_jax import cli
+
+    cli.register(COMMAND)
+    return cli.main(["distill", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

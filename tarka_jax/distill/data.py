@@ -1,0 +1,197 @@
+"""Raw text -> paired (student, teacher) token batches, with a resumable position.
+
+Minimal by design (the next issue extends it): every text of the listed files is
+held in memory; each epoch visits them in a permutation seeded by
+``(seed, epoch)``; batch ``i`` of an epoch is texts ``order[i*B:(i+1)*B]`` (the
+last partial batch of an epoch is dropped, a different remainder each epoch).
+The whole position is ``{"epoch", "index", "seed", "num_texts"}``: saved with
+every checkpoint, restored on resume, so a resumed run sees the very same
+batches. (grain's checkpointable iterators would do the same; this keeps the
+GPU image, which lacks grain, able to train.)
+
+Each text is tokenised by both tokenizers over the same character span: when
+either truncates it, the text is cut at the last character that tokenizer kept
+and both encode the cut text. Rows are padded to the smallest length bucket
+that fits, so the step compiles once per bucket pair, not once per batch.
+
+Multi-host: every host reads the same files and tokenises the whole global batch
+(so all hosts agree on the padded length), then keeps its own contiguous rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from tarka_jax.tokenizer import TextTokenizer, bucket_for, length_buckets
+
+SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+
+class DataError(ValueError):
+    """Unreadable or empty training data."""
+
+
+def check_files(paths: Sequence[str], what: str) -> None:
+    """Existence and format of data files, before any model is loaded."""
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{what} file not found: {path}")
+        if not path.endswith(SUFFIXES):
+            raise DataError(f"{what} file {path} must end in one of {SUFFIXES}")
+        if path.endswith(".parquet"):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise DataError(f"{path}: reading .parquet needs pyarrow "
+                                "(pip install pyarrow)") from None
+
+
+def read_texts(path: str, text_field: str = "text") -> list[str]:
+    """Non-empty texts of one file: .txt (one per line), .jsonl or .parquet (``text_field``)."""
+    texts: list[str] = []
+    if path.endswith(".txt"):
+        with open(path, encoding="utf-8") as f:
+            texts = [line.rstrip("\n") for line in f]
+    elif path.endswith(".jsonl"):
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n} is not valid JSON: {e}") from None
+                if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+                    raise DataError(f"{path}:{n} has no string field {text_field!r}")
+                texts.append(record[text_field])
+    elif path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if text_field not in table.column_names:
+            raise DataError(f"{path} has no column {text_field!r} (columns: "
+                            f"{table.column_names})")
+        texts = [t for t in table.column(text_field).to_pylist() if isinstance(t, str)]
+    else:
+        raise DataError(f"unsupported data file {path}; use {SUFFIXES}")
+    return [t for t in texts if t.strip()]
+
+
+def read_corpus(paths: Sequence[str], text_field: str, what: str = "data.train") -> list[str]:
+    check_files(paths, what)
+    texts = [t for p in paths for t in read_texts(p, text_field)]
+    if not texts:
+        raise DataError(f"{what} files {list(paths)} hold no non-empty text")
+    return texts
+
+
+class PairTokenizer:
+    """Tokenise texts with the student's and the teacher's tokenizers over one span."""
+
+    def __init__(self, student: TextTokenizer, teacher: TextTokenizer, *,
+                 student_prompt: str = "", teacher_prompt: str = "",
+                 student_buckets: Sequence[int] = (), teacher_buckets: Sequence[int] = ()):
+        self.student, self.teacher = student, teacher
+        self.prompts = (student_prompt, teacher_prompt)
+        self.buckets = (self._buckets(student, student_buckets),
+                        self._buckets(teacher, teacher_buckets))
+
+    @staticmethod
+    def _buckets(tok: TextTokenizer, given: Sequence[int]) -> tuple[int, ...]:
+        if given:
+            return tuple(sorted(given))
+        if tok.max_seq_length is None:
+            raise DataError("a tokenizer without max_seq_length needs explicit data.buckets")
+        return tuple(length_buckets(tok.max_seq_length))
+
+    def _cut(self, text: str) -> str:
+        """Text cut at the last character both tokenizers keep (unchanged if none truncates)."""
+        end = len(text)
+        for tok, prompt in zip((self.student, self.teacher), self.prompts):
+            enc = tok.backend.encode(prompt + text)
+            if not enc.overflowing:
+                continue
+            kept = [o[1] for o, special in zip(enc.offsets, enc.special_tokens_mask)
+                    if not special]
+            end = min(end, max(0, (max(kept) if kept else 0) - len(prompt)))
+        return text[:end]
+
+    def __call__(self, texts: Sequence[str]) -> dict:
+        texts = [self._cut(t) for t in texts]
+        out = {}
+        for name, tok, prompt, buckets in zip(("student", "teacher"), (self.student, self.teacher),
+                                              self.prompts, self.buckets):
+            ids = tok.encode(texts, prompt=prompt or None)
+            longest = max(len(x) for x in ids)
+            width = bucket_for(longest, buckets)
+            if width < longest:
+                raise DataError(f"a {name} text has {longest} tokens, more than the largest "
+                                f"bucket {buckets[-1]}; raise data.buckets or lower "
+                                "max_seq_length")
+            out[name] = tok.pad(ids, row_length=None, buckets=(width,))
+        return out
+
+
+class TextBatches:
+    """Deterministic, resumable iterator of global batches (this host's rows)."""
+
+    def __init__(self, texts: Sequence[str], tokenize: PairTokenizer, batch_size: int, seed: int,
+                 process_index: int = 0, process_count: int = 1):
+        if len(texts) < batch_size:
+            raise DataError(f"data.batch_size={batch_size} exceeds the {len(texts)} training "
+                            "texts")
+        if batch_size % process_count:
+            raise DataError(f"data.batch_size={batch_size} must divide over {process_count} "
+                            "hosts")
+        self.texts = list(texts)
+        self.tokenize = tokenize
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.process_index, self.process_count = process_index, process_count
+        self.epoch, self.index = 0, 0
+        self._order_epoch, self._order = None, None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.texts) // self.batch_size
+
+    def _order_for(self, epoch: int) -> np.ndarray:
+        if self._order_epoch != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._order, self._order_epoch = rng.permutation(len(self.texts)), epoch
+        return self._order
+
+    def get_state(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "seed": self.seed,
+                "num_texts": len(self.texts), "batch_size": self.batch_size}
+
+    def set_state(self, state: dict) -> None:
+        mine = self.get_state()
+        for key in ("seed", "num_texts", "batch_size"):
+            if state.get(key) != mine[key]:
+                raise DataError(f"cannot resume: the checkpoint's data {key} is {state.get(key)} "
+                                f"but the config gives {mine[key]} (data or config changed)")
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+    def global_texts(self) -> list[str]:
+        """Texts of the next global batch (no advance)."""
+        order = self._order_for(self.epoch)
+        chosen = order[self.index * self.batch_size:(self.index + 1) * self.batch_size]
+        return [self.texts[i] for i in chosen]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        batch = self.tokenize(self.global_texts())
+        self.index += 1
+        if self.index >= self.batches_per_epoch:
+            self.epoch, self.index = self.epoch + 1, 0
+        rows = self.batch_size // self.process_count
+        lo = self.process_index * rows
+        return {name: {k: v[lo:lo + rows] for k, v in part.items()}
+                for name, part in batch.items()}

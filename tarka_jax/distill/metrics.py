@@ -1,0 +1,79 @@
+"""Per-step metrics: JSON lines in the run folder, optional TensorBoard, a progress bar.
+
+Only process 0 writes. Values arrive as device scalars; they are fetched once
+per logged step (one host sync per ``log_every`` steps, not per step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+
+
+class MetricsWriter:
+    """``write(step, metrics)`` to ``metrics.jsonl`` (+ TensorBoard), and a tqdm bar."""
+
+    def __init__(self, workdir: str, *, total_steps: int, start_step: int = 0,
+                 tensorboard: bool = False, progress: bool = True):
+        self.enabled = jax.process_index() == 0
+        self._file = None
+        self._tb = None
+        self._bar = None
+        if not self.enabled:
+            return
+        self._file = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                raise ImportError("logging.tensorboard = true needs tensorboardX "
+                                  "(pip install tensorboardX)") from None
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        if progress:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step",
+                             dynamic_ncols=True)
+
+    def write(self, step: int, metrics: dict) -> dict:
+        values = {k: _scalar(v) for k, v in jax.device_get(metrics).items()}
+        if not self.enabled:
+            return values
+        self._file.write(json.dumps({"step": int(step), **values}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in values.items():
+                if v is not None:
+                    self._tb.add_scalar(k, v, step)
+        if self._bar is not None:
+            shown = {k: f"{values[k]:.4g}" for k in ("loss", "eval_cosine")
+                     if values.get(k) is not None}
+            self._bar.set_postfix(shown, refresh=False)
+        return values
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def _scalar(v):
+    x = float(np.asarray(v))
+    return x if math.isfinite(x) else None
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """All records of a run's metrics.jsonl."""
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,221 @@
+"""One distillation run: check everything, build the sharded state, loop, checkpoint, log."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from tarka_jax.checkpoint import Checkpoint, load_checkpoint
+from tarka_jax.distill import checkpointing as ckpt
+from tarka_jax.distill import sharding as shd
+from tarka_jax.distill.config import DistillConfig, DistillConfigError
+from tarka_jax.distill.data import PairTokenizer, TextBatches, check_files, read_corpus
+from tarka_jax.distill.loss import LossConfigError
+from tarka_jax.distill.metrics import MetricsWriter
+from tarka_jax.distill.optim import make_optimizer
+from tarka_jax.distill.step import (
+    StepConfig,
+    create_state,
+    make_embed_fn,
+    make_train_step,
+    shard_params,
+    state_shardings,
+)
+from tarka_jax.tokenizer import TextTokenizer
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What a run needs, loaded and checked; no device compute has happened yet."""
+
+    config: DistillConfig
+    student: Checkpoint
+    teacher: Checkpoint
+    pair: PairTokenizer
+    train_texts: list[str]
+    eval_texts: list[str]
+
+
+def prepare(config: DistillConfig) -> Prepared:
+    """Files, models, dims and tokenizers, checked in order of cost; raises before compute."""
+    train_files = [config.resolve(p) for p in config.data.train]
+    eval_files = [config.resolve(p) for p in config.data.eval]
+    check_files(train_files, "data.train")
+    check_files(eval_files, "data.eval")
+    student = load_checkpoint(config.resolve_model(config.model.student))
+    teacher = load_checkpoint(config.resolve_model(config.model.teacher))
+    try:
+        config.loss.dims(student.config.embedding_dim, teacher.config.embedding_dim)
+    except LossConfigError as e:
+        raise DistillConfigError(f"{e} [student {config.model.student}, teacher "
+                                 f"{config.model.teacher}]") from None
+    s_tok = TextTokenizer.from_folder(student.folder, config.data.max_seq_length or None,
+                                      max_position_embeddings=student.config.max_position_embeddings)
+    t_tok = TextTokenizer.from_folder(teacher.folder, config.data.teacher_max_seq_length or None,
+                                      max_position_embeddings=teacher.config.max_position_embeddings)
+    pair = PairTokenizer(s_tok, t_tok, student_prompt=config.data.student_prompt,
+                         teacher_prompt=config.data.teacher_prompt,
+                         student_buckets=config.data.buckets, teacher_buckets=config.data.buckets)
+    train_texts = read_corpus(train_files, config.data.text_field, "data.train")
+    eval_texts = read_corpus(eval_files, config.data.text_field, "data.eval") if eval_files else []
+    return Prepared(config, student, teacher, pair, train_texts, eval_texts)
+
+
+def _global(x: np.ndarray, sharding) -> jax.Array:
+    """This host's rows -> one global array (single host: the whole batch)."""
+    return jax.make_array_from_process_local_data(sharding, x)
+
+
+class Evaluator:
+    """Mean held-out cosine between student and teacher (teacher embeddings cached)."""
+
+    def __init__(self, prep: Prepared, mesh, student_sh, teacher_params, teacher_sh):
+        cfg = prep.config
+        self.texts = prep.eval_texts
+        self.pair = prep.pair
+        self.rows = cfg.data.batch_size
+        self.mesh = mesh
+        s_dim, t_dim = prep.student.config.embedding_dim, prep.teacher.config.embedding_dim
+        self.dim = min(s_dim, t_dim) if not cfg.loss.matryoshka_dims else max(
+            cfg.loss.matryoshka_dims)
+        dtype, attn = cfg.model.dtype, cfg.model.attention or None
+        self._student = make_embed_fn(prep.student.config, dtype, attn, mesh, student_sh)
+        teacher_fn = make_embed_fn(prep.teacher.config, dtype, attn, mesh, teacher_sh)
+        self._teacher = np.concatenate([
+            np.asarray(teacher_fn(teacher_params, self._batch(b, "teacher")))
+            for b in self._chunks()])[:len(self.texts), :self.dim]
+
+    def _chunks(self):
+        for i in range(0, len(self.texts), self.rows):
+            yield self.texts[i:i + self.rows]
+
+    def _batch(self, texts, which: str) -> dict:
+        part = self.pair(texts)[which]
+        n = self.rows // jax.process_count()
+        lo = jax.process_index() * n
+        sharding = shd.batch_sharding(self.mesh)
+        out = {}
+        for k, v in part.items():
+            full = np.zeros((self.rows, v.shape[1]), np.int32)
+            full[:len(v)] = v
+            out[k] = _global(full[lo:lo + n], sharding)
+        return out
+
+    def __call__(self, params) -> float:
+        s = np.concatenate([np.asarray(self._student(params, self._batch(b, "student")))
+                            for b in self._chunks()])[:len(self.texts), :self.dim]
+        t = self._teacher
+        s = s / np.maximum(np.linalg.norm(s, axis=-1, keepdims=True), 1e-12)
+        t = t / np.maximum(np.linalg.norm(t, axis=-1, keepdims=True), 1e-12)
+        return float(np.mean(np.sum(s * t, axis=-1)))
+
+
+def _window_mean(window: list[dict]) -> dict:
+    """Mean of each metric over the steps since the last log; ``lr`` of the last step."""
+    out = {k: float(np.mean([m[k] for m in window])) for k in window[-1]}
+    out["lr"] = float(window[-1]["lr"])
+    return out
+
+
+def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
+          resume: bool = False, config_text: str | None = None) -> dict[str, Any]:
+    """Run (or resume) distillation in ``workdir``; returns the last logged metrics.
+
+    Args:
+      max_steps: stop once the state reaches this step (absolute; the learning-rate
+        schedule still spans ``train.steps``). None = ``train.steps``.
+      resume: continue from the latest checkpoint in ``workdir`` (state and data
+        position); without it a ``workdir`` that holds checkpoints is refused.
+    """
+    prep = prepare(config)
+    workdir = os.path.abspath(workdir)
+    end = config.train.steps if max_steps is None else min(max_steps, config.train.steps)
+    mesh = shd.make_mesh(config.mesh.data, config.mesh.fsdp)
+    micro = config.data.batch_size // config.optimizer.accumulation_steps
+    if micro % mesh.size:
+        raise DistillConfigError(
+            f"the micro-batch (data.batch_size / optimizer.accumulation_steps = {micro}) must "
+            f"split evenly over the {mesh.size} devices of the mesh")
+    mngr = ckpt.manager(workdir, keep=config.checkpoint.keep,
+                        async_save=config.checkpoint.async_save)
+    latest = mngr.latest_step()
+    if not resume and latest is not None:
+        mngr.close()
+        raise ckpt.RunFolderError(
+            f"{workdir} already holds checkpoints (latest step {latest}); pass "
+            "--resume to continue or choose a new --workdir")
+    if resume and latest is None:
+        mngr.close()
+        raise ckpt.RunFolderError(f"--resume: no checkpoint in {workdir}")
+
+    tx, schedule = make_optimizer(config.optimizer, config.train.steps)
+    data = TextBatches(prep.train_texts, prep.pair, config.data.batch_size, config.data.seed,
+                       jax.process_index(), jax.process_count())
+    if resume:
+        params_shape = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32),
+                                    prep.student.params)
+        state_sh = state_shardings(params_shape, tx, mesh)
+        abstract = jax.eval_shape(
+            lambda p: {"step": np.int32(0), "params": p, "opt_state": tx.init(p)}, params_shape)
+        state, position = ckpt.restore(mngr, None, ckpt.abstract_like(abstract, state_sh))
+        data.set_state(position)
+    else:
+        ckpt.clear_run(workdir)
+        state, state_sh = create_state(prep.student.params, tx, mesh)
+    ckpt.write_run_files(workdir, config_dict=config.to_dict(), config_text=config_text,
+                         student=prep.student.config, teacher=prep.teacher.config,
+                         student_meta=prep.student.meta,
+                         student_tokenizer_folder=prep.student.folder)
+    teacher_params, teacher_sh = shard_params(prep.teacher.params, mesh)
+    step_cfg = StepConfig(student=prep.student.config, teacher=prep.teacher.config,
+                          loss=config.loss, dtype=config.model.dtype,
+                          attention=config.model.attention or None, remat=config.model.remat,
+                          accumulation_steps=config.optimizer.accumulation_steps)
+    step_fn = make_train_step(step_cfg, tx, schedule, mesh, state_sh, teacher_sh)
+    evaluator = (Evaluator(prep, mesh, state_sh["params"], teacher_params, teacher_sh)
+                 if prep.eval_texts else None)
+    batch_sh = shd.batch_sharding(mesh)
+
+    step = int(jax.device_get(state["step"]))
+    writer = MetricsWriter(workdir, total_steps=end, start_step=step,
+                           tensorboard=config.logging.tensorboard,
+                           progress=config.logging.progress)
+    last: dict[str, Any] = {}
+    if evaluator is not None and step == 0:
+        last = writer.write(0, {"eval_cosine": evaluator(state["params"])})
+    window: list[dict] = []
+    tokens, t0 = 0, time.perf_counter()
+    try:
+        while step < end:
+            host = next(data)
+            tokens += int(np.count_nonzero(host["student"]["segment_ids"])) * jax.process_count()
+            batch = {name: {k: _global(v, batch_sh) for k, v in part.items()}
+                     for name, part in host.items()}
+            state, metrics = step_fn(state, teacher_params, batch)
+            window.append(metrics)
+            step += 1
+            writer.advance()
+            do_eval = evaluator is not None and (
+                step == end or (config.train.eval_every and step % config.train.eval_every == 0))
+            if step % config.train.log_every == 0 or step == end or do_eval:
+                metrics = _window_mean(jax.device_get(window))
+                window = []
+                elapsed = time.perf_counter() - t0
+                metrics["tokens_per_s"] = tokens / max(elapsed, 1e-9)
+                metrics["epoch"] = data.epoch
+                if do_eval:
+                    metrics["eval_cosine"] = evaluator(state["params"])
+                last = writer.write(step, metrics)
+                tokens, t0 = 0, time.perf_counter()
+            if step % config.checkpoint.every == 0 or step == end:
+                ckpt.save(mngr, step, state, data.get_state())
+        mngr.wait_until_finished()
+    finally:
+        mngr.close()
+        writer.close()
+    return {"step": step, **last}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up both test environments (idempotent) and run the whole suite:
+#   leg 1: Python 3.11, jax 0.10.2, CPU torch + transformers + sentence-transformers (everything)
+#   leg 2: Python 3.12, newer pinned jax, torch-free tests (-m "not torch")
+# Usage: bash tests/run_all.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PIP_DISABLE_PIP_VERSION_CHECK=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+
+find_python() {  # find_python 3.11 -> a python of that version (pyenv shims may hide it)
+  local v=$1 cand
+  for cand in "python$v" "$(pyenv root 2>/dev/null)/versions/$v"*/bin/"python$v" \
+              /usr/bin/"python$v" /usr/local/bin/"python$v"; do
+    if "$cand" -c '' >/dev/null 2>&1; then echo "$cand"; return 0; fi
+  done
+  return 1
+}
+
+setup_venv() {  # setup_venv DIR PYTHON CONSTRAINTS EXTRAS WITH_TORCH
+  local dir=$1 py=$2 cons=$3 extras=$4 torch=$5
+  if [ ! -x "$dir/bin/python" ]; then "$py" -m venv "$dir"; fi
+  "$dir/bin/python" -m pip install -q --upgrade pip
+  if [ "$torch" = yes ]; then
+    # A CPU build on purpose: a bare `torch` requirement would pull a multi-GB CUDA build.
+    "$dir/bin/python" -m pip install -q torch==2.13.0 \
+      || "$dir/bin/python" -m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+  fi
+  "$dir/bin/python" -m pip install -q -c "$cons" -e ".[$extras]"
+}
+
+PY311=$(find_python 3.11) || { echo "python3.11 not found" >&2; exit 1; }
+PY312=$(find_python 3.12) || { echo "python3.12 not found" >&2; exit 1; }
+
+echo "== setting up leg 1 (Python 3.11, jax 0.10.2, PyTorch reference)"
+setup_venv "$ROOT/.venv" "$PY311" ci/constraints-py311.txt test,train yes
+echo "== setting up leg 2 (Python 3.12, newer jax, torch-free)"
+setup_venv "$ROOT/.venv312" "$PY312" ci/constraints-py312.txt test-light,train no
+
+status=0
+echo "== leg 1: $("$ROOT/.venv/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
+"$ROOT/.venv/bin/python" -m pytest -q "$@" || status=$?
+echo "== leg 2: $("$ROOT/.venv312/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
+"$ROOT/.venv312/bin/python" -m pytest -q -m "not torch" "$@" || status=$((status ? status : $?))
+exit $status
