@@ -149,16 +149,25 @@ def attention_pallas_triton(q, k, v, segment_ids, *, window, scale, interpret,
       [B, T, Hq, D] in q's dtype; exact zeros for queries that see no key.
 
     Raises:
-      NotImplementedError: head_dim not a power of two in [16, 256], dtypes
+      NotImplementedError: head_dim above 256 (smaller ones that are not a power
+        of two >= 16 are zero-padded to one), dtypes
         other than float32/bfloat16 (or mixed), or no table for this GPU.
     """
     b, t, hq, d = q.shape
     hkv = k.shape[2]
     groups = hq // hkv
-    if d < 16 or d > 256 or d & (d - 1):
-        raise NotImplementedError(
-            f"pallas_triton needs head_dim a power of two in [16, 256]; got {d}"
-        )
+    if d > 256:
+        raise NotImplementedError(f"pallas_triton serves head_dim <= 256; got {d}")
+    padded_d = max(16, 1 << (d - 1).bit_length())
+    if padded_d != d:
+        # Triton tiles are powers of two. Zero columns change neither q.k nor the
+        # kept output columns, and their gradients are sliced away.
+        pad = ((0, 0), (0, 0), (0, 0), (0, padded_d - d))
+        out = attention_pallas_triton(
+            jnp.pad(q, pad), jnp.pad(k, pad), jnp.pad(v, pad), segment_ids, window=window,
+            scale=d**-0.5 if scale is None else scale, interpret=interpret, arch=arch,
+            config=config)
+        return out[..., :d]
     if q.dtype not in _DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise NotImplementedError(
             f"pallas_triton serves float32 or bfloat16 q/k/v of one dtype; got "

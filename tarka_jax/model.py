@@ -205,12 +205,12 @@ def mean_pool(hidden: Array, segment_ids: Array, segments_per_row: int) -> Array
       multiply, so a non-finite padding row can never leak in.
     """
     slots = jnp.arange(1, segments_per_row + 1, dtype=segment_ids.dtype)
-    member = segment_ids[:, None, :] == slots[None, :, None]  # [B, S, T]
-    hidden32 = hidden.astype(jnp.float32)
-    sums = jnp.sum(
-        jnp.where(member[..., None], hidden32[:, None, :, :], 0.0), axis=2
-    )  # [B, S, E]
-    counts = jnp.sum(member, axis=-1, dtype=jnp.float32)[..., None]  # [B, S, 1]
+    member = (segment_ids[:, None, :] == slots[None, :, None]).astype(jnp.float32)  # [B, S, T]
+    # Zero padding rows with `where` first: 0 * NaN would still be NaN.
+    hidden32 = jnp.where((segment_ids > 0)[..., None], hidden.astype(jnp.float32), 0.0)
+    sums = jnp.einsum("bst,bte->bse", member, hidden32,
+                      precision=jax.lax.Precision.HIGHEST)  # [B, S, E]
+    counts = jnp.sum(member, axis=-1)[..., None]  # [B, S, 1]
     return sums / jnp.maximum(counts, 1e-9)
 
 

@@ -82,7 +82,10 @@ class TinySpec:
     default_prompt_name: str | None = None
     legacy_module_types: bool = False  # write sentence_transformers.models.* type strings
     model_prefix: bool = False  # store backbone keys as "model.*"
-    tokenizer_add_flags: tuple[bool, bool] | None = None  # tokenizer_config add_bos/eos_token
+    # add_bos_token / add_eos_token written into the tokenizer_config.json used to build the
+    # model. Note: transformers 5.x drops these flags when a tokenizer.json exists (and on save),
+    # so the final folder does not carry them; tests that need them add them to a copy.
+    tokenizer_add_flags: tuple[bool, bool] | None = None
     seed: int = 0
 
 

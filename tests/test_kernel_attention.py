@@ -221,13 +221,33 @@ def test_attention_matches_jax_nn_with_lengths(implementation):
         assert err <= 1e-5, f"{name}: {err:.2e}"
 
 
-def test_pallas_triton_rejects_head_dim_it_cannot_tile():
-    q = jnp.zeros((1, 8, 3, 48), jnp.float32)
-    kv = jnp.zeros((1, 8, 1, 48), jnp.float32)
+def test_pallas_triton_rejects_head_dim_above_256():
+    q = jnp.zeros((1, 8, 3, 512), jnp.float32)
+    kv = jnp.zeros((1, 8, 1, 512), jnp.float32)
     with pytest.raises(NotImplementedError, match="head_dim"):
         attention(q, kv, kv, implementation="pallas_triton")
     # implementation=None picks one that can serve it.
     assert jax.eval_shape(lambda: attention(q, kv, kv)).shape == q.shape
+
+
+@pytest.mark.parametrize("head_dim", [12, 48])
+def test_pallas_triton_pads_head_dims_that_are_not_powers_of_two(head_dim):
+    """Zero-padded head dims give the same output and gradients as the unpadded reference."""
+    keys = jax.random.split(jax.random.key(head_dim), 4)
+    q = jax.random.normal(keys[0], (2, 21, 4, head_dim), jnp.float32)
+    k = jax.random.normal(keys[1], (2, 21, 2, head_dim), jnp.float32)
+    v = jax.random.normal(keys[2], (2, 21, 2, head_dim), jnp.float32)
+    d_out = jax.random.normal(keys[3], q.shape, jnp.float32)
+    seg = jnp.array([[1] * 21, [1] * 9 + [2] * 7 + [0] * 5], jnp.int32)
+
+    def run(implementation):
+        f = lambda q, k, v: attention(q, k, v, seg, window=(3, 5), scale=0.3,
+                                      implementation=implementation)
+        out, vjp = jax.vjp(f, q, k, v)
+        return (out, *vjp(d_out))
+
+    for got, want in zip(run("pallas_triton"), run("xla")):
+        assert _rel_l2(got, np.asarray(want, np.float64)) <= 1e-5
 
 
 def test_pallas_triton_zero_length_sequence():

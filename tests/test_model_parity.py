@@ -48,8 +48,10 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("attention", [None, "pallas_triton"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_embed_matches_sentence_transformers_float32(reference_factory, case):
+def test_embed_matches_sentence_transformers_float32(reference_factory, case, attention):
+    """Both attention implementations (Pallas in interpret mode on CPU) give ST's embeddings."""
     from sentence_transformers import SentenceTransformer
 
     fields = dict(CASES[case])
@@ -58,7 +60,7 @@ def test_embed_matches_sentence_transformers_float32(reference_factory, case):
     folder = reference_factory(case, **fields)
     st = SentenceTransformer(folder, device="cpu")
     ref = st.encode(TEXTS, batch_size=len(TEXTS))
-    ours = _ours(folder, TEXTS, st)
+    ours = _ours(folder, TEXTS, st, attention=attention)
     assert ours.shape == ref.shape
     assert np.abs(ours - ref).max() <= 1e-5
 
@@ -145,3 +147,19 @@ def test_float16_is_refused(tiny_reference, tiny_st):
     ck = load_checkpoint(tiny_reference)
     with pytest.raises(ValueError, match="float16"):
         embed(ck.params, _st_batch(tiny_st, ["x"]), ck.config, dtype="float16")
+
+
+def test_pallas_gradients_match_xla_through_the_model(tiny_reference, tiny_st):
+    """Training through the Pallas backward (interpret mode) gives XLA's parameter gradients."""
+    ck = load_checkpoint(tiny_reference)
+    batch = {k: jnp.asarray(v) for k, v in _st_batch(tiny_st, TEXTS[:5]).items()}
+    direction = jax.random.normal(jax.random.key(1), (5, 1, ck.config.embedding_dim))
+
+    def grads(attention):
+        def loss(params):
+            return jnp.sum(embed(params, batch, ck.config, attention=attention) * direction)
+        return jax.tree_util.tree_leaves(jax.jit(jax.grad(loss))(ck.params))
+
+    for ours, ref in zip(grads("pallas_triton"), grads("xla")):
+        ours, ref = np.asarray(ours), np.asarray(ref)
+        assert np.linalg.norm(ours - ref) <= 1e-5 * max(np.linalg.norm(ref), 1e-6)
