@@ -10,7 +10,7 @@
 # --dry-run: CPU only, tiny sizes, Pallas in interpret mode, no pip install and no pytest
 # (tests/test_kernel_gpu_check_dry.py runs this path in CI).
 # Outputs in RESULTS_DIR: env.txt, pytest_kernels.xml, checks_jax.json, attention_jax.json,
-# attention_torch.json, [sweep_jax.json], summary.json, table.txt, log_*.txt.
+# attention_torch.json, [sweep_jax.json], train_mfu.json, summary.json, table.txt, log_*.txt.
 set -uo pipefail
 
 DRY_RUN="${DRY_RUN:-0}"
@@ -88,6 +88,12 @@ BUDGET_S="${BUDGET_S_JAX:-200}" step bench_jax 260 \
   "$PY" benchmarks/gpu_attention.py bench "$RESULTS_DIR" "${DRY_FLAG[@]}" "${SWEEP_FLAG[@]}"
 BUDGET_S="${BUDGET_S_TORCH:-140}" step bench_torch 180 \
   "$PY" benchmarks/gpu_torch_attention.py "$RESULTS_DIR" "${DRY_FLAG[@]}"
+
+# -- 3b. TRAIN-STEP MFU (issue 5): Tarka student + online EmbeddingGemma-shaped teacher, bf16, ---
+# seq 512, vs the bf16 matmul rate measured in the same process. Writes train_mfu.json.
+# Owned by the recipe work (benchmarks/gpu_train_mfu.py); capped at 90 s, timing stops at 60 s.
+BUDGET_S="${BUDGET_S_TRAIN:-60}" step train_mfu 90 \
+  "$PY" benchmarks/gpu_train_mfu.py "$RESULTS_DIR" "${DRY_FLAG[@]}"
 
 # -- 4. END-TO-END HOOK: Embedder.encode_document vs sentence-transformers --------------------------
 # Owned by the model/inference work: benchmarks/gpu_e2e.py RESULTS_DIR [--dry-run] should write

@@ -274,3 +274,9 @@ register(Command(
 # need packages an inference install lacks).
 register_lazy("distill", "distil a student from a teacher (sharded, resumable)",
               "tarka_jax.distill.cli:COMMAND")
+register_lazy("init-student", "a student from a teacher + a new tokenizer (embedding transplant)",
+              "tarka_jax.recipe.init_student:command")
+register_lazy("cache-teacher", "compute teacher embeddings once for a corpus",
+              "tarka_jax.recipe.teacher_cache:command")
+register_lazy("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
+              "tarka_jax.recipe.evaluate:command")

@@ -6,7 +6,9 @@ Inference shape policy (why a call compiles what it compiles):
   batches of ``batch_size``; the input order is restored at the end.
 * Each batch's row length is padded up to a *length bucket*: powers of two from 16
   up to ``max_seq_length`` (which is always a bucket). 2048 gives
-  16, 32, 64, 128, 256, 512, 1024, 2048: eight row lengths.
+  16, 32, 64, 128, 256, 512, 1024, 2048: eight row lengths. ``buckets_per_octave=2``
+  adds midpoints (24, 48, 88, ...): less padding (at most 1.5x) for up to twice the
+  shapes; BENCHMARKS.md has the measured trade-off.
 * Full batches have exactly ``batch_size`` rows. The one partial batch of a call
   (the last, i.e. shortest, texts) is padded to the next power of two, capped at
   ``batch_size``, so a single query does not pay for 32 rows.
@@ -72,7 +74,8 @@ class Embedder:
     def __init__(self, config, params, tokenizer: TextTokenizer, *, prompts=None,
                  default_prompt_name: str | None = None, similarity_fn_name: str = "cosine",
                  dtype: Any = "float32", attention: str | None = None,
-                 truncate_dim: int | None = None, pack_segments: int = 8):
+                 truncate_dim: int | None = None, pack_segments: int = 8,
+                 buckets_per_octave: int = 1):
         self.dtype = resolve_dtype(dtype).name
         _check_attention(attention)
         self.config = config
@@ -86,6 +89,9 @@ class Embedder:
         self.attention = attention
         self.truncate_dim = self._check_truncate_dim(truncate_dim)
         self.pack_segments = int(pack_segments)
+        if not isinstance(buckets_per_octave, int) or buckets_per_octave < 1:
+            raise ValueError(f"buckets_per_octave must be a positive int, got {buckets_per_octave!r}")
+        self.buckets_per_octave = buckets_per_octave
         self.compiled_shapes: set[tuple[int, int, int]] = set()
         self.params = jax.device_put(params)
         self._set_buckets()
@@ -136,7 +142,7 @@ class Embedder:
 
     def _set_buckets(self) -> None:
         top = self.tokenizer.max_seq_length or self.config.max_position_embeddings
-        self.buckets = length_buckets(top)
+        self.buckets = length_buckets(top, per_octave=self.buckets_per_octave)
 
     # ---- encoding ---------------------------------------------------------------------------
 

@@ -87,12 +87,20 @@ def check_texts(texts: Any) -> tuple[list[str], bool]:
     return texts, False
 
 
-def length_buckets(max_length: int, smallest: int = 16) -> tuple[int, ...]:
-    """Powers of two from ``smallest`` up to ``max_length`` (always included)."""
-    out, n = [], smallest
-    while n < max_length:
-        out.append(n)
-        n *= 2
+def length_buckets(max_length: int, smallest: int = 16, per_octave: int = 1) -> tuple[int, ...]:
+    """Row lengths from ``smallest`` up to ``max_length`` (always included).
+
+    ``per_octave=1`` gives powers of two (16, 32, 64, ...); ``per_octave=2`` adds
+    the midpoints (16, 24, 32, 48, 64, 96, ...): at most 1.5x padding instead of
+    2x, for up to twice as many compiled shapes. Lengths are multiples of 8.
+    """
+    out, octave = [], smallest
+    while octave < max_length:
+        for i in range(per_octave):
+            n = int(round(octave * 2 ** (i / per_octave) / 8)) * 8
+            if n < max_length and (not out or n > out[-1]):
+                out.append(n)
+        octave *= 2
     out.append(max_length)
     return tuple(out)
 

@@ -3,8 +3,10 @@
 Example (``examples/distill_tiny.toml`` is a runnable one)::
 
     [model]
-    teacher = "google/embeddinggemma-300m"   # folder or hub id (our architecture)
+    teacher = "google/embeddinggemma-300m"   # folder or hub id (our architecture), or:
+    # teacher_cache = "cache_dir"            # `tarka-jax cache-teacher` output instead
     student = "path/to/student"              # folder or hub id: the initial student
+    student_output_dim = 0                   # >0: replace the last Dense to this width
     dtype = "bfloat16"                       # compute dtype; params stay float32
     remat = false                            # recompute each layer in the backward pass
     attention = ""                           # attention implementation ("" = best)
@@ -17,6 +19,11 @@ Example (``examples/distill_tiny.toml`` is a runnable one)::
     seed = 0                                 # shuffle seed (order per epoch)
     max_seq_length = 0                       # 0 = the student's own; teacher: teacher_max_seq_length
     buckets = []                             # padded lengths; [] = powers of two from 16
+
+    [data.prompt_mix]                        # optional: per-text task prompt, same for both
+    none = 2                                 # models (weights; names: the teacher's prompts)
+    query = 1
+    document = 1
 
     [loss]
     cosine = 1.0
@@ -69,8 +76,10 @@ class DistillConfigError(ValueError):
 class ModelSection:
     """Teacher and student models (folders or hub ids) and how they compute."""
 
-    teacher: str
     student: str
+    teacher: str = ""
+    teacher_cache: str = ""  # a cache folder used instead of a teacher model
+    student_output_dim: int = 0  # >0: replace the student's last Dense layer to this width
     dtype: str = "float32"
     remat: bool = False
     attention: str = ""
@@ -90,6 +99,8 @@ class DataSection:
     buckets: tuple[int, ...] = ()
     student_prompt: str = ""
     teacher_prompt: str = ""
+    # name -> weight; "none" = no prompt. Each text draws one (seeded), the same for both models.
+    prompt_mix: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +167,11 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         return tuple(_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise DistillConfigError(f"{key} must be a table, got {value!r}")
+        _, item = typing.get_args(annotation)
+        return {str(k): _check_type(v, item, f"{key}.{k}") for k, v in value.items()}
     if annotation is bool:
         if not isinstance(value, bool):
             raise DistillConfigError(f"{key} must be true or false, got {value!r}")
@@ -228,6 +244,22 @@ def load_config(path: str) -> DistillConfig:
 
 def _check(c: DistillConfig) -> None:
     """Cheap consistency checks; file and model checks happen in ``run.prepare``."""
+    if bool(c.model.teacher) == bool(c.model.teacher_cache):
+        raise DistillConfigError("set exactly one of model.teacher (a model) and "
+                                 "model.teacher_cache (a `tarka-jax cache-teacher` folder)")
+    if c.model.student_output_dim < 0:
+        raise DistillConfigError("model.student_output_dim must be >= 0")
+    if c.data.prompt_mix:
+        if c.data.student_prompt or c.data.teacher_prompt:
+            raise DistillConfigError("data.prompt_mix replaces data.student_prompt / "
+                                     "data.teacher_prompt: set one or the other")
+        if any(w < 0 for w in c.data.prompt_mix.values()) or sum(c.data.prompt_mix.values()) <= 0:
+            raise DistillConfigError(f"data.prompt_mix weights must be >= 0 with a positive "
+                                     f"sum, got {c.data.prompt_mix}")
+    if c.model.teacher_cache and (c.data.student_prompt or c.data.teacher_prompt):
+        raise DistillConfigError("with model.teacher_cache, prompts come from the cache "
+                                 "(data.prompt_mix); data.student_prompt / teacher_prompt "
+                                 "are not supported")
     if c.train.steps <= 0:
         raise DistillConfigError(f"train.steps must be > 0, got {c.train.steps}")
     if not c.data.train:

@@ -14,6 +14,12 @@ either truncates it, the text is cut at the last character that tokenizer kept
 and both encode the cut text. Rows are padded to the smallest length bucket
 that fits, so the step compiles once per bucket pair, not once per batch.
 
+Instruction-aware data: ``TextBatches(prompts=...)`` gives each corpus text a
+prompt string (see :mod:`tarka_jax.recipe.prompts`) that is prepended for *both*
+tokenizers. With a teacher cache the pair tokenizer has no teacher
+(``teacher=None``): only student rows are made, and each batch carries the
+corpus ``index`` of its rows so the cache rows can be looked up.
+
 Multi-host: every host reads the same files and tokenises the whole global batch
 (so all hosts agree on the padded length), then keeps its own contiguous rows.
 """
@@ -92,13 +98,13 @@ def read_corpus(paths: Sequence[str], text_field: str, what: str = "data.train")
 class PairTokenizer:
     """Tokenise texts with the student's and the teacher's tokenizers over one span."""
 
-    def __init__(self, student: TextTokenizer, teacher: TextTokenizer, *,
+    def __init__(self, student: TextTokenizer, teacher: TextTokenizer | None, *,
                  student_prompt: str = "", teacher_prompt: str = "",
                  student_buckets: Sequence[int] = (), teacher_buckets: Sequence[int] = ()):
         self.student, self.teacher = student, teacher
         self.prompts = (student_prompt, teacher_prompt)
         self.buckets = (self._buckets(student, student_buckets),
-                        self._buckets(teacher, teacher_buckets))
+                        self._buckets(teacher, teacher_buckets) if teacher is not None else ())
 
     @staticmethod
     def _buckets(tok: TextTokenizer, given: Sequence[int]) -> tuple[int, ...]:
@@ -108,10 +114,16 @@ class PairTokenizer:
             raise DataError("a tokenizer without max_seq_length needs explicit data.buckets")
         return tuple(length_buckets(tok.max_seq_length))
 
-    def _cut(self, text: str) -> str:
-        """Text cut at the last character both tokenizers keep (unchanged if none truncates)."""
+    def _cut(self, text: str, common: str = "") -> str:
+        """Text cut at the last character both tokenizers keep (unchanged if none truncates).
+
+        ``common``: a prompt prepended for both tokenizers (after their own prompts).
+        """
         end = len(text)
-        for tok, prompt in zip((self.student, self.teacher), self.prompts):
+        for tok, own in zip((self.student, self.teacher), self.prompts):
+            if tok is None:
+                continue
+            prompt = own + common
             enc = tok.backend.encode(prompt + text)
             if not enc.overflowing:
                 continue
@@ -120,11 +132,15 @@ class PairTokenizer:
             end = min(end, max(0, (max(kept) if kept else 0) - len(prompt)))
         return text[:end]
 
-    def __call__(self, texts: Sequence[str]) -> dict:
-        texts = [self._cut(t) for t in texts]
+    def __call__(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> dict:
+        """Token rows of each model; ``prompts``: one string per text, prepended for both."""
+        common = list(prompts) if prompts is not None else [""] * len(texts)
+        texts = [p + self._cut(t, p) for t, p in zip(texts, common)]
         out = {}
         for name, tok, prompt, buckets in zip(("student", "teacher"), (self.student, self.teacher),
                                               self.prompts, self.buckets):
+            if tok is None:
+                continue
             ids = tok.encode(texts, prompt=prompt or None)
             longest = max(len(x) for x in ids)
             width = bucket_for(longest, buckets)
@@ -140,7 +156,8 @@ class TextBatches:
     """Deterministic, resumable iterator of global batches (this host's rows)."""
 
     def __init__(self, texts: Sequence[str], tokenize: PairTokenizer, batch_size: int, seed: int,
-                 process_index: int = 0, process_count: int = 1):
+                 process_index: int = 0, process_count: int = 1,
+                 prompts: Sequence[str] | None = None):
         if len(texts) < batch_size:
             raise DataError(f"data.batch_size={batch_size} exceeds the {len(texts)} training "
                             "texts")
@@ -148,6 +165,9 @@ class TextBatches:
             raise DataError(f"data.batch_size={batch_size} must divide over {process_count} "
                             "hosts")
         self.texts = list(texts)
+        if prompts is not None and len(prompts) != len(self.texts):
+            raise DataError(f"{len(prompts)} prompts for {len(self.texts)} texts")
+        self.prompts = list(prompts) if prompts is not None else None
         self.tokenize = tokenize
         self.batch_size = batch_size
         self.seed = int(seed)
@@ -177,21 +197,28 @@ class TextBatches:
                                 f"but the config gives {mine[key]} (data or config changed)")
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
+    def global_indices(self) -> np.ndarray:
+        """Corpus indices of the next global batch (no advance)."""
+        order = self._order_for(self.epoch)
+        return order[self.index * self.batch_size:(self.index + 1) * self.batch_size]
+
     def global_texts(self) -> list[str]:
         """Texts of the next global batch (no advance)."""
-        order = self._order_for(self.epoch)
-        chosen = order[self.index * self.batch_size:(self.index + 1) * self.batch_size]
-        return [self.texts[i] for i in chosen]
+        return [self.texts[i] for i in self.global_indices()]
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        batch = self.tokenize(self.global_texts())
+        chosen = self.global_indices()
+        prompts = [self.prompts[i] for i in chosen] if self.prompts is not None else None
+        batch = self.tokenize([self.texts[i] for i in chosen], prompts)
         self.index += 1
         if self.index >= self.batches_per_epoch:
             self.epoch, self.index = self.epoch + 1, 0
         rows = self.batch_size // self.process_count
         lo = self.process_index * rows
-        return {name: {k: v[lo:lo + rows] for k, v in part.items()}
-                for name, part in batch.items()}
+        out = {name: {k: v[lo:lo + rows] for k, v in part.items()}
+               for name, part in batch.items()}
+        out["index"] = np.asarray(chosen[lo:lo + rows], np.int64)
+        return out

@@ -26,6 +26,18 @@ from tarka_jax.distill.step import (
     shard_params,
     state_shardings,
 )
+from tarka_jax.recipe.evaluate import agreement
+from tarka_jax.recipe.init_student import resize_output
+from tarka_jax.recipe.prompts import (
+    EVAL_STREAM,
+    TRAIN_STREAM,
+    PromptMixError,
+    assign_prompts,
+    check_mix,
+    prompt_strings,
+    prompt_table,
+)
+from tarka_jax.recipe.teacher_cache import CacheError, TeacherCache
 from tarka_jax.tokenizer import TextTokenizer
 
 
@@ -35,10 +47,17 @@ class Prepared:
 
     config: DistillConfig
     student: Checkpoint
-    teacher: Checkpoint
+    teacher: Checkpoint | None  # None: the teacher is ``cache``
     pair: PairTokenizer
     train_texts: list[str]
     eval_texts: list[str]
+    cache: TeacherCache | None = None
+    train_prompts: list[str] | None = None  # per text, prepended for both models
+    eval_prompts: list[str] | None = None
+
+    @property
+    def teacher_dim(self) -> int:
+        return self.cache.dim if self.cache is not None else self.teacher.config.embedding_dim
 
 
 def prepare(config: DistillConfig) -> Prepared:
@@ -48,22 +67,64 @@ def prepare(config: DistillConfig) -> Prepared:
     check_files(train_files, "data.train")
     check_files(eval_files, "data.eval")
     student = load_checkpoint(config.resolve_model(config.model.student))
-    teacher = load_checkpoint(config.resolve_model(config.model.teacher))
+    if config.model.student_output_dim:
+        s_config, s_params = resize_output(student.config, student.params,
+                                           config.model.student_output_dim, config.data.seed)
+        student = dataclasses.replace(student, config=s_config, params=s_params)
+    cache, teacher = None, None
+    if config.model.teacher_cache:
+        cache = TeacherCache(config.resolve(config.model.teacher_cache))
+        teacher_name, teacher_dim = config.model.teacher_cache, cache.dim
+        prompts = cache.prompts
+    else:
+        teacher = load_checkpoint(config.resolve_model(config.model.teacher))
+        teacher_name, teacher_dim = config.model.teacher, teacher.config.embedding_dim
+        prompts = prompt_table(teacher.meta.prompts)
     try:
-        config.loss.dims(student.config.embedding_dim, teacher.config.embedding_dim)
-    except LossConfigError as e:
+        config.loss.dims(student.config.embedding_dim, teacher_dim)
+        check_mix(config.data.prompt_mix, prompts)
+    except (LossConfigError, PromptMixError) as e:
         raise DistillConfigError(f"{e} [student {config.model.student}, teacher "
-                                 f"{config.model.teacher}]") from None
+                                 f"{teacher_name}]") from None
     s_tok = TextTokenizer.from_folder(student.folder, config.data.max_seq_length or None,
                                       max_position_embeddings=student.config.max_position_embeddings)
-    t_tok = TextTokenizer.from_folder(teacher.folder, config.data.teacher_max_seq_length or None,
-                                      max_position_embeddings=teacher.config.max_position_embeddings)
+    t_tok = None
+    if teacher is not None:
+        t_tok = TextTokenizer.from_folder(
+            teacher.folder, config.data.teacher_max_seq_length or None,
+            max_position_embeddings=teacher.config.max_position_embeddings)
     pair = PairTokenizer(s_tok, t_tok, student_prompt=config.data.student_prompt,
                          teacher_prompt=config.data.teacher_prompt,
                          student_buckets=config.data.buckets, teacher_buckets=config.data.buckets)
     train_texts = read_corpus(train_files, config.data.text_field, "data.train")
     eval_texts = read_corpus(eval_files, config.data.text_field, "data.eval") if eval_files else []
-    return Prepared(config, student, teacher, pair, train_texts, eval_texts)
+    mix, seed = config.data.prompt_mix, config.data.seed
+    if cache is not None:
+        try:
+            cache.check("train", train_texts, mix, seed)
+            if eval_texts:
+                cache.check("eval", eval_texts, mix, seed)
+        except CacheError as e:
+            raise DistillConfigError(str(e)) from None
+    train_prompts = eval_prompts = None
+    if mix:
+        train_prompts = prompt_strings(*assign_prompts(len(train_texts), mix, seed, TRAIN_STREAM),
+                                       prompts)
+        eval_prompts = prompt_strings(*assign_prompts(len(eval_texts), mix, seed, EVAL_STREAM),
+                                      prompts)
+    return Prepared(config, student, teacher, pair, train_texts, eval_texts, cache,
+                    train_prompts, eval_prompts)
+
+
+class _CachedTeacherInfo:
+    """What run.json records about a cached teacher (in place of its ModelConfig)."""
+
+    def __init__(self, cache: TeacherCache):
+        self.manifest = cache.manifest
+
+    def to_dict(self) -> dict:
+        return {"teacher_cache": {k: self.manifest[k] for k in
+                                  ("teacher", "backend", "dim", "prompt_mix", "seed")}}
 
 
 def _global(x: np.ndarray, sharding) -> jax.Array:
@@ -72,30 +133,40 @@ def _global(x: np.ndarray, sharding) -> jax.Array:
 
 
 class Evaluator:
-    """Mean held-out cosine between student and teacher (teacher embeddings cached)."""
+    """Held-out agreement with the teacher (teacher embeddings computed or read once).
+
+    Reports ``eval_cosine`` and ``eval_top1`` (see :mod:`tarka_jax.recipe.evaluate`).
+    """
 
     def __init__(self, prep: Prepared, mesh, student_sh, teacher_params, teacher_sh):
         cfg = prep.config
         self.texts = prep.eval_texts
+        self.prompts = prep.eval_prompts
         self.pair = prep.pair
         self.rows = cfg.data.batch_size
         self.mesh = mesh
-        s_dim, t_dim = prep.student.config.embedding_dim, prep.teacher.config.embedding_dim
-        self.dim = min(s_dim, t_dim) if not cfg.loss.matryoshka_dims else max(
-            cfg.loss.matryoshka_dims)
+        s_dim, t_dim = prep.student.config.embedding_dim, prep.teacher_dim
+        if cfg.loss.matryoshka_dims:
+            self.dim = max(cfg.loss.matryoshka_dims)
+        else:
+            self.dim = s_dim if s_dim == t_dim else None  # widths differ: top-1 only
         dtype, attn = cfg.model.dtype, cfg.model.attention or None
         self._student = make_embed_fn(prep.student.config, dtype, attn, mesh, student_sh)
+        if prep.cache is not None:
+            self._teacher = np.asarray(prep.cache.embeddings("eval"), np.float32)
+            return
         teacher_fn = make_embed_fn(prep.teacher.config, dtype, attn, mesh, teacher_sh)
         self._teacher = np.concatenate([
-            np.asarray(teacher_fn(teacher_params, self._batch(b, "teacher")))
-            for b in self._chunks()])[:len(self.texts), :self.dim]
+            np.asarray(teacher_fn(teacher_params, self._batch(b, p, "teacher")))
+            for b, p in self._chunks()])[:len(self.texts)]
 
     def _chunks(self):
         for i in range(0, len(self.texts), self.rows):
-            yield self.texts[i:i + self.rows]
+            yield (self.texts[i:i + self.rows],
+                   self.prompts[i:i + self.rows] if self.prompts is not None else None)
 
-    def _batch(self, texts, which: str) -> dict:
-        part = self.pair(texts)[which]
+    def _batch(self, texts, prompts, which: str) -> dict:
+        part = self.pair(texts, prompts)[which]
         n = self.rows // jax.process_count()
         lo = jax.process_index() * n
         sharding = shd.batch_sharding(self.mesh)
@@ -106,13 +177,10 @@ class Evaluator:
             out[k] = _global(full[lo:lo + n], sharding)
         return out
 
-    def __call__(self, params) -> float:
-        s = np.concatenate([np.asarray(self._student(params, self._batch(b, "student")))
-                            for b in self._chunks()])[:len(self.texts), :self.dim]
-        t = self._teacher
-        s = s / np.maximum(np.linalg.norm(s, axis=-1, keepdims=True), 1e-12)
-        t = t / np.maximum(np.linalg.norm(t, axis=-1, keepdims=True), 1e-12)
-        return float(np.mean(np.sum(s * t, axis=-1)))
+    def __call__(self, params) -> dict:
+        s = np.concatenate([np.asarray(self._student(params, self._batch(b, p, "student")))
+                            for b, p in self._chunks()])[:len(self.texts)]
+        return agreement(s, self._teacher, self.dim)
 
 
 def _window_mean(window: list[dict]) -> dict:
@@ -155,7 +223,7 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
 
     tx, schedule = make_optimizer(config.optimizer, config.train.steps)
     data = TextBatches(prep.train_texts, prep.pair, config.data.batch_size, config.data.seed,
-                       jax.process_index(), jax.process_count())
+                       jax.process_index(), jax.process_count(), prompts=prep.train_prompts)
     if resume:
         params_shape = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32),
                                     prep.student.params)
@@ -168,15 +236,24 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
         ckpt.clear_run(workdir)
         state, state_sh = create_state(prep.student.params, tx, mesh)
     ckpt.write_run_files(workdir, config_dict=config.to_dict(), config_text=config_text,
-                         student=prep.student.config, teacher=prep.teacher.config,
+                         student=prep.student.config,
+                         teacher=(prep.teacher.config if prep.teacher is not None
+                                  else _CachedTeacherInfo(prep.cache)),
                          student_meta=prep.student.meta,
                          student_tokenizer_folder=prep.student.folder)
-    teacher_params, teacher_sh = shard_params(prep.teacher.params, mesh)
-    step_cfg = StepConfig(student=prep.student.config, teacher=prep.teacher.config,
+    cached = prep.cache is not None
+    if cached:
+        teacher_params, teacher_sh = {}, {}
+        cache_rows = prep.cache.embeddings("train")
+    else:
+        teacher_params, teacher_sh = shard_params(prep.teacher.params, mesh)
+    step_cfg = StepConfig(student=prep.student.config,
+                          teacher=None if cached else prep.teacher.config,
                           loss=config.loss, dtype=config.model.dtype,
                           attention=config.model.attention or None, remat=config.model.remat,
-                          accumulation_steps=config.optimizer.accumulation_steps)
-    step_fn = make_train_step(step_cfg, tx, schedule, mesh, state_sh, teacher_sh)
+                          accumulation_steps=config.optimizer.accumulation_steps,
+                          teacher_dim=prep.teacher_dim)
+    step_fn = make_train_step(step_cfg, tx, schedule, mesh, state_sh, teacher_sh, cached)
     evaluator = (Evaluator(prep, mesh, state_sh["params"], teacher_params, teacher_sh)
                  if prep.eval_texts else None)
     batch_sh = shd.batch_sharding(mesh)
@@ -187,15 +264,19 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
                            progress=config.logging.progress)
     last: dict[str, Any] = {}
     if evaluator is not None and step == 0:
-        last = writer.write(0, {"eval_cosine": evaluator(state["params"])})
+        last = writer.write(0, evaluator(state["params"]))
     window: list[dict] = []
     tokens, t0 = 0, time.perf_counter()
     try:
         while step < end:
             host = next(data)
+            index = host.pop("index")
             tokens += int(np.count_nonzero(host["student"]["segment_ids"])) * jax.process_count()
             batch = {name: {k: _global(v, batch_sh) for k, v in part.items()}
                      for name, part in host.items()}
+            if cached:  # rows of the memory-mapped cache, in this host's batch order
+                batch["teacher_embeddings"] = _global(np.asarray(cache_rows[index], np.float32),
+                                                      batch_sh)
             state, metrics = step_fn(state, teacher_params, batch)
             window.append(metrics)
             step += 1
@@ -209,7 +290,7 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
                 metrics["tokens_per_s"] = tokens / max(elapsed, 1e-9)
                 metrics["epoch"] = data.epoch
                 if do_eval:
-                    metrics["eval_cosine"] = evaluator(state["params"])
+                    metrics.update(evaluator(state["params"]))
                 last = writer.write(step, metrics)
                 tokens, t0 = 0, time.perf_counter()
             if step % config.checkpoint.every == 0 or step == end:

@@ -8,7 +8,9 @@ rules, never donated and never differentiated.
 
 A batch is ``{"student": {...}, "teacher": {...}}``, each with int32
 ``input_ids``, ``segment_ids``, ``positions`` ``[B, T]`` (the two tokenizers may
-give different T). Gradient accumulation splits the global batch into
+give different T). With a teacher cache the batch is instead
+``{"student": {...}, "teacher_embeddings": float32 [B, D_teacher]}`` and the
+teacher params are ``{}``: the same step, traced for that input structure. Gradient accumulation splits the global batch into
 ``accumulation_steps`` micro-batches inside the step (a ``lax.scan``), so one
 call is always one optimizer update and the step count, schedule and checkpoint
 semantics do not depend on it. Micro-batch ``a`` takes rows ``a, a + A, ...``
@@ -39,12 +41,13 @@ class StepConfig:
     """Static pieces the step closes over."""
 
     student: ModelConfig
-    teacher: ModelConfig
+    teacher: ModelConfig | None  # None: a teacher cache (see teacher_dim)
     loss: LossConfig
     dtype: str = "float32"  # compute dtype of both models; params stay float32
     attention: str | None = None
     remat: bool = False
     accumulation_steps: int = 1
+    teacher_dim: int = 0  # the cached teacher's width when ``teacher`` is None
 
 
 def init_state(params, tx) -> dict:
@@ -92,9 +95,11 @@ def shard_params(params, mesh: Mesh):
                           shardings), shardings
 
 
-def batch_shardings(mesh: Mesh) -> dict:
+def batch_shardings(mesh: Mesh, cached_teacher: bool = False) -> dict:
     s = shd.batch_sharding(mesh)
     one = {"input_ids": s, "segment_ids": s, "positions": s}
+    if cached_teacher:
+        return {"student": dict(one), "teacher_embeddings": s}
     return {"student": dict(one), "teacher": dict(one)}
 
 
@@ -103,9 +108,15 @@ def _tree_norm(tree) -> jax.Array:
 
 
 def loss_and_grads(cfg: StepConfig, params, teacher_params, batch):
-    """``((loss, terms), grads)`` of one (micro-)batch: the teacher runs without gradient."""
-    teacher = embed(teacher_params, batch["teacher"], cfg.teacher, dtype=cfg.dtype,
-                    attention=cfg.attention)[:, 0]
+    """``((loss, terms), grads)`` of one (micro-)batch: the teacher runs without gradient.
+
+    A batch with ``teacher_embeddings`` (a teacher cache) skips the teacher forward.
+    """
+    if "teacher_embeddings" in batch:
+        teacher = batch["teacher_embeddings"].astype(jnp.float32)
+    else:
+        teacher = embed(teacher_params, batch["teacher"], cfg.teacher, dtype=cfg.dtype,
+                        attention=cfg.attention)[:, 0]
     teacher = jax.lax.stop_gradient(teacher)
 
     def loss_fn(p):
@@ -117,8 +128,11 @@ def loss_and_grads(cfg: StepConfig, params, teacher_params, batch):
 
 
 def make_train_step(cfg: StepConfig, tx, schedule: Callable, mesh: Mesh,
-                    state_sh: dict, teacher_sh) -> Callable:
-    """``step(state, teacher_params, batch) -> (state, metrics)``, jitted, state donated."""
+                    state_sh: dict, teacher_sh, cached_teacher: bool = False) -> Callable:
+    """``step(state, teacher_params, batch) -> (state, metrics)``, jitted, state donated.
+
+    ``cached_teacher``: batches carry ``teacher_embeddings`` (teacher_params = ``{}``).
+    """
     batch_axes = shd.RULES["batch"]
 
     def embeddings(params, teacher_params, batch):
@@ -159,7 +173,7 @@ def make_train_step(cfg: StepConfig, tx, schedule: Callable, mesh: Mesh,
 
     return jax.jit(
         step,
-        in_shardings=(state_sh, teacher_sh, batch_shardings(mesh)),
+        in_shardings=(state_sh, teacher_sh, batch_shardings(mesh, cached_teacher)),
         out_shardings=(state_sh, shd.replicated(mesh)),
         donate_argnums=(0,),
     )
@@ -168,7 +182,8 @@ def make_train_step(cfg: StepConfig, tx, schedule: Callable, mesh: Mesh,
 def _terms_shape(cfg: StepConfig) -> dict:
     """Zeros with the keys distill_loss reports, for the accumulation carry."""
     s = jnp.zeros((2, cfg.student.embedding_dim), jnp.float32)
-    t = jnp.zeros((2, cfg.teacher.embedding_dim), jnp.float32)
+    t_dim = cfg.teacher.embedding_dim if cfg.teacher is not None else cfg.teacher_dim
+    t = jnp.zeros((2, t_dim), jnp.float32)
     terms = jax.eval_shape(lambda: distill_loss(s, t, cfg.loss)[1])
     return {k: jnp.zeros((), jnp.float32) for k in terms}
 

@@ -1,0 +1,167 @@
+"""How close a student is to its teacher on held-out texts.
+
+Two numbers, both computed on the same texts with the same prompts:
+
+* ``eval_cosine``: mean cosine between the student's and the teacher's embedding
+  of each text (first ``dim`` coordinates, re-normalised; needs comparable
+  coordinates, so it is left out when the widths differ and no ``dim`` is given).
+* ``eval_top1``: how often the student's nearest neighbour of a text among the
+  *other* held-out texts is the teacher's nearest neighbour (cosine; ties go to
+  the lower index). Coordinate-free: it works across widths, and it measures what
+  retrieval uses -- the ranking, not the coordinates.
+
+``tarka-jax evaluate`` computes them for any checkpoint folder or saved step of
+a run folder against a teacher model or a teacher cache's eval split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def nearest_neighbours(x: np.ndarray) -> np.ndarray:
+    """int ``[N]``: for each row the index of its most cosine-similar *other* row."""
+    u = _unit(x)
+    sim = u @ u.T
+    np.fill_diagonal(sim, -np.inf)
+    return np.argmax(sim, axis=1)
+
+
+def agreement(student: np.ndarray, teacher: np.ndarray, dim: int | None = None) -> dict:
+    """``{"eval_cosine", "eval_top1"}`` of float ``[N, Ds]`` vs ``[N, Dt]`` embeddings.
+
+    ``dim``: compare cosines on the first ``dim`` coordinates (None = the full width
+    when both are equal; otherwise no ``eval_cosine``). ``eval_top1`` needs N >= 2.
+    """
+    student, teacher = np.asarray(student), np.asarray(teacher)
+    if student.shape[0] != teacher.shape[0]:
+        raise ValueError(f"{student.shape[0]} student vs {teacher.shape[0]} teacher embeddings")
+    out = {}
+    if dim is None and student.shape[1] == teacher.shape[1]:
+        dim = student.shape[1]
+    if dim is not None:
+        s, t = _unit(student[:, :dim]), _unit(teacher[:, :dim])
+        out["eval_cosine"] = float(np.mean(np.sum(s * t, axis=-1)))
+    if student.shape[0] >= 2:
+        out["eval_top1"] = float(np.mean(nearest_neighbours(student)
+                                         == nearest_neighbours(teacher)))
+    return out
+
+
+# ---- the command ----------------------------------------------------------------------------
+
+
+def _student_embedder(path: str, step: int | None, dtype: str, max_seq_length: int | None):
+    from tarka_jax.checkpoint import SentenceTransformerMeta  # noqa: F401
+    from tarka_jax.distill import checkpointing as ckpt
+    from tarka_jax.embedder import Embedder
+    from tarka_jax.tokenizer import TextTokenizer
+
+    if os.path.isfile(os.path.join(path, ckpt.RUN_FILE)):
+        from tarka_jax.distill.export import load_run_step
+
+        config, params, meta, folder = load_run_step(path, step)
+        tok = TextTokenizer.from_folder(folder, max_seq_length or meta.max_seq_length,
+                                        max_position_embeddings=config.max_position_embeddings)
+        return Embedder(config, params, tok, prompts=meta.prompts, dtype=dtype)
+    if step is not None:
+        raise ValueError("--step needs a run folder (one holding run.json)")
+    return Embedder.from_pretrained(path, dtype=dtype, max_seq_length=max_seq_length)
+
+
+def evaluate(student: str, texts_files, *, teacher: str | None = None,
+             teacher_cache: str | None = None, step: int | None = None, text_field: str = "text",
+             prompt_mix=None, seed: int = 0, dim: int | None = None, dtype: str = "float32",
+             max_seq_length: int | None = None, batch_size: int = 32) -> dict:
+    """Agreement of a checkpoint (or run step) with a teacher model or cache on held-out texts."""
+    from tarka_jax.distill.data import read_corpus
+    from tarka_jax.recipe.prompts import EVAL_STREAM, assign_prompts, prompt_strings, prompt_table
+    from tarka_jax.recipe.teacher_cache import TeacherCache, _embed_split
+
+    if bool(teacher) == bool(teacher_cache):
+        raise ValueError("give exactly one of --teacher and --teacher-cache")
+    model = _student_embedder(student, step, dtype, max_seq_length)
+    if teacher_cache:
+        cache = TeacherCache(teacher_cache)
+        info = cache.manifest
+        texts = read_corpus(texts_files or info["splits"].get("eval", {}).get("files", []),
+                            text_field, "--texts")
+        mix, seed = info["prompt_mix"], info["seed"]
+        cache.check("eval", texts, mix, seed)
+        t_emb = np.asarray(cache.embeddings("eval"))
+        prompts = cache.prompts
+    else:
+        from tarka_jax.recipe.teacher_cache import _JaxTeacher
+
+        texts = read_corpus(texts_files, text_field, "--texts")
+        t_model = _JaxTeacher(teacher, dtype, max_seq_length)
+        prompts = prompt_table(t_model.prompts)
+        mix = dict(prompt_mix or {})
+        names, choice = assign_prompts(len(texts), mix, seed, EVAL_STREAM)
+        t_emb = _embed_split(t_model, texts, names, choice, prompts, batch_size)
+    names, choice = assign_prompts(len(texts), dict(mix), seed, EVAL_STREAM)
+    s_emb = np.zeros((len(texts), model.embedding_dim), np.float32)
+    strings = prompt_strings(names, choice, prompts)
+    for p in sorted(set(strings)):
+        rows = [i for i, s in enumerate(strings) if s == p]
+        s_emb[rows] = model.encode([texts[i] for i in rows], prompt=p, batch_size=batch_size)
+    return {"texts": len(texts), **agreement(s_emb, t_emb, dim)}
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", required=True,
+                   help="student: a checkpoint folder / hub id, or a distill run folder")
+    p.add_argument("--step", type=int, default=None, help="run folder: the saved step "
+                   "(default: the latest)")
+    p.add_argument("--teacher", default=None, help="teacher model (our architecture)")
+    p.add_argument("--teacher-cache", default=None,
+                   help="a cache-teacher folder (its eval split)")
+    p.add_argument("--texts", nargs="*", default=[],
+                   help="held-out files (.txt/.jsonl/.parquet); with --teacher-cache default "
+                        "to the cache's eval files")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--prompt-mix", default="", help="NAME=WEIGHT,... (with --teacher)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dim", type=int, default=None,
+                   help="cosine on the first DIM coordinates (default: full, equal widths)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--max-seq-length", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run(args) -> int:
+    import json
+
+    from tarka_jax.recipe.teacher_cache import parse_mix
+
+    result = evaluate(args.model, args.texts, teacher=args.teacher,
+                      teacher_cache=args.teacher_cache, step=args.step,
+                      text_field=args.text_field, prompt_mix=parse_mix(args.prompt_mix),
+                      seed=args.seed, dim=args.dim, dtype=args.dtype,
+                      max_seq_length=args.max_seq_length, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in result.items()))
+    return 0
+
+
+def command():
+    from tarka_jax.cli import Command
+
+    return Command("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
+                   _add_arguments, _run,
+                   description="Mean cosine to the teacher and nearest-neighbour (top-1) "
+                               "agreement of a checkpoint, or any saved step of a distill run "
+                               "folder, on held-out texts; the teacher is a model or a "
+                               "cache-teacher folder.")

@@ -1,0 +1,272 @@
+"""Teacher embeddings computed once, read by the distillation loop instead of a teacher model.
+
+A cache is a folder::
+
+    manifest.json        format, teacher id, backend, dim, prompt mix + seed + strings,
+                         max_seq_length, and per split: files, text count, corpus sha256
+    train.npy            float32 [N, dim]: embedding of corpus text i (with its prompt)
+    train_prompts.npy    int32 [N]: index into manifest "prompt_names" of text i's prompt
+    eval.npy, eval_prompts.npy   the same for the held-out texts (optional)
+
+Corpus order is :func:`tarka_jax.distill.data.read_corpus`'s (files in order,
+empty texts dropped), so a run whose ``data.train`` lists the same files finds
+text ``i`` at row ``i``; the sha256 of the texts and the prompt draw are checked
+before any step. The ``.npy`` files are memory-mapped, so a corpus larger than RAM
+works.
+
+Two backends compute it: ``jax`` (our :class:`~tarka_jax.Embedder`, a teacher of
+our architecture) and ``torch`` (any sentence-transformers model through
+PyTorch: ``pip install tarka-jax[torch-teacher]``; how a teacher of another
+architecture is used). Texts are truncated by the teacher's own tokenizer; the
+student, which sees its own truncation, should use a similar max length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tarka_jax.recipe.prompts import (
+    EVAL_STREAM,
+    TRAIN_STREAM,
+    assign_prompts,
+    check_mix,
+    prompt_strings,
+    prompt_table,
+)
+
+FORMAT = "tarka-jax-teacher-cache"
+VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = {"train": TRAIN_STREAM, "eval": EVAL_STREAM}
+
+
+class CacheError(ValueError):
+    """A cache that does not match the run that wants to read it."""
+
+
+def corpus_sha256(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        data = t.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+# ---- computing ------------------------------------------------------------------------------
+
+
+class _JaxTeacher:
+    def __init__(self, model: str, dtype: str, max_seq_length: int | None):
+        from tarka_jax.embedder import Embedder
+
+        self.model = Embedder.from_pretrained(model, dtype=dtype, max_seq_length=max_seq_length)
+        self.prompts = self.model.prompts
+        self.dim = self.model.embedding_dim
+        self.max_seq_length = self.model.max_seq_length
+
+    def encode(self, texts, prompt, batch_size):
+        return self.model.encode(texts, prompt=prompt, batch_size=batch_size)
+
+
+class _TorchTeacher:
+    def __init__(self, model: str, dtype: str, max_seq_length: int | None, device: str | None):
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise ImportError("--backend torch needs sentence-transformers and torch "
+                              "(pip install 'tarka-jax[torch-teacher]' after a torch "
+                              "install)") from None
+        self.model = SentenceTransformer(model, device=device or "cpu")
+        if dtype == "bfloat16":
+            self.model = self.model.to(torch.bfloat16)
+        if max_seq_length:
+            self.model.max_seq_length = max_seq_length
+        self.prompts = dict(self.model.prompts or {})
+        dim = getattr(self.model, "get_embedding_dimension", None) or \
+            self.model.get_sentence_embedding_dimension
+        self.dim = int(dim())
+        self.max_seq_length = self.model.max_seq_length
+
+    def encode(self, texts, prompt, batch_size):
+        out = self.model.encode(list(texts), prompt=prompt, batch_size=batch_size,
+                                convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, np.float32)
+
+
+def _is_our_checkpoint(model: str) -> bool:
+    from tarka_jax.checkpoint import load_hf_folder, resolve_folder
+
+    try:
+        folder = resolve_folder(model)
+        if os.path.exists(os.path.join(folder, "tarka_jax_config.json")):
+            return True
+        load_hf_folder(folder)
+        return True
+    except Exception:  # noqa: BLE001  (another architecture, or not a model at all)
+        return False
+
+
+def _embed_split(teacher, texts, names, choice, prompts, batch_size) -> np.ndarray:
+    strings = prompt_strings(names, choice, prompts)
+    out = np.zeros((len(texts), teacher.dim), np.float32)
+    for p in sorted(set(strings)):
+        rows = [i for i, s in enumerate(strings) if s == p]
+        out[rows] = teacher.encode([texts[i] for i in rows], p, batch_size)
+    return out
+
+
+def build_cache(out_dir: str, model: str, train_files: Sequence[str],
+                eval_files: Sequence[str] = (), *, text_field: str = "text",
+                prompt_mix: Mapping[str, float] | None = None, seed: int = 0,
+                backend: str = "auto", dtype: str = "float32",
+                max_seq_length: int | None = None, batch_size: int = 32,
+                device: str | None = None) -> dict:
+    """Compute and write a cache; returns its manifest."""
+    from tarka_jax.distill.data import read_corpus
+
+    if backend not in ("auto", "jax", "torch"):
+        raise ValueError(f"backend must be auto, jax or torch, got {backend!r}")
+    mix = dict(prompt_mix or {})
+    splits = {"train": read_corpus(train_files, text_field, "--train")}
+    if eval_files:
+        splits["eval"] = read_corpus(eval_files, text_field, "--eval")
+    if backend == "auto":
+        backend = "jax" if _is_our_checkpoint(model) else "torch"
+    teacher = (_JaxTeacher(model, dtype, max_seq_length) if backend == "jax"
+               else _TorchTeacher(model, dtype, max_seq_length, device))
+    prompts = prompt_table(teacher.prompts)
+    check_mix(mix, prompts)
+    os.makedirs(out_dir, exist_ok=True)
+    manifest = {"format": FORMAT, "version": VERSION, "teacher": str(model),
+                "backend": backend, "dtype": dtype, "dim": teacher.dim,
+                "max_seq_length": teacher.max_seq_length, "prompt_mix": mix, "seed": int(seed),
+                "prompt_names": None, "prompts": {}, "splits": {}}
+    files = {"train": list(train_files), "eval": list(eval_files)}
+    for split, texts in splits.items():
+        names, choice = assign_prompts(len(texts), mix, seed, SPLITS[split])
+        emb = _embed_split(teacher, texts, names, choice, prompts, batch_size)
+        if not np.all(np.isfinite(emb)):
+            raise CacheError(f"the teacher gave non-finite embeddings for the {split} split")
+        np.save(os.path.join(out_dir, f"{split}.npy"), emb)
+        np.save(os.path.join(out_dir, f"{split}_prompts.npy"), choice)
+        manifest["prompt_names"] = names
+        manifest["prompts"] = {k: prompts.get(k, "") for k in names}
+        manifest["splits"][split] = {"files": [os.path.abspath(f) for f in files[split]],
+                                     "count": len(texts), "corpus_sha256": corpus_sha256(texts)}
+    tmp = os.path.join(out_dir, MANIFEST + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+    os.replace(tmp, os.path.join(out_dir, MANIFEST))
+    return manifest
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+class TeacherCache:
+    """A cache folder opened for reading (embeddings memory-mapped)."""
+
+    def __init__(self, folder: str):
+        path = os.path.join(folder, MANIFEST)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no teacher cache in {folder} ({MANIFEST} missing); make "
+                                    "one with `tarka-jax cache-teacher`")
+        with open(path, encoding="utf-8") as f:
+            self.manifest = json.load(f)
+        if self.manifest.get("format") != FORMAT:
+            raise CacheError(f"{path} is not a tarka-jax teacher cache")
+        self.folder = folder
+        self.dim = int(self.manifest["dim"])
+        self.prompts = dict(self.manifest.get("prompts") or {})
+
+    def has(self, split: str) -> bool:
+        return split in self.manifest["splits"]
+
+    def embeddings(self, split: str) -> np.ndarray:
+        if not self.has(split):
+            raise CacheError(f"the teacher cache {self.folder} has no {split!r} split; "
+                             f"rebuild it with --{split} files")
+        return np.load(os.path.join(self.folder, f"{split}.npy"), mmap_mode="r")
+
+    def check(self, split: str, texts: Sequence[str], mix: Mapping[str, float],
+              seed: int) -> None:
+        """Raise unless this split holds exactly ``texts`` with the prompts the loop will draw."""
+        if not self.has(split):
+            self.embeddings(split)
+        info = self.manifest["splits"][split]
+        if info["count"] != len(texts) or info["corpus_sha256"] != corpus_sha256(texts):
+            raise CacheError(
+                f"the teacher cache's {split} split was computed for another corpus "
+                f"({info['count']} texts from {info['files']}; the run has {len(texts)} texts "
+                "or different content): rebuild it with `tarka-jax cache-teacher`")
+        names, choice = assign_prompts(len(texts), dict(mix), seed, SPLITS[split])
+        stored = np.load(os.path.join(self.folder, f"{split}_prompts.npy"))
+        if names != self.manifest["prompt_names"] or not np.array_equal(stored, choice):
+            raise CacheError(
+                f"the teacher cache used prompt mix {self.manifest['prompt_mix']} with seed "
+                f"{self.manifest['seed']}; the run asks for {dict(mix)} with seed {seed}")
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """"none=2,query=1,document=1" -> {"none": 2.0, "query": 1.0, "document": 1.0}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, weight = part.partition("=")
+        if not sep:
+            raise ValueError(f"--prompt-mix entries are NAME=WEIGHT, got {part!r}")
+        out[name.strip()] = float(weight)
+    return out
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", required=True,
+                   help="teacher: a tarka-jax/our-architecture checkpoint, or any "
+                        "sentence-transformers model (folder or hub id)")
+    p.add_argument("--out", required=True, help="cache folder to write")
+    p.add_argument("--train", nargs="+", required=True,
+                   help="corpus files (.txt/.jsonl/.parquet), as the run's data.train lists them")
+    p.add_argument("--eval", nargs="*", default=[], help="held-out files (the run's data.eval)")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--prompt-mix", default="",
+                   help="NAME=WEIGHT,... as the run's [data.prompt_mix] (none = no prompt); "
+                        "empty = no prompts")
+    p.add_argument("--seed", type=int, default=0, help="the run's data.seed (prompt draw)")
+    p.add_argument("--backend", choices=("auto", "jax", "torch"), default="auto",
+                   help="jax: our Embedder; torch: sentence-transformers (optional extra); "
+                        "auto: jax when the teacher is our architecture")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--max-seq-length", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None, help="torch device (default cpu)")
+
+
+def _run(args) -> int:
+    m = build_cache(args.out, args.teacher, args.train, args.eval, text_field=args.text_field,
+                    prompt_mix=parse_mix(args.prompt_mix), seed=args.seed, backend=args.backend,
+                    dtype=args.dtype, max_seq_length=args.max_seq_length,
+                    batch_size=args.batch_size, device=args.device)
+    counts = ", ".join(f"{k} {v['count']}" for k, v in m["splits"].items())
+    print(f"cached {counts} embeddings of dim {m['dim']} ({m['backend']} backend) in {args.out}")
+    return 0
+
+
+def command():
+    from tarka_jax.cli import Command
+
+    return Command("cache-teacher", "compute teacher embeddings once for a corpus",
+                   _add_arguments, _run,
+                   description="Embed a corpus (and held-out texts) with a teacher once -- our "
+                               "JAX model or any sentence-transformers model through PyTorch -- "
+                               "and write a cache folder that `tarka-jax distill` reads as the "
+                               "teacher ([model] teacher_cache = DIR).")
