@@ -25,6 +25,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from tarka_jax.textfiles import read_jsonl
+
 
 @dataclasses.dataclass(frozen=True)
 class Command:
@@ -213,23 +215,13 @@ def read_documents(path: str) -> tuple[list[str], list[str]]:
                 texts.append(f.read().strip())
         labels = names
     elif os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
         if path.lower().endswith((".jsonl", ".ndjson")):
-            texts, labels = [], []
-            for n, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n} is not valid JSON ({e.msg})") from None
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    # a bad file, not a bad argument: ValueError
-                    raise ValueError(f"{path}:{n} needs a string \"text\" field")  # noqa: TRY004
-                texts.append(record["text"])
-                labels.append(str(record.get("id", f"line {n}")))
+            records = read_jsonl(path)
+            texts = [record["text"] for _, record in records]
+            labels = [str(record.get("id", f"line {n}")) for n, record in records]
         else:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
             pairs = [(line.strip(), f"line {n}") for n, line in enumerate(lines, 1)
                      if line.strip()]
             texts, labels = [t for t, _ in pairs], [label for _, label in pairs]

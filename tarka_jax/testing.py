@@ -18,23 +18,10 @@ from typing import Sequence
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-# Prompts as EmbeddingGemma ships them (REFERENCE.md section 4).
-GEMMA_PROMPTS = {
-    "query": "task: search result | query: ",
-    "document": "title: none | text: ",
-    "BitextMining": "task: search result | query: ",
-    "Clustering": "task: clustering | query: ",
-    "Classification": "task: classification | query: ",
-    "InstructionRetrieval": "task: code retrieval | query: ",
-    "MultilabelClassification": "task: classification | query: ",
-    "PairClassification": "task: sentence similarity | query: ",
-    "Reranking": "task: search result | query: ",
-    "Retrieval": "task: search result | query: ",
-    "Retrieval-query": "task: search result | query: ",
-    "Retrieval-document": "title: none | text: ",
-    "STS": "task: sentence similarity | query: ",
-    "Summarization": "task: summarization | query: ",
-}
+from tarka_jax.recipe.prompts import TASK_PROMPTS
+
+# Prompts as EmbeddingGemma ships them (REFERENCE.md section 4); one table for the package.
+GEMMA_PROMPTS = TASK_PROMPTS
 
 _CORPUS_WORDS = (
     "the a of to and in is it that for on with as was by at from this be are or an which "

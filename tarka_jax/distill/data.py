@@ -26,12 +26,12 @@ Multi-host: every host reads the same files and tokenises the whole global batch
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
+from tarka_jax.textfiles import read_jsonl
 from tarka_jax.tokenizer import TextTokenizer, bucket_for, length_buckets
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -63,17 +63,7 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
         with open(path, encoding="utf-8") as f:
             texts = [line.rstrip("\n") for line in f]
     elif path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n} is not valid JSON: {e}") from None
-                if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                    raise DataError(f"{path}:{n} has no string field {text_field!r}")
-                texts.append(record[text_field])
+        texts = [record[text_field] for _, record in read_jsonl(path, text_field, DataError)]
     elif path.endswith(".parquet"):
         import pyarrow.parquet as pq
 
