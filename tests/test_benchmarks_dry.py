@@ -19,5 +19,8 @@ def test_gpu_e2e_dry_run(tmp_path):
         capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.load(open(tmp_path / "e2e.json"))
-    assert data["min_cosine_vs_st"] > 0.99999  # float32 on CPU: the same embeddings
-    assert data["tarka_jax_tokens_per_s"] > 0 and data["st_tokens_per_s"] > 0
+    for name in ("xla", "xla_packed", "pallas_triton", "pallas_triton_packed"):
+        # float32 on CPU (Pallas in interpret mode): the same embeddings as ST.
+        assert data[f"tarka_jax_{name}_min_cosine_vs_st"] > 0.99999, name
+        assert data[f"tarka_jax_{name}_tokens_per_s"] > 0
+    assert data["st_tokens_per_s"] > 0
