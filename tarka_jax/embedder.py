@@ -2,7 +2,7 @@
 
 Inference shape policy (why a call compiles what it compiles):
 
-* Texts are tokenised once, sorted by token length (longest first) and cut into
+* Unpacked (``pack=False``): texts are tokenised once, sorted by token length (longest first) and cut into
   batches of ``batch_size``; the input order is restored at the end.
 * Each batch's row length is padded up to a *length bucket*: powers of two from 16
   up to ``max_seq_length`` (which is always a bucket). 2048 gives
@@ -17,9 +17,10 @@ Inference shape policy (why a call compiles what it compiles):
   dtype / attention / batch-size setting; compiled programs are reused across calls
   (one module-level ``jax.jit``, params passed as an argument).
   :attr:`Embedder.compiled_shapes` lists the (rows, length, segments) seen.
-* With ``pack=True`` all texts of a call are packed (best-fit, longest first) into
+* By default (``pack=True``) all texts of a call are packed (best-fit, longest first) into
   rows of one length (the bucket of the longest text) with at most
-  ``pack_segments`` texts per row: one program for the full batches + one for the tail.
+  ``pack_segments`` texts per row (default ``max(8, length // 32)``): one program for
+  the full batches + one for the tail.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ class Embedder:
     def __init__(self, config, params, tokenizer: TextTokenizer, *, prompts=None,
                  default_prompt_name: str | None = None, similarity_fn_name: str = "cosine",
                  dtype: Any = "float32", attention: str | None = None,
-                 truncate_dim: int | None = None, pack_segments: int = 8,
-                 buckets_per_octave: int = 1):
+                 truncate_dim: int | None = None, pack: bool = True,
+                 pack_segments: int | None = None, buckets_per_octave: int = 1):
         self.dtype = resolve_dtype(dtype).name
         _check_attention(attention)
         self.config = config
@@ -88,7 +89,8 @@ class Embedder:
         self.similarity_fn_name = similarity_fn_name
         self.attention = attention
         self.truncate_dim = self._check_truncate_dim(truncate_dim)
-        self.pack_segments = int(pack_segments)
+        self.pack = bool(pack)
+        self.pack_segments = pack_segments
         if not isinstance(buckets_per_octave, int) or buckets_per_octave < 1:
             raise ValueError(f"buckets_per_octave must be a positive int, got {buckets_per_octave!r}")
         self.buckets_per_octave = buckets_per_octave
@@ -149,7 +151,7 @@ class Embedder:
     def encode(self, texts: str | Sequence[str], prompt_name: str | None = None,
                prompt: str | None = None, batch_size: int = 32, truncate_dim: int | None = None,
                normalize_embeddings: bool = False, show_progress_bar: bool | None = None,
-               pack: bool = False) -> np.ndarray:
+               pack: bool | None = None) -> np.ndarray:
         """Embed texts: float32 ``[n, dim]`` (``[dim]`` for a single str).
 
         Args:
@@ -162,8 +164,10 @@ class Embedder:
             after the model's own normalisation; default: the constructor's.
           normalize_embeddings: L2-normalise the returned vectors (after truncation).
           show_progress_bar: tqdm bar; None shows one only for more than 8 batches.
-          pack: several texts per row (segment ids keep them apart); same
-            embeddings, less padding.
+          pack: several texts per row (segment ids keep them apart): the same
+            embeddings with far less padding. None = the constructor's default
+            (True: it measured faster, BENCHMARKS.md); False = one text per row,
+            sorted by length and bucketed, like sentence-transformers.
         """
         texts, single = check_texts(texts)
         prompt = self._resolve_prompt(prompt, prompt_name)
@@ -174,7 +178,7 @@ class Embedder:
             return np.zeros((0, truncate_dim or self.embedding_dim), np.float32)
 
         ids = self.tokenizer.encode(texts, prompt=prompt)
-        if pack:
+        if self.pack if pack is None else pack:
             out = self._run_packed(ids, batch_size, show_progress_bar)
         else:
             out = self._run_sorted(ids, batch_size, show_progress_bar)
@@ -280,8 +284,9 @@ class Embedder:
     def _run_packed(self, ids, batch_size, show_progress_bar) -> np.ndarray:
         longest = max(len(x) for x in ids)
         width = max(bucket_for(longest, self.buckets), longest)
-        packed = self.tokenizer.pad(ids, pack=True, row_length=width,
-                                    max_segments=self.pack_segments)
+        # Up to one text per 32 positions by default: short texts fill long rows.
+        segments = self.pack_segments or max(8, width // 32)
+        packed = self.tokenizer.pad(ids, pack=True, row_length=width, max_segments=segments)
         slots = packed.pop("slots")
         n_rows = packed["input_ids"].shape[0]
         starts = range(0, n_rows, batch_size)
@@ -297,9 +302,9 @@ class Embedder:
                     batch[key] = part
                 yield start, batch
 
-        out_rows = np.empty((n_rows, self.pack_segments, self.embedding_dim), np.float32)
+        out_rows = np.empty((n_rows, segments, self.embedding_dim), np.float32)
         for start, result in self._pipeline(batches(), len(starts), show_progress_bar,
-                                            self.pack_segments):
+                                            segments):
             rows = min(batch_size, n_rows - start)
             out_rows[start:start + rows] = result[:rows]
         return out_rows[slots[:, 0], slots[:, 1]]

@@ -21,6 +21,6 @@ def read_jsonl(path: str, field: str = "text", error: type[Exception] = ValueErr
             except json.JSONDecodeError as e:
                 raise error(f"{path}:{n} is not valid JSON ({e.msg})") from None
             if not isinstance(record, dict) or not isinstance(record.get(field), str):
-                raise error(f"{path}:{n} needs a string {field!r} field")
+                raise error(f'{path}:{n} needs a string "{field}" field')
             records.append((n, record))
     return records

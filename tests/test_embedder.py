@@ -37,7 +37,7 @@ def _close(ours, ref, tol=F32_TOL):
 def test_embedder_encode_matches_sentence_transformers(tiny_embedder, tiny_st):
     _close(tiny_embedder.encode(TEXTS), tiny_st.encode(TEXTS))
     # Two batches, two length buckets, a padded tail (8 rows at 64, then 3 -> 4 rows at 16).
-    _close(tiny_embedder.encode(TEXTS, batch_size=8), tiny_st.encode(TEXTS))
+    _close(tiny_embedder.encode(TEXTS, batch_size=8, pack=False), tiny_st.encode(TEXTS))
 
 
 @pytest.mark.torch
@@ -148,10 +148,11 @@ def small(jax_only_model):
 
 
 def test_embedder_packing_equals_unpacked(small):
-    plain = small.encode(TEXTS)
+    plain = small.encode(TEXTS, pack=False)
     packed = small.encode(TEXTS, batch_size=4, pack=True)
     _close(packed, plain)
-    _close(small.encode_document(TEXTS, pack=True), small.encode_document(TEXTS))
+    _close(small.encode_document(TEXTS), small.encode_document(TEXTS, pack=False))
+    assert small.pack  # packing is the default
 
 
 def test_embedder_restores_order_and_ignores_batching(small, capsys):
@@ -169,7 +170,7 @@ def test_embedder_compilations_are_bounded(small):
     lengths = [len(x) for x in small.tokenizer.encode(TEXTS)]
     before = embedder_module._embed_jit._cache_size()
     small.compiled_shapes.clear()
-    small.encode(TEXTS, batch_size=4)
+    small.encode(TEXTS, batch_size=4, pack=False)
     widths = sorted({w for _, w, _ in small.compiled_shapes})
     assert set(widths) <= {16, 32, 48}
     # batches of 4 sorted by length: full ones are 4 rows, the tail a power of two.
@@ -178,7 +179,7 @@ def test_embedder_compilations_are_bounded(small):
     assert embedder_module._embed_jit._cache_size() - before <= len(small.compiled_shapes)
     # A second call with other texts of the same buckets compiles nothing new.
     after = embedder_module._embed_jit._cache_size()
-    small.encode([t + " again" for t in TEXTS], batch_size=4)
+    small.encode([t + " again" for t in TEXTS], batch_size=4, pack=False)
     assert embedder_module._embed_jit._cache_size() == after
     assert max(lengths) == 48
 
