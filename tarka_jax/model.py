@@ -208,8 +208,12 @@ def mean_pool(hidden: Array, segment_ids: Array, segments_per_row: int) -> Array
     member = (segment_ids[:, None, :] == slots[None, :, None]).astype(jnp.float32)  # [B, S, T]
     # Zero padding rows with `where` first: 0 * NaN would still be NaN.
     hidden32 = jnp.where((segment_ids > 0)[..., None], hidden.astype(jnp.float32), 0.0)
-    sums = jnp.einsum("bst,bte->bse", member, hidden32,
-                      precision=jax.lax.Precision.HIGHEST)  # [B, S, E]
+    if segments_per_row == 1:
+        # A plain sum: the same reduction order as sentence-transformers' pooling.
+        sums = jnp.sum(jnp.where(member[:, 0, :, None] > 0, hidden32, 0.0), axis=1)[:, None]
+    else:  # packed rows: a one-hot contraction, never a [B, S, T, E] intermediate
+        sums = jnp.einsum("bst,bte->bse", member, hidden32,
+                          precision=jax.lax.Precision.HIGHEST)  # [B, S, E]
     counts = jnp.sum(member, axis=-1)[..., None]  # [B, S, 1]
     return sums / jnp.maximum(counts, 1e-9)
 
