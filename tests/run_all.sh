@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up both test environments (idempotent) and run the whole suite:
 #   leg 1: Python 3.11, jax 0.10.2, CPU torch + transformers + sentence-transformers (everything)
-#   leg 2: Python 3.12, newer pinned jax, torch-free tests (-m "not torch")
+#   leg 2: Python 3.12, newer pinned jax, torch-free tests (-m "not torch and not slow": the few
+#          slowest ones, e.g. the 8-device sharding run, are left to leg 1 for the time budget)
 # Usage: bash tests/run_all.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,5 +42,5 @@ status=0
 echo "== leg 1: $("$ROOT/.venv/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
 "$ROOT/.venv/bin/python" -m pytest -q "$@" || status=$?
 echo "== leg 2: $("$ROOT/.venv312/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
-"$ROOT/.venv312/bin/python" -m pytest -q -m "not torch" "$@" || status=$((status ? status : $?))
+"$ROOT/.venv312/bin/python" -m pytest -q -m "not torch and not slow" "$@" || status=$((status ? status : $?))
 exit $status

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 LAYOUTS = [  # (data, fsdp, accumulation_steps)
     (1, 1, 1), (8, 1, 1), (1, 8, 1), (1, 1, 2), (2, 4, 2),
@@ -94,6 +95,7 @@ def _worker(out_path: str) -> None:
         json.dump(results, f)
 
 
+@pytest.mark.slow  # runs in leg 1 only (CI time budget)
 def test_distill_sharded_meshes_match_one_device(tmp_path):
     out = tmp_path / "results.json"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",

@@ -22,6 +22,7 @@ def _run(args, tmp_path, timeout=240):
     return proc.stdout
 
 
+@pytest.mark.slow  # runs in leg 1 only (CI time budget)
 def test_gpu_train_mfu_dry_run(tmp_path):
     out = _run(["benchmarks/gpu_train_mfu.py", str(tmp_path), "--dry-run"], tmp_path)
     assert "MFU" in out
