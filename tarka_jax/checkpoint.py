@@ -37,6 +37,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 ST_CONFIG_FILE = "config_sentence_transformers.json"
 ST_SEQ_FILE = "sentence_bert_config.json"
 _HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*/*.json", "*/*.safetensors"]
+# Models shipped with the package, addressed as "builtin:NAME" (tools/build_demo_model.py).
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 # Legacy type strings: sentence-transformers 2.x-6.x all load these.
 _ST_TYPES = {
@@ -107,13 +110,16 @@ def resolve_folder(path_or_id: str | os.PathLike, *, revision: str | None = None
                    cache_dir: str | None = None, token: str | bool | None = None) -> str:
     """A local folder for a path or a hub id (downloaded through huggingface_hub).
 
-    A string that names an existing folder is used as is. One that looks like a
-    path (``./x``, ``/x``, ``~``, several slashes) but does not exist is an
-    error; anything else of the form ``owner/name`` is fetched from the hub,
-    which honours ``HF_HUB_OFFLINE`` and the cache.
+    ``builtin:NAME`` is a model shipped inside the package (:func:`builtin_folder`;
+    a hub id never holds a colon). A string that names an existing folder is used
+    as is. One that looks like a path (``./x``, ``/x``, ``~``, several slashes) but
+    does not exist is an error; anything else of the form ``owner/name`` is
+    fetched from the hub, which honours ``HF_HUB_OFFLINE`` and the cache.
     """
     if not isinstance(path_or_id, (str, os.PathLike)):
         raise TypeError(f"model must be a folder path or hub id string, got {type(path_or_id).__name__}")
+    if isinstance(path_or_id, str) and path_or_id.startswith(BUILTIN_PREFIX):
+        return builtin_folder(path_or_id)
     text = os.path.expanduser(os.fspath(path_or_id))
     if os.path.isdir(text):
         return text
@@ -130,6 +136,25 @@ def resolve_folder(path_or_id: str | os.PathLike, *, revision: str | None = None
         raise FileNotFoundError(
             f"{text!r} is not a local folder and could not be fetched from the hub "
             f"({type(e).__name__}: {e})") from None
+
+
+def builtin_models() -> list[str]:
+    """Names of the models shipped inside the package (``builtin:NAME``)."""
+    if not os.path.isdir(BUILTIN_DIR):
+        return []
+    return sorted(n for n in os.listdir(BUILTIN_DIR)
+                  if os.path.isfile(os.path.join(BUILTIN_DIR, n, "config.json"))
+                  or os.path.isfile(os.path.join(BUILTIN_DIR, n, FLAX_CONFIG_FILE)))
+
+
+def builtin_folder(name: str) -> str:
+    """The folder of a shipped model: ``"builtin:demo-mini"`` (or just ``"demo-mini"``)."""
+    name = name.removeprefix(BUILTIN_PREFIX)
+    if name not in builtin_models():
+        available = ", ".join(BUILTIN_PREFIX + n for n in builtin_models()) or "none"
+        raise FileNotFoundError(f"no built-in model {BUILTIN_PREFIX}{name} (available: "
+                                f"{available})")
+    return os.path.join(BUILTIN_DIR, name)
 
 
 def is_flax_folder(folder: str) -> bool:

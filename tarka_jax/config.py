@@ -156,7 +156,8 @@ class ModelConfig:
             "rms_norm_eps": self.rms_norm_eps,
             "max_position_embeddings": self.max_position_embeddings,
             "layer_types": list(self.layer_types),
-            "sliding_window": self.sliding_window,
+            # transformers halves this even when no layer slides, so never write null.
+            "sliding_window": self.sliding_window if self.sliding_window is not None else 512,
             "rope_parameters": {
                 FULL: rope(self.rope_theta_full, self.rope_scaling_full),
                 SLIDING: rope(self.rope_theta_sliding, self.rope_scaling_sliding),

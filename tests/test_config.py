@@ -108,3 +108,12 @@ def test_config_dict_round_trip():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown"):
         ModelConfig.from_dict({**cfg.to_dict(), "surprise": 1})
+
+
+@pytest.mark.torch
+def test_all_full_attention_config_loads_in_transformers():
+    from transformers import Gemma3TextConfig
+
+    cfg = tarka_150m().replace(layer_types=(FULL,) * 24, sliding_window=None)
+    hf = Gemma3TextConfig(**cfg.to_hf_config())  # transformers halves sliding_window: never null
+    assert ModelConfig(**backbone_from_hf(hf.to_dict())).layer_types == (FULL,) * 24

@@ -1,0 +1,54 @@
+"""Every notebook in notebooks/ runs top to bottom (nbclient), on small configs.
+
+Notebooks only call the library (``tarka_jax.notebook``, ``tarka_jax.demo``), so
+this is a test of those calls as a user makes them. Each runs in a fresh kernel
+(this venv's Python) with matplotlib on Agg, in a temporary working folder.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("matplotlib")
+pytest.importorskip("ipykernel")
+
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+NEEDS_TORCH = {"convert"}  # sentence-transformers is the parity reference there
+TIMEOUT_S = 300  # per cell; each notebook takes well under a minute on 2 cores
+
+
+def _params():
+    names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    return [pytest.param(n, marks=pytest.mark.torch) if n in NEEDS_TORCH else n for n in names]
+
+
+def test_notebooks_all_listed():
+    assert {p.stem for p in NOTEBOOKS.glob("*.ipynb")} == {
+        "quickstart", "convert", "distill", "kernels"}
+
+
+@pytest.mark.parametrize("name", _params())
+def test_notebook_executes(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    # "python3" is ipykernel's spec; jupyter_client runs it with this interpreter.
+    client = nbclient.NotebookClient(
+        nb, timeout=TIMEOUT_S, kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}})
+    start = time.perf_counter()
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as e:
+        pytest.fail(f"notebooks/{name}.ipynb failed:\n{str(e)[-3000:]}")
+    elapsed = time.perf_counter() - start
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    print(f"notebooks/{name}.ipynb: {elapsed:.1f} s")
