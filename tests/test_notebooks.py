@@ -10,12 +10,11 @@ from __future__ import annotations
 import pathlib
 import time
 
+import ipykernel  # noqa: F401  (the kernel the notebooks run in; a hard dependency of the test extras)
+import matplotlib  # noqa: F401
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("matplotlib")
-pytest.importorskip("ipykernel")
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 NEEDS_TORCH = {"convert"}  # sentence-transformers is the parity reference there
