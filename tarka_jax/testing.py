@@ -217,39 +217,3 @@ def _legacy_module_types(folder: str) -> None:
     with open(path, "w") as f:
         json.dump(modules, f, indent=2)
 
-
-def build_random_checkpoint(out_dir: str, config=None, *, seed: int = 0,
-                            max_seq_length: int = 256) -> str:
-    """A random-weight sentence-transformers folder written by tarka-jax alone (no torch).
-
-    For demos and smoke tests only: its embeddings carry no meaning. The default
-    config is a tiny one (4 layers, window 8) with a WordPiece tokenizer trained
-    here; pass ``tarka_jax.config.tarka_150m()`` for the full-size shape.
-    """
-    import jax
-    import numpy as np
-
-    from tarka_jax.checkpoint import SentenceTransformerMeta, save_sentence_transformers
-    from tarka_jax.config import DenseSpec, ModelConfig
-    from tarka_jax.model import init_params
-
-    tok_dir = os.path.join(out_dir, "_tok")
-    tok = train_tokenizer(min(512, config.vocab_size) if config else 512, tok_dir)
-    if config is None:
-        config = ModelConfig(
-            vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_layers=4,
-            num_heads=4, num_kv_heads=1, head_dim=16, query_pre_attn_scalar=16,
-            layer_types=("sliding_attention",) * 3 + ("full_attention",), sliding_window=8,
-            dense=(DenseSpec(64, 128), DenseSpec(128, 64)),
-        )
-    _write_tokenizer_config(tok_dir, TinySpec(max_seq_length=max_seq_length))
-    params = init_params(config, jax.random.key(seed))
-    rng = np.random.default_rng(seed)
-    # Random norm offsets too, so "(1 + w)" is exercised like in a trained model.
-    params = jax.tree_util.tree_map_with_path(
-        lambda path, x: (rng.normal(0, 0.3, x.shape).astype(np.float32)
-                         if path[-1].key == "weight" else np.asarray(x)), params)
-    meta = SentenceTransformerMeta(dict(GEMMA_PROMPTS), None, max_seq_length)
-    save_sentence_transformers(out_dir, config, params, meta, tok_dir)
-    _remove_tree(tok_dir)
-    return out_dir
