@@ -2,7 +2,7 @@
 
 :class:`TextTokenizer` wraps a ``tokenizers.Tokenizer`` loaded from a folder's
 ``tokenizer.json`` and applies the same adjustments that transformers 5.x
-(``TokenizersBackend``) and sentence-transformers make on load (REFERENCE.md section 4):
+(``TokenizersBackend``) and sentence-transformers make on load (docs/numerics.md, "Tokenizer"):
 
 * special tokens named in ``tokenizer_config.json`` (``bos_token``, ``eos_token``, ...)
   and its ``added_tokens_decoder`` that the backend lacks are added;
@@ -11,7 +11,7 @@
   flags when a tokenizer.json exists (``PreTrainedTokenizerBase._from_pretrained``,
   tokenization_utils_base.py l.1818), so ``TokenizersBackend`` never sees them and
   never rebuilds the post-processor (checked against ``AutoTokenizer`` in the tests;
-  REFERENCE.md section 4 expected a rebuild). A null post-processor adds nothing;
+  an earlier reading expected a rebuild). A null post-processor adds nothing;
 * truncation to ``max_seq_length`` happens *before* the post-processor, so a
   truncated text still ends with its special tokens (``tokenizers`` reserves the
   special-token budget itself);

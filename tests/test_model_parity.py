@@ -18,7 +18,7 @@ from tarka_jax.testing import SAMPLE_TEXTS, long_text
 pytestmark = pytest.mark.torch
 
 # Mixed lengths: the long ones exceed every test window, so sliding layers see
-# fully-masked padding rows (REFERENCE.md section 3) in the same batch.
+# fully-masked padding rows (docs/numerics.md, "Padding") in the same batch.
 TEXTS = list(SAMPLE_TEXTS) + [long_text(45, 1), long_text(12, 2)]
 
 
