@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tarka_jax.testing import scale_relative_error
+
 from tarka_jax.config import DenseSpec, ModelConfig
 from tarka_jax.distill.loss import LossConfig, LossConfigError, distill_loss
 
@@ -126,8 +128,14 @@ def test_distill_accumulation_equals_full_batch_for_per_text_losses(pair):
     full, m_full = _run(pair, loss=loss)
     micro, m_micro = _run(pair, loss=loss, accumulation=2)
     np.testing.assert_allclose(m_micro["loss"], m_full["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(micro["params"]), jax.tree.leaves(full["params"])):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # Compare the two steps' parameter *updates*, relative to their scale: Adam divides by
+    # sqrt(v) + eps, so an element whose gradient is ~eps gets an update whose last digits
+    # depend on the summation order (an absolute 1e-6 bound failed on one such element
+    # by 1.19e-6, on main too). A dropped or doubled micro-batch changes updates by O(1).
+    initial = jax.tree.leaves(pair[1])
+    for a, b, p0 in zip(jax.tree.leaves(micro["params"]), jax.tree.leaves(full["params"]),
+                        initial):
+        assert scale_relative_error(a - p0, b - p0) <= 1e-3
     assert int(micro["step"]) == 2
 
 

@@ -31,13 +31,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tarka_jax.errors import TarkaError
 from tarka_jax.textfiles import read_jsonl
 from tarka_jax.tokenizer import TextTokenizer, bucket_for, length_buckets
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 
-class DataError(ValueError):
+class DataError(TarkaError):
     """Unreadable or empty training data."""
 
 

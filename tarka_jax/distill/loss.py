@@ -33,10 +33,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from tarka_jax.errors import TarkaError
+
 Array = jax.Array
 
 
-class LossConfigError(ValueError):
+class LossConfigError(TarkaError):
     """A loss setting that cannot work with the teacher and student given."""
 
 

@@ -119,7 +119,7 @@ def _run(args) -> int:
 
 
 def command():
-    from tarka_jax.cli import Command
+    from tarka_jax.command import Command
 
     return Command("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
                    _add_arguments, _run,

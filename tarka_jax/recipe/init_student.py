@@ -310,7 +310,7 @@ def _run(args) -> int:
 
 
 def command():
-    from tarka_jax.cli import Command
+    from tarka_jax.command import Command
 
     return Command(
         "init-student", "a student from a teacher + a new tokenizer (embedding transplant)",

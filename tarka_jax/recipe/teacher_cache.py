@@ -192,7 +192,7 @@ def _run(args) -> int:
 
 
 def command():
-    from tarka_jax.cli import Command
+    from tarka_jax.command import Command
 
     return Command("cache-teacher", "compute teacher embeddings once for a corpus",
                    _add_arguments, _run,
