@@ -14,6 +14,7 @@ A model is one of:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 from typing import Any
@@ -27,7 +28,10 @@ from tarka_jax.convert.st_folder import SentenceTransformerMeta, load_hf_folder
 from tarka_jax.errors import TarkaError
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+# tarka_jax/models, found without importing the tarka_jax facade (convert/ sits beside
+# tarka_jax/ in a checkout and inside it when installed).
+BUILTIN_DIR = os.path.join(importlib.util.find_spec("tarka_jax").submodule_search_locations[0],
+                           "models")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*/*.json", "*/*.safetensors"]
 
