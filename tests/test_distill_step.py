@@ -215,3 +215,29 @@ def tiny_tokenizers(tmp_path_factory):
         train_tokenizer(vocab, str(folder))
         out.append(TextTokenizer.from_folder(str(folder), max_seq_length=16))
     return out
+
+
+def test_state_shardings_give_optimizer_moments_their_parameter_sharding(pair):
+    """Derived from the optimizer's structure (optax.tree_map_params): Adam's mu and nu take
+    each parameter's sharding, every other optimizer leaf (counts) is replicated."""
+    import optax
+
+    from tarka_jax.distill import sharding as shd
+    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.distill.step import abstract_state, state_shardings
+
+    s_params = pair[1]
+    mesh = shd.make_mesh(1, 1, devices=jax.devices()[:1])
+    for clip in (0.0, 1.0):  # adamw alone, and chained after clip_by_global_norm
+        tx, _ = make_optimizer(OptimizerConfig(clip_norm=clip), 4)
+        sh = state_shardings(s_params, tx, mesh)
+        p_leaves = jax.tree.leaves(sh["params"])
+        adam = [s for s in jax.tree.leaves(sh["opt_state"], is_leaf=lambda x: isinstance(
+            x, optax.ScaleByAdamState)) if isinstance(s, optax.ScaleByAdamState)]
+        assert len(adam) == 1
+        for moments in (adam[0].mu, adam[0].nu):
+            assert all(a is b for a, b in zip(jax.tree.leaves(moments), p_leaves))
+        assert adam[0].count.is_fully_replicated
+        # The shardings tree has the abstract state's structure exactly.
+        structure = jax.tree.structure(abstract_state(s_params, tx))
+        assert jax.tree.structure(sh) == structure
