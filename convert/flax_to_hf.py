@@ -34,7 +34,8 @@ def main(argv=None) -> None:
     p = parser(__doc__.strip().splitlines()[0])
     add_arguments(p)
     args = p.parse_args(argv)
-    print(f"wrote {flax_to_hf(args.src, args.out, step=args.step, dtype=args.dtype, force=args.force)}")
+    out = flax_to_hf(args.src, args.out, step=args.step, dtype=args.dtype, force=args.force)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def read_safetensors_folder(folder: str, stem: str) -> dict[str, np.ndarray]:
-    """All tensors of ``{stem}.safetensors`` or its sharded form (``{stem}.safetensors.index.json``)."""
+    """All tensors of ``{stem}.safetensors`` or of its shards (``{stem}.safetensors.index.json``)."""
     single = os.path.join(folder, f"{stem}.safetensors")
     index = os.path.join(folder, f"{stem}.safetensors.index.json")
     if os.path.exists(single):

@@ -79,7 +79,8 @@ def resolve_folder(path_or_id: str | os.PathLike, *, revision: str | None = None
     FileNotFoundError; anything else of the form ``owner/name`` is fetched.
     """
     if not isinstance(path_or_id, (str, os.PathLike)):
-        raise TypeError(f"model must be a folder path or hub id string, got {type(path_or_id).__name__}")
+        raise TypeError("model must be a folder path or hub id string, got "
+                        f"{type(path_or_id).__name__}")
     if isinstance(path_or_id, str) and path_or_id.startswith(BUILTIN_PREFIX):
         return builtin_folder(path_or_id)
     text = os.path.expanduser(os.fspath(path_or_id))

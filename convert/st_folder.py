@@ -123,7 +123,8 @@ def read_st_head(folder: str, hidden_size: int):
             raise ConfigError(f"modules.json in {folder}: module type {entry.get('type')!r} is "
                               f"not supported ({', '.join(ST_TYPES)} are)")
     if seen[:2] != ["Transformer", "Pooling"]:
-        raise ConfigError(f"modules.json in {folder} must start with Transformer, Pooling; got {seen}")
+        raise ConfigError(f"modules.json in {folder} must start with Transformer, Pooling; "
+                          f"got {seen}")
     return dense, normalize, tensors
 
 
@@ -181,7 +182,8 @@ def save_sentence_transformers(out_dir: str, config: ModelConfig, params,
     """Write a folder ``SentenceTransformer(out_dir)`` loads with the same embeddings."""
     tensors = params_to_hf(params, config)
     if dtype == "keep":  # a bfloat16 Flax folder stays bfloat16, anything else is float32
-        dtype = "bfloat16" if all(v.dtype.name == "bfloat16" for v in tensors.values()) else "float32"
+        bf16 = all(v.dtype.name == "bfloat16" for v in tensors.values())
+        dtype = "bfloat16" if bf16 else "float32"
     os.makedirs(out_dir, exist_ok=True)
     backbone = {k: cast(v, dtype) for k, v in tensors.items() if not k.startswith("dense_")}
     write_safetensors(backbone, os.path.join(out_dir, "model.safetensors"))

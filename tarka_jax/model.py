@@ -3,9 +3,9 @@
 Semantics follow transformers 5.x ``Gemma3TextModel(use_bidirectional_attention=True)``
 + sentence-transformers Pooling/Dense/Normalize (docs/numerics.md). Each layer
 gets its own :class:`~tarka_jax.config.LayerSpec` (window, rotary base), so
-``DecoderLayer`` / ``Attention`` can be built and tested alone. Parameter names mirror the checkpoint so the
-converter is one key table; weight layout is Flax's ``[in, out]`` (every
-transpose lives in ``tarka_jax.convert``). RMSNorm weights are stored as the
+``DecoderLayer`` / ``Attention`` can be built and tested alone. Parameter names
+mirror the checkpoint so the converter is one key table; weight layout is
+Flax's ``[in, out]`` (every transpose lives in ``tarka_jax.convert``). RMSNorm weights are stored as the
 checkpoint stores them: offsets, applied as ``(1 + w)``.
 
 Param tree::

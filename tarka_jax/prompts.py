@@ -1,10 +1,10 @@
 """Instruction-aware data: a per-example task prompt, the same for teacher and student.
 
 EmbeddingGemma (and Tarka, "instruction aware") embed ``prompt + text`` with the
-task prompts of EmbeddingGemma's model card (docs/numerics.md, "Prompts"). Distilling on raw text alone would teach
-the student the no-prompt geometry only, so each training text gets a prompt name
-drawn from a configured mix (``[data.prompt_mix]``, weights per name; ``none`` =
-no prompt), and the *same* prompt string is prepended for both models.
+task prompts of EmbeddingGemma's model card (docs/numerics.md, "Prompts").
+Distilling on raw text alone would teach the student the no-prompt geometry
+only, so each training text gets a prompt name drawn from a configured mix
+(``[data.prompt_mix]``, weights per name; ``none`` = no prompt), and the *same* prompt string is prepended for both models.
 
 The draw is a pure function of ``(seed, stream, number of texts, mix)``: text ``i``
 of the corpus always gets the same prompt, across epochs, resumes and hosts, and

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
+                        trainers)
 
 from tarka_jax.prompts import TASK_PROMPTS
 from tarka_jax.textfiles import write_json

@@ -217,7 +217,8 @@ def _real(a):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("layer", [0, 1])  # sliding (window (3, 3), padding tail sees nothing), full
+# layer 0: sliding, window (3, 3), the padding tail sees no key; layer 1: full
+@pytest.mark.parametrize("layer", [0, 1])
 def test_attention_matches_gemma3_attention(hf, layer):
     import torch
     from transformers.models.gemma3.modeling_gemma3 import Gemma3Attention
