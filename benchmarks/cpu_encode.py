@@ -24,9 +24,10 @@ import numpy as np
 
 def full_size_reference(folder: str, max_seq_length: int):
     """Build (once) a random Tarka-shaped sentence-transformers folder with the torch stack."""
+    from tarka_jax.config import layer_types_pattern
     from tarka_jax.testing import TinySpec, build_reference_model
 
-    layer_types = tuple("sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(24))
+    layer_types = layer_types_pattern(24, 6)
     spec = TinySpec(vocab_size=64_400, hidden_size=768, intermediate_size=1152, num_layers=24,
                     num_heads=3, num_kv_heads=1, head_dim=256, query_pre_attn_scalar=256,
                     sliding_window=512, layer_types=layer_types, dense=(3072, 768),

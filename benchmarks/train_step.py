@@ -30,7 +30,7 @@ LR, CLIP, WD = 1e-4, 1.0, 0.01
 
 
 def configs(size: str, teacher_vocab: int):
-    from tarka_jax.config import FULL, SLIDING, DenseSpec, ModelConfig
+    from tarka_jax.config import DenseSpec, ModelConfig, layer_types_pattern
     from tarka_jax.distill.tiny import tiny_config
 
     if size == "tiny":
@@ -40,7 +40,7 @@ def configs(size: str, teacher_vocab: int):
         return ModelConfig(
             vocab_size=vocab, hidden_size=768, intermediate_size=1152, num_layers=24,
             num_heads=3, num_kv_heads=1, head_dim=256, query_pre_attn_scalar=256,
-            layer_types=tuple(SLIDING if (i + 1) % 6 else FULL for i in range(24)),
+            layer_types=layer_types_pattern(24, 6),
             sliding_window=512, dense=(DenseSpec(768, 3072), DenseSpec(3072, 768)))
 
     return tarka(64_400), tarka(teacher_vocab)

@@ -7,17 +7,22 @@ import os
 import shutil
 import sys
 
-DTYPES = ("keep", "float32", "bfloat16")
+from tarka_jax.convert.safetensors_io import STORAGE_DTYPES as DTYPES
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("src", help="source folder (or hub id for hf_to_flax)")
+    add_common_arguments(p)
+    return p
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """SRC, OUT, --dtype, --force: what both converters take."""
+    p.add_argument("src", help="source: a folder, a hub id or builtin:NAME")
     p.add_argument("out", help="output folder")
     p.add_argument("--dtype", choices=DTYPES, default="keep",
                    help="storage dtype of the written tensors (default: keep the source's)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
-    return p
 
 
 def prepare_output(out: str, force: bool) -> None:

@@ -1,49 +1,41 @@
-"""Convert a tarka-jax Flax folder (or a training run's step) into a sentence-transformers folder.
+"""Write a sentence-transformers folder for any model source.
 
     python convert/flax_to_hf.py SRC OUT [--step N] [--dtype keep|float32|bfloat16] [--force]
 
-``SentenceTransformer(OUT)`` then loads the model with the same embeddings.
-SRC is a folder written by ``hf_to_flax`` or a distillation run folder
-(``--workdir`` of ``tarka-jax distill``), in which case ``--step`` picks the
-checkpoint (default: the latest).
+SRC is anything :func:`tarka_jax.convert.open_model` reads: ``builtin:NAME``, a
+Flax folder written by ``hf_to_flax``, a distillation run folder (``--step``
+picks the checkpoint, default the latest), a sentence-transformers folder or a
+hub id. ``SentenceTransformer(OUT)`` then loads the model with the same embeddings.
 """
 
 from __future__ import annotations
 
 import sys
 
-from tarka_jax.checkpoint import (is_flax_folder, load_flax_folder, save_sentence_transformers,
-                                  SentenceTransformerMeta)
 from tarka_jax.convert.common import parser, prepare_output, run_cli
-
-
-def _load_source(src: str, step: int | None):
-    """(config, params, meta, tokenizer folder) of a Flax folder or a run folder's step."""
-    if is_flax_folder(src):
-        if step is not None:
-            raise ValueError(f"--step applies to training run folders; {src} is a Flax folder")
-        config, params = load_flax_folder(src)
-        return config, params, SentenceTransformerMeta.from_folder(src), src
-    from tarka_jax.distill.export import load_run_step  # training code only when needed
-
-    return load_run_step(src, step)
+from tarka_jax.convert.sources import open_model
+from tarka_jax.convert.st_folder import save_sentence_transformers
 
 
 def flax_to_hf(src: str, out: str, *, step: int | None = None, dtype: str = "keep",
                force: bool = False) -> str:
     """Write the sentence-transformers folder ``out`` for ``src``; returns ``out``."""
-    config, params, meta, tokenizer_folder = _load_source(src, step)
+    ck = open_model(src, step=step, float32=False)
     prepare_output(out, force)
-    save_sentence_transformers(out, config, params, meta, tokenizer_folder,
-                               dtype=dtype)
+    save_sentence_transformers(out, ck.config, ck.params, ck.meta, ck.folder, dtype=dtype)
     return out
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--step", type=int, default=None, help="checkpoint step of a run folder")
 
 
 def main(argv=None) -> None:
     p = parser(__doc__.strip().splitlines()[0])
-    p.add_argument("--step", type=int, default=None, help="checkpoint step of a run folder")
+    add_arguments(p)
     args = p.parse_args(argv)
-    print(f"wrote {flax_to_hf(args.src, args.out, step=args.step, dtype=args.dtype, force=args.force)}")
+    out = flax_to_hf(args.src, args.out, step=args.step, dtype=args.dtype, force=args.force)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

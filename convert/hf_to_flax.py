@@ -1,4 +1,4 @@
-"""Convert a sentence-transformers / HF folder (or hub id) into a tarka-jax Flax folder.
+"""Convert a sentence-transformers / HF folder (or hub id, or built-in model) into a Flax folder.
 
     python convert/hf_to_flax.py SRC OUT [--revision R] [--dtype keep|float32|bfloat16] [--force]
 
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import sys
 
-from tarka_jax.checkpoint import (SentenceTransformerMeta, is_flax_folder, load_hf_folder,
-                                  resolve_folder, save_flax_folder)
 from tarka_jax.convert.common import parser, prepare_output, run_cli
+from tarka_jax.convert.flax_folder import is_flax_folder, save_flax_folder
+from tarka_jax.convert.sources import resolve_folder
+from tarka_jax.convert.st_folder import SentenceTransformerMeta, load_hf_folder
 
 
 def hf_to_flax(src: str, out: str, *, revision: str | None = None, dtype: str = "keep",
@@ -31,9 +32,13 @@ def hf_to_flax(src: str, out: str, *, revision: str | None = None, dtype: str = 
     return out
 
 
+def add_arguments(p) -> None:
+    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+
+
 def main(argv=None) -> None:
     p = parser(__doc__.strip().splitlines()[0])
-    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    add_arguments(p)
     args = p.parse_args(argv)
     out = hf_to_flax(args.src, args.out, revision=args.revision, dtype=args.dtype,
                      force=args.force)

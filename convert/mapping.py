@@ -20,9 +20,10 @@ import jax
 import numpy as np
 
 from tarka_jax.config import ModelConfig
+from tarka_jax.errors import TarkaError
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(TarkaError):
     """A checkpoint's tensors do not match the model: missing, unexpected or mis-shaped."""
 
 
@@ -57,18 +58,28 @@ def expected_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...
     return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
 
 
-def params_to_hf(params, config: ModelConfig) -> dict[str, np.ndarray]:
-    """Flax param tree -> {HF key: array in torch layout}, strictly checked against the config."""
+def check_params(params, config: ModelConfig, *, source: str = "Flax params") -> dict:
+    """Check a Flax param tree against the config's tree; returns ``{path tuple: array}``.
+
+    Strict: a missing, unexpected or mis-shaped parameter is a CheckpointMismatch naming it.
+    """
     shapes = expected_shapes(config)
     flat = {tuple(k.key for k in path): leaf
             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
-    _check_key_sets(set(flat), set(shapes), "/".join, "Flax params")
-    out = {}
+    _check_key_sets(set(flat), set(shapes), "/".join, source)
     for path, value in flat.items():
-        value = np.asarray(value)
-        if value.shape != shapes[path]:
+        if tuple(np.shape(value)) != shapes[path]:
             raise CheckpointMismatch(
-                f"parameter {'/'.join(path)} has shape {value.shape}, expected {shapes[path]}")
+                f"{source}: parameter {'/'.join(path)} has shape {tuple(np.shape(value))}, "
+                f"expected {shapes[path]}")
+    return flat
+
+
+def params_to_hf(params, config: ModelConfig) -> dict[str, np.ndarray]:
+    """Flax param tree -> {HF key: array in torch layout}, strictly checked against the config."""
+    out = {}
+    for path, value in check_params(params, config).items():
+        value = np.asarray(value)
         key, transposed = flax_path_to_hf(path)
         out[key] = np.ascontiguousarray(value.T) if transposed else value
     return out

@@ -1,10 +1,16 @@
-"""tarka-jax: a pure JAX/Flax Tarka-Embedding / EmbeddingGemma encoder."""
+"""tarka-jax: a pure JAX/Flax Tarka-Embedding / EmbeddingGemma encoder.
+
+Layering of the package: docs/layout.md.
+"""
 
 from tarka_jax._version import __version__
-from tarka_jax.config import ModelConfig, DenseSpec, ConfigError
-from tarka_jax.model import embed, token_embeddings, init_params
-from tarka_jax.tokenizer import TextTokenizer
+from tarka_jax.config import ConfigError, DenseSpec, LayerSpec, ModelConfig
+from tarka_jax.convert import open_model
 from tarka_jax.embedder import Embedder, load
+from tarka_jax.errors import TarkaError
+from tarka_jax.model import embed, init_params, token_embeddings
+from tarka_jax.tokenizer import TextTokenizer
 
-__all__ = ["__version__", "ModelConfig", "DenseSpec", "ConfigError", "embed",
-           "token_embeddings", "init_params", "TextTokenizer", "Embedder", "load"]
+__all__ = ["__version__", "ModelConfig", "DenseSpec", "LayerSpec", "ConfigError", "TarkaError",
+           "embed", "token_embeddings", "init_params", "TextTokenizer", "Embedder", "load",
+           "open_model"]

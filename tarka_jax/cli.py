@@ -1,14 +1,15 @@
-"""The ``tarka-jax`` command line: one registry of subcommands.
+"""The ``tarka-jax`` command line: one table of subcommands.
 
-A subcommand is a :class:`Command` (name, one-line help, ``add_arguments(parser)``,
-``run(args) -> exit code``). Built-in ones are registered at the bottom of this
-file; another module adds its own with one line here::
+A subcommand is a :class:`~tarka_jax.command.Command` (name, one-line help,
+``add_arguments(parser)``, ``run(args) -> exit code``) defined in its own module.
+Adding one is one line in :data:`SUBCOMMANDS` below::
 
-    register_lazy("distill", "distil a student from a teacher", "tarka_jax.distill.cli:COMMAND")
+    ("mteb", "evaluate on MTEB tasks", "tarka_jax.mteb.cli:COMMAND"),
 
-``register_lazy`` imports the module only when that subcommand runs (or prints its
-``--help``), so ``tarka-jax embed`` never pays for, or breaks on, the training
-stack. Modules that are imported anyway may call :func:`register` directly.
+The module is imported only when that subcommand runs (or prints its ``--help``),
+so ``tarka-jax embed`` never pays for, or breaks on, the training stack. The
+target may also be a zero-argument function returning a Command. (Tests and
+plugins may call :func:`register` with a Command object at run time.)
 
 Errors a user can cause (bad paths, bad options, bad inputs) print one line,
 ``tarka-jax <command>: error: ...``, and exit with status 2; set
@@ -18,38 +19,44 @@ Errors a user can cause (bad paths, bad options, bad inputs) print one line,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from tarka_jax.textfiles import read_jsonl
+from tarka_jax.command import Command
 
+#: (name, one-line help, "module:attribute" of its Command). Sorted by name in --help.
+SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("embed", "embed texts; write JSON lines or .npy", "tarka_jax.cli_inference:EMBED"),
+    ("search", "rank documents for queries", "tarka_jax.cli_inference:SEARCH"),
+    ("convert", "convert between HF / sentence-transformers and Flax folders",
+     "tarka_jax.convert.cli:COMMAND"),
+    ("distill", "distil a student from a teacher (sharded, resumable)",
+     "tarka_jax.distill.cli:COMMAND"),
+    ("init-student", "a student from a teacher + a new tokenizer (embedding transplant)",
+     "tarka_jax.recipe.init_student:command"),
+    ("cache-teacher", "compute teacher embeddings once for a corpus",
+     "tarka_jax.recipe.teacher_cache:command"),
+    ("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
+     "tarka_jax.recipe.evaluate:command"),
+)
 
-@dataclasses.dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int | None]
-    description: str | None = None
-
+__all__ = ["SUBCOMMANDS", "Command", "build_parser", "main", "register", "register_lazy"]
 
 _COMMANDS: dict[str, Command] = {}
 _LAZY: dict[str, tuple[str, str]] = {}  # name -> (help, "module:attribute")
 
 
 def register(command: Command) -> Command:
-    """Add a subcommand (replacing one of the same name)."""
+    """Add a subcommand object at run time (replacing one of the same name)."""
     _COMMANDS[command.name] = command
     _LAZY.pop(command.name, None)
     return command
 
 
 def register_lazy(name: str, help: str, target: str) -> None:
-    """Add a subcommand whose :class:`Command` lives at ``"module:attribute"``."""
+    """Add a subcommand whose Command lives at ``"module:attribute"`` (what the table does)."""
     if name not in _COMMANDS:
         _LAZY[name] = (help, target)
 
@@ -114,161 +121,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-# ---- shared options --------------------------------------------------------------------------
-
-
-def _add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", required=True,
-                   help="model folder (sentence-transformers, HF or hf_to_flax) or hub id")
-    p.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
-    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
-    p.add_argument("--max-seq-length", type=int, default=None,
-                   help="truncate texts to this many tokens (default: the model's)")
-    p.add_argument("--attention", default=None, help="attention implementation (default: best)")
-    p.add_argument("--revision", default=None, help="hub revision")
-
-
-def _load_embedder(args):
-    from tarka_jax.embedder import Embedder
-
-    return Embedder.from_pretrained(args.model, dtype=args.dtype, attention=args.attention,
-                                    max_seq_length=args.max_seq_length, revision=args.revision)
-
-
-# ---- embed -----------------------------------------------------------------------------------
-
-
-def _embed_arguments(p: argparse.ArgumentParser) -> None:
-    _add_model_arguments(p)
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--query", action="store_true", help="encode as queries (the query prompt)")
-    which.add_argument("--document", action="store_true",
-                       help="encode as documents (the document prompt)")
-    which.add_argument("--prompt-name", default=None, help="use this named prompt")
-    which.add_argument("--prompt", default=None, help="prepend this literal prompt")
-    p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension")
-    p.add_argument("--normalize", action="store_true", help="L2-normalise after truncation")
-    p.add_argument("--output", "-o", default=None,
-                   help="write here: .npy (float32 [n, dim]) when it ends so, JSON lines "
-                        "otherwise (default: JSON lines on stdout)")
-    p.add_argument("texts", nargs="*", metavar="TEXT",
-                   help="texts to embed; none or '-' reads one text per line from stdin")
-
-
-def _read_texts(texts: list[str]) -> list[str]:
-    if texts and texts != ["-"]:
-        if "-" in texts:
-            raise ValueError("'-' (stdin) cannot be mixed with texts on the command line")
-        return texts
-    return [line.rstrip("\r\n") for line in sys.stdin]
-
-
-def _run_embed(args) -> int:
-    texts = _read_texts(args.texts)
-    model = _load_embedder(args)
-    kw = {"batch_size": args.batch_size, "truncate_dim": args.truncate_dim,
-          "normalize_embeddings": args.normalize}
-    if args.query:
-        emb = model.encode_query(texts, **kw)
-    elif args.document:
-        emb = model.encode_document(texts, **kw)
-    else:
-        emb = model.encode(texts, prompt_name=args.prompt_name, prompt=args.prompt, **kw)
-    if args.output and args.output.endswith(".npy"):
-        import numpy as np
-
-        np.save(args.output, emb)
-        return 0
-    lines = (json.dumps({"text": text, "embedding": row.tolist()}, ensure_ascii=False) + "\n"
-             for text, row in zip(texts, emb))
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-    else:
-        sys.stdout.writelines(lines)
-    return 0
-
-
-# ---- search ----------------------------------------------------------------------------------
-
-
-def _search_arguments(p: argparse.ArgumentParser) -> None:
-    _add_model_arguments(p)
-    p.add_argument("--docs", required=True,
-                   help="documents: a .txt file (one per line), a .jsonl file (a \"text\" "
-                        "field per line), or a directory of .txt/.md files (one per file)")
-    p.add_argument("--query", "-q", action="append", required=True,
-                   help="a query (repeat for several)")
-    p.add_argument("--top-k", "-k", type=int, default=5, help="hits per query (default 5)")
-    p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension")
-
-
-def read_documents(path: str) -> tuple[list[str], list[str]]:
-    """(texts, labels) from a .txt / .jsonl file or a directory of .txt / .md files."""
-    if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path)
-                       if n.lower().endswith((".txt", ".md"))
-                       and os.path.isfile(os.path.join(path, n)))
-        texts = []
-        for name in names:
-            with open(os.path.join(path, name), encoding="utf-8") as f:
-                texts.append(f.read().strip())
-        labels = names
-    elif os.path.isfile(path):
-        if path.lower().endswith((".jsonl", ".ndjson")):
-            records = read_jsonl(path)
-            texts = [record["text"] for _, record in records]
-            labels = [str(record.get("id", f"line {n}")) for n, record in records]
-        else:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-            pairs = [(line.strip(), f"line {n}") for n, line in enumerate(lines, 1)
-                     if line.strip()]
-            texts, labels = [t for t, _ in pairs], [label for _, label in pairs]
-    else:
-        raise FileNotFoundError(f"documents not found: {path}")
-    if not texts:
-        raise ValueError(f"no documents in {path}")
-    return texts, labels
-
-
-def _run_search(args) -> int:
-    import numpy as np
-
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
-    docs, labels = read_documents(args.docs)
-    model = _load_embedder(args)
-    kw = {"batch_size": args.batch_size, "truncate_dim": args.truncate_dim}
-    doc_emb = model.encode_document(docs, **kw)
-    query_emb = model.encode_query(args.query, **kw)
-    scores = model.similarity(query_emb, doc_emb)
-    k = min(args.top_k, len(docs))
-    for query, row in zip(args.query, scores):
-        print(f"query: {query}")
-        for rank, i in enumerate(np.argsort(-row, kind="stable")[:k], 1):
-            snippet = " ".join(docs[i].split())
-            snippet = snippet if len(snippet) <= 100 else snippet[:97] + "..."
-            print(f"  {rank:>2}. {row[i]:.4f}  {snippet}  [{labels[i]}]")
-    return 0
-
-
-register(Command(
-    "embed", "embed texts; write JSON lines or .npy", _embed_arguments, _run_embed,
-    description="Embed texts (arguments, or stdin lines) with a model; write JSON lines "
-                "({\"text\", \"embedding\"}) or a float32 .npy array."))
-register(Command(
-    "search", "rank documents for queries", _search_arguments, _run_search,
-    description="Embed documents (encode_document) and queries (encode_query) and print "
-                "the top-k documents per query with their cosine scores."))
-
-# Subcommands living elsewhere: imported only when they run (the training stack may
-# need packages an inference install lacks).
-register_lazy("distill", "distil a student from a teacher (sharded, resumable)",
-              "tarka_jax.distill.cli:COMMAND")
-register_lazy("init-student", "a student from a teacher + a new tokenizer (embedding transplant)",
-              "tarka_jax.recipe.init_student:command")
-register_lazy("cache-teacher", "compute teacher embeddings once for a corpus",
-              "tarka_jax.recipe.teacher_cache:command")
-register_lazy("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
-              "tarka_jax.recipe.evaluate:command")
+for _name, _help_line, _target in SUBCOMMANDS:
+    register_lazy(_name, _help_line, _target)

@@ -1,24 +1,53 @@
-"""Model configuration: one frozen dataclass, parsed from and written back to HF files.
+"""Model configuration: one frozen dataclass, parsed from and written back to HF config.json.
 
 The backbone fields mirror transformers' ``Gemma3TextConfig`` (5.x semantics);
 the head fields describe the sentence-transformers modules after the backbone
-(mean pooling, zero or more Dense layers, optional Normalize).
+(mean pooling, zero or more Dense layers, optional Normalize). The HF round
+trip is :meth:`ModelConfig.from_hf` / :meth:`ModelConfig.to_hf`; the
+sentence-transformers module files (modules.json, Pooling, Dense) are read and
+written by :mod:`tarka_jax.convert.st_folder`. One layer is described on its own
+by a :class:`LayerSpec` (:meth:`ModelConfig.layer`), so a single decoder layer
+can be built and tested without the whole stack.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
+
+from tarka_jax.errors import ConfigError
+from tarka_jax.textfiles import read_json  # noqa: F401  (re-exported: older imports)
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
 _SUPPORTED_ROPE_TYPES = ("default", "linear")
 
 
-class ConfigError(ValueError):
-    """A config.json we cannot parse or cannot serve."""
+def layer_types_pattern(num_layers: int, every: int) -> tuple[str, ...]:
+    """Gemma 3's interleave: every ``every``-th layer (1-based) is full, the rest slide.
+
+    ``layer_types_pattern(6, 3)`` is (sliding, sliding, full, sliding, sliding, full).
+    """
+    if every < 1:
+        raise ConfigError(f"the sliding-window pattern must be >= 1, got {every}")
+    return tuple(SLIDING if (i + 1) % every else FULL for i in range(num_layers))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """What one decoder layer needs beyond the shared sizes.
+
+    Attributes:
+      kind: ``"sliding_attention"`` or ``"full_attention"``.
+      window: inclusive (left, right) key range around each query; None = full
+        (the convention of :func:`tarka_jax.kernels.attention`, docs/attention.md).
+      rope_theta, rope_factor: the rotary base and "linear" scaling factor (1 = none).
+    """
+
+    kind: str
+    window: tuple[int, int] | None
+    rope_theta: float
+    rope_factor: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +120,11 @@ class ModelConfig:
         # Gemma 3 scales by query_pre_attn_scalar, not head_dim (equal for Tarka).
         return float(self.query_pre_attn_scalar) ** -0.5
 
+    def layer(self, i: int) -> LayerSpec:
+        """The explicit per-layer fields of layer ``i`` (window and rotary)."""
+        theta, factor = self.rope_for(i)
+        return LayerSpec(self.layer_types[i], self.window_for(i), theta, factor)
+
     def window_for(self, layer: int) -> tuple[int, int] | None:
         """Inclusive (left, right) window of a layer; None for full attention.
 
@@ -129,6 +163,20 @@ class ModelConfig:
         data["layer_types"] = tuple(data["layer_types"])
         data["dense"] = tuple(DenseSpec(**d) for d in data.get("dense", ()))
         return cls(**data)
+
+    @classmethod
+    def from_hf(cls, hf_config: dict[str, Any], *, dense: tuple[DenseSpec, ...] = (),
+                normalize: bool = False) -> "ModelConfig":
+        """The config of a transformers ``config.json`` dict plus a sentence-transformers head.
+
+        Without a head (``dense=()``, ``normalize=False``) this is what a plain HF
+        folder means to sentence-transformers: Transformer + mean Pooling.
+        """
+        return cls(**backbone_from_hf(hf_config), dense=tuple(dense), normalize=normalize)
+
+    def to_hf(self) -> dict[str, Any]:
+        """A config.json that transformers 5.x loads as the same backbone."""
+        return self.to_hf_config()
 
     def to_hf_config(self) -> dict[str, Any]:
         """A config.json that transformers 5.x loads as the same backbone."""
@@ -205,8 +253,7 @@ def _layer_types(hf: dict, num_layers: int) -> tuple[str, ...]:
         return tuple(hf["layer_types"])
     # transformers reads the kwarg `sliding_window_pattern` (default 6); the
     # `_sliding_window_pattern` some configs carry is informational only.
-    pattern = int(hf.get("sliding_window_pattern", 6))
-    return tuple(SLIDING if (i + 1) % pattern else FULL for i in range(num_layers))
+    return layer_types_pattern(num_layers, int(hf.get("sliding_window_pattern", 6)))
 
 
 def backbone_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
@@ -271,20 +318,8 @@ def backbone_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
-    """Load a JSON file with an error that names it when it is missing or corrupt."""
-    what = what or os.path.basename(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found at {path}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{what} at {path} is not valid JSON: {e}") from None
-
-
 def _preset(vocab_size: int, pad_token_id: int) -> ModelConfig:
-    layer_types = tuple(SLIDING if (i + 1) % 6 else FULL for i in range(24))
+    layer_types = layer_types_pattern(24, 6)
     return ModelConfig(
         vocab_size=vocab_size,
         hidden_size=768,

@@ -25,6 +25,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tarka_jax.numerics import l2_normalize
+from tarka_jax.textfiles import read_json
+
 #: The committed corpus, relative to the repository root.
 CORPUS_SUBDIR = os.path.join("examples", "data", "stdlib")
 _SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>"]  # Gemma's ids: pad 0, eos 1, bos 2
@@ -73,8 +76,7 @@ class Corpus:
 def load_corpus(folder: str | None = None, *, verify: bool = True) -> Corpus:
     """Read the committed corpus; ``verify`` checks the files against MANIFEST.json."""
     folder = corpus_folder(folder)
-    with open(os.path.join(folder, "MANIFEST.json"), encoding="utf-8") as f:
-        manifest = json.load(f)
+    manifest = read_json(os.path.join(folder, "MANIFEST.json"))
     raw = {}
     for name in ("pairs.jsonl.gz", "sentences.txt.gz"):
         with open(os.path.join(folder, name), "rb") as f:
@@ -104,8 +106,8 @@ def retrieval_metrics(queries: np.ndarray, documents: np.ndarray) -> dict[str, f
     Ties count against the true document (rank = 1 + number of documents scoring
     at least as high, itself excluded), so a constant model scores the minimum.
     """
-    q = _unit(np.asarray(queries, np.float32))
-    d = _unit(np.asarray(documents, np.float32))
+    q = l2_normalize(np.asarray(queries, np.float32))
+    d = l2_normalize(np.asarray(documents, np.float32))
     if q.shape != d.shape:
         raise ValueError(f"queries {q.shape} and documents {d.shape} must pair up row by row")
     scores = q @ d.T
@@ -128,10 +130,6 @@ def evaluate_retrieval(model, pairs: Sequence[dict], *, batch_size: int = 32,
     q = model.encode_query([p["summary"] for p in pairs], **kw)
     d = model.encode_document([p["body"] for p in pairs], **kw)
     return retrieval_metrics(q, d)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 # ---- teacher --------------------------------------------------------------------------------
@@ -214,7 +212,8 @@ def init_student(out_dir: str, tokenizer_dir: str, config, *, seed: int = 0,
     """
     import jax
 
-    from tarka_jax.checkpoint import SentenceTransformerMeta, save_flax_folder
+    from tarka_jax.convert.flax_folder import save_flax_folder
+    from tarka_jax.convert.st_folder import SentenceTransformerMeta
     from tarka_jax.model import init_params
 
     if params is None:
@@ -290,7 +289,7 @@ def static_init(params, config, token_vectors: np.ndarray, counts: np.ndarray, *
     centred = t - t.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     proj = vt[:hidden - 1]  # [hidden - 1, dim]
-    z = _unit(centred @ proj.T)
+    z = l2_normalize(centred @ proj.T)
     freq = np.asarray(counts, np.float64) / max(int(np.sum(counts)), 1)
     w = sif / (sif + freq)
     embedding = np.concatenate([w[:, None] * z, np.sqrt(1 - w ** 2)[:, None]], axis=1)
@@ -318,11 +317,11 @@ def with_params(model: str, params=None, *, seed: int = 0, **kwargs):
     """
     import jax
 
-    from tarka_jax.checkpoint import load_checkpoint
+    from tarka_jax.convert import open_model
     from tarka_jax.embedder import Embedder, _tokenizer_for
     from tarka_jax.model import init_params
 
-    ckpt = load_checkpoint(model)
+    ckpt = open_model(model)
     if params is None:
         params = jax.device_get(init_params(ckpt.config, jax.random.key(seed)))
     return Embedder(ckpt.config, params, _tokenizer_for(ckpt, kwargs.pop("max_seq_length", None)),
@@ -339,11 +338,12 @@ def static_like(model: str, teacher, corpus: Corpus, *, seed: int = 0, **kwargs)
     """``model``'s architecture and tokenizer at its distillation start (:func:`static_init`)."""
     import jax
 
-    from tarka_jax.checkpoint import load_checkpoint, resolve_folder
+    from tarka_jax.convert import open_model
+    from tarka_jax.convert.sources import resolve_folder
     from tarka_jax.model import init_params
 
     folder = resolve_folder(model)
-    config = load_checkpoint(folder).config
+    config = open_model(folder).config
     params = static_init(init_params(config, jax.random.key(seed)), config,
                          teacher_token_vectors(teacher, folder),
                          token_counts(corpus.training_texts(), folder))

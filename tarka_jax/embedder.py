@@ -31,7 +31,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from tarka_jax.model import embed, resolve_dtype
+from tarka_jax.model import embed
+from tarka_jax.numerics import l2_normalize, resolve_dtype
 from tarka_jax.tokenizer import TextTokenizer, bucket_for, check_texts, length_buckets
 
 # One jitted forward for every Embedder: params are an argument, the config and
@@ -185,7 +186,7 @@ class Embedder:
         if truncate_dim:
             out = out[:, :truncate_dim]
         if normalize_embeddings:
-            out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+            out = l2_normalize(out)
         out = np.ascontiguousarray(out, dtype=np.float32)
         return out[0] if single else out
 
@@ -215,8 +216,7 @@ class Embedder:
             raise ValueError(f"cannot compare {a.shape[-1]}-d with {b.shape[-1]}-d embeddings")
         name = self.similarity_fn_name
         if name == "cosine":
-            a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-            b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+            a, b = l2_normalize(a), l2_normalize(b)
             return a @ b.T
         if name == "dot":
             return a @ b.T

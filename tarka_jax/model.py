@@ -1,10 +1,11 @@
 """The bidirectional Gemma 3 encoder and its sentence-embedding head, in Flax Linen.
 
-Semantics follow shared/REFERENCE.md sections 2-4 (transformers 5.x
-``Gemma3TextModel(use_bidirectional_attention=True)`` + sentence-transformers
-Pooling/Dense/Normalize). Parameter names mirror the checkpoint so the
-converter is one key table; weight layout is Flax's ``[in, out]`` (every
-transpose lives in ``tarka_jax.convert``). RMSNorm weights are stored as the
+Semantics follow transformers 5.x ``Gemma3TextModel(use_bidirectional_attention=True)``
++ sentence-transformers Pooling/Dense/Normalize (docs/numerics.md). Each layer
+gets its own :class:`~tarka_jax.config.LayerSpec` (window, rotary base), so
+``DecoderLayer`` / ``Attention`` can be built and tested alone. Parameter names
+mirror the checkpoint so the converter is one key table; weight layout is
+Flax's ``[in, out]`` (every transpose lives in ``tarka_jax.convert``). RMSNorm weights are stored as the
 checkpoint stores them: offsets, applied as ``(1 + w)``.
 
 Param tree::
@@ -31,33 +32,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tarka_jax.config import ModelConfig
+from tarka_jax.config import LayerSpec, ModelConfig
 from tarka_jax.kernels import attention as attention_op
+from tarka_jax.numerics import l2_normalize, matmul_precision, resolve_dtype
+
+__all__ = ["RMSNorm", "Linear", "rotary", "Attention", "MLP", "DecoderLayer", "Encoder",
+           "EmbeddingModel", "mean_pool", "embed", "token_embeddings", "init_params",
+           "resolve_dtype"]
 
 Array = jax.Array
-
-
-def resolve_dtype(dtype: Any) -> jnp.dtype:
-    """Map a user dtype ("float32", "bfloat16", jnp dtype) to a compute dtype.
-
-    float16 is refused: Gemma 3 activations reach ~8e5, past float16's 65,504.
-    """
-    name = jnp.dtype(dtype).name if not isinstance(dtype, str) else dtype.lower()
-    aliases = {"fp32": "float32", "f32": "float32", "bf16": "bfloat16"}
-    name = aliases.get(name, name)
-    if name in ("float16", "fp16", "half"):
-        raise ValueError(
-            "float16 is not supported: Gemma 3 activations reach ~8e5 and overflow float16 "
-            "(max 65,504). Use dtype='bfloat16' or 'float32'."
-        )
-    if name not in ("float32", "bfloat16"):
-        raise ValueError(f"unsupported dtype {dtype!r}; use 'float32' or 'bfloat16'")
-    return jnp.dtype(name)
-
-
-def _precision(dtype) -> jax.lax.Precision:
-    # float32 is the parity mode: on GPU/TPU the default would be TF32/bf16 passes.
-    return jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
 
 
 class RMSNorm(nn.Module):
@@ -84,7 +67,7 @@ class Linear(nn.Module):
         kernel = self.param(
             "kernel", nn.initializers.normal(0.02), (x.shape[-1], self.features), jnp.float32
         )
-        return jnp.dot(x, kernel.astype(self.dtype), precision=_precision(self.dtype))
+        return jnp.dot(x, kernel.astype(self.dtype), precision=matmul_precision(self.dtype))
 
 
 def rotary(x: Array, positions: Array, theta: float, factor: float) -> Array:
@@ -106,10 +89,12 @@ def rotary(x: Array, positions: Array, theta: float, factor: float) -> Array:
 
 
 class Attention(nn.Module):
-    config: ModelConfig
-    layer: int
-    dtype: Any
-    implementation: str | None
+    """GQA/MQA self-attention with q/k RMSNorm and RoPE; window and rope come from ``spec``."""
+
+    config: ModelConfig  # shared sizes (heads, head_dim, hidden, eps, scale)
+    spec: LayerSpec
+    dtype: Any = jnp.float32
+    implementation: str | None = None
 
     @nn.compact
     def __call__(self, x, segment_ids, positions):
@@ -124,12 +109,11 @@ class Attention(nn.Module):
         # Per-head norms over D, before RoPE; v is not normalised.
         q = RMSNorm(cfg.rms_norm_eps, name="q_norm")(q)
         k = RMSNorm(cfg.rms_norm_eps, name="k_norm")(k)
-        theta, factor = cfg.rope_for(self.layer)
-        q = rotary(q, positions, theta, factor)
-        k = rotary(k, positions, theta, factor)
+        q = rotary(q, positions, self.spec.rope_theta, self.spec.rope_factor)
+        k = rotary(k, positions, self.spec.rope_theta, self.spec.rope_factor)
         out = attention_op(
             q, k, v, segment_ids,
-            window=cfg.window_for(self.layer),
+            window=self.spec.window,
             scale=cfg.attention_scale,
             implementation=self.implementation,
         )  # [B, T, Hq, D]
@@ -138,8 +122,10 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """Gated GELU (tanh) feed-forward: down(gelu(gate(x)) * up(x))."""
+
     config: ModelConfig
-    dtype: Any
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
@@ -155,15 +141,15 @@ class DecoderLayer(nn.Module):
     """Sandwich-norm block: four RMSNorms, attention then MLP, two residuals."""
 
     config: ModelConfig
-    layer: int
-    dtype: Any
-    implementation: str | None
+    spec: LayerSpec
+    dtype: Any = jnp.float32
+    implementation: str | None = None
 
     @nn.compact
     def __call__(self, x, segment_ids, positions):
         eps = self.config.rms_norm_eps
         h = RMSNorm(eps, name="input_layernorm")(x)
-        h = Attention(self.config, self.layer, self.dtype, self.implementation,
+        h = Attention(self.config, self.spec, self.dtype, self.implementation,
                       name="self_attn")(h, segment_ids, positions)
         x = x + RMSNorm(eps, name="post_attention_layernorm")(h)
         h = RMSNorm(eps, name="pre_feedforward_layernorm")(x)
@@ -189,7 +175,7 @@ class Encoder(nn.Module):
             math.sqrt(cfg.hidden_size), jnp.float32).astype(self.dtype)
         layer_cls = nn.remat(DecoderLayer) if self.remat else DecoderLayer
         for i in range(cfg.num_layers):
-            x = layer_cls(cfg, i, self.dtype, self.attention, name=f"layers_{i}")(
+            x = layer_cls(cfg, cfg.layer(i), self.dtype, self.attention, name=f"layers_{i}")(
                 x, segment_ids, positions)
         return RMSNorm(cfg.rms_norm_eps, name="norm")(x)
 
@@ -231,7 +217,7 @@ class EmbeddingModel(nn.Module):
         # A list attribute named `dense` gives params dense_0, dense_1, ...
         self.dense = [
             nn.Dense(spec.out_features, use_bias=spec.bias, dtype=self.dtype,
-                     param_dtype=jnp.float32, precision=_precision(self.dtype))
+                     param_dtype=jnp.float32, precision=matmul_precision(self.dtype))
             for spec in self.config.dense
         ]
 
@@ -247,8 +233,7 @@ class EmbeddingModel(nn.Module):
                 x = jnp.tanh(x)
         x = x.astype(jnp.float32)
         if self.config.normalize:
-            norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
-            x = x / jnp.maximum(norm, 1e-12)
+            x = l2_normalize(x)
         return x  # [B, S, dim] float32
 
 

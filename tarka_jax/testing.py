@@ -16,37 +16,14 @@ import json
 import os
 from typing import Sequence
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tarka_jax.config import layer_types_pattern
+from tarka_jax.convert.st_folder import ST_TYPES
+from tarka_jax.prompts import TASK_PROMPTS
+from tarka_jax.tokenizer_train import (SAMPLE_TEXTS, long_text, train_tokenizer,  # noqa: F401
+                                       write_tokenizer_config)
 
-from tarka_jax.recipe.prompts import TASK_PROMPTS
-
-# Prompts as EmbeddingGemma ships them (REFERENCE.md section 4); one table for the package.
+# Prompts as EmbeddingGemma ships them (docs/numerics.md); one table for the package.
 GEMMA_PROMPTS = TASK_PROMPTS
-
-_CORPUS_WORDS = (
-    "the a of to and in is it that for on with as was by at from this be are or an which "
-    "planet mars venus jupiter saturn red gas giant ring moon sun star orbit space light "
-    "query document search result text title none task clustering classification code "
-    "retrieval sentence similarity summarization jax flax torch model embedding vector "
-    "attention window layer norm token batch padding kernel gradient loss teacher student"
-).split()
-
-SAMPLE_TEXTS = (
-    "Which planet is known as the Red Planet?",
-    "Venus is often called Earth's twin because of its similar size and proximity.",
-    "Mars, known for its reddish appearance, is often referred to as the Red Planet.",
-    "Jupiter, the largest planet in our solar system, has a prominent red spot.",
-    "Saturn, famous for its rings, is sometimes mistaken for the Red Planet.",
-    "",
-    "x",
-)
-
-
-def long_text(n_words: int, seed: int = 0) -> str:
-    """A deterministic pseudo-sentence of ``n_words`` corpus words."""
-    words = [_CORPUS_WORDS[(seed * 7919 + i * 104729) % len(_CORPUS_WORDS)] for i in range(n_words)]
-    return " ".join(words)
-
 
 @dataclasses.dataclass(frozen=True)
 class TinySpec:
@@ -76,39 +53,8 @@ class TinySpec:
     seed: int = 0
 
 
-def train_tokenizer(vocab_size: int, out_dir: str) -> Tokenizer:
-    """A WordPiece tokenizer with Gemma's special-token ids: <pad>=0, <eos>=1, <bos>=2."""
-    tok = Tokenizer(models.WordPiece(unk_token="<unk>", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
-        min_frequency=1, show_progress=False,
-    )
-    corpus = [long_text(40, s) for s in range(50)] + list(SAMPLE_TEXTS)
-    corpus += list(GEMMA_PROMPTS.values()) + ["abcdefghijklmnopqrstuvwxyz0123456789'?,.|:!"]
-    tok.train_from_iterator(corpus, trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", pair="<bos> $A <eos> $B <eos>",
-        special_tokens=[("<bos>", 2), ("<eos>", 1)],
-    )
-    os.makedirs(out_dir, exist_ok=True)
-    tok.save(os.path.join(out_dir, "tokenizer.json"))
-    return tok
-
-
 def _write_tokenizer_config(out_dir: str, spec: TinySpec) -> None:
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
-        "padding_side": "right",
-        "model_max_length": spec.max_seq_length,
-    }
-    if spec.tokenizer_add_flags is not None:
-        config["add_bos_token"], config["add_eos_token"] = spec.tokenizer_add_flags
-    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    write_tokenizer_config(out_dir, spec.max_seq_length, spec.tokenizer_add_flags)
 
 
 def _randomise(module, seed: int) -> None:
@@ -139,9 +85,7 @@ def build_reference_model(out_dir: str, spec: TinySpec = TinySpec()):
     tok_dir = os.path.join(out_dir, "_tok")
     train_tokenizer(spec.vocab_size, tok_dir)
     _write_tokenizer_config(tok_dir, spec)
-    layer_types = list(spec.layer_types or [
-        "sliding_attention" if (i + 1) % 3 else "full_attention" for i in range(spec.num_layers)
-    ])
+    layer_types = list(spec.layer_types or layer_types_pattern(spec.num_layers, 3))
     config = Gemma3TextConfig(
         vocab_size=spec.vocab_size, hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
@@ -200,20 +144,33 @@ def _prefix_backbone_keys(folder: str) -> None:
     save_file({f"model.{k}": v for k, v in tensors.items()}, path, metadata={"format": "pt"})
 
 
-_LEGACY_TYPES = {
-    "Transformer": "sentence_transformers.models.Transformer",
-    "Pooling": "sentence_transformers.models.Pooling",
-    "Dense": "sentence_transformers.models.Dense",
-    "Normalize": "sentence_transformers.models.Normalize",
-}
-
-
 def _legacy_module_types(folder: str) -> None:
     path = os.path.join(folder, "modules.json")
     with open(path) as f:
         modules = json.load(f)
     for m in modules:
-        m["type"] = _LEGACY_TYPES[m["type"].rsplit(".", 1)[-1]]
+        m["type"] = ST_TYPES[m["type"].rsplit(".", 1)[-1]]
     with open(path, "w") as f:
         json.dump(modules, f, indent=2)
 
+
+
+# ---- tolerances ------------------------------------------------------------------------------
+
+
+def scale_relative_error(ours, ref) -> float:
+    """``max |ours - ref| / max |ref|``: the error relative to the tensor's own scale.
+
+    The tolerance for unnormalised tensors (hidden states, logits, gradients).
+    float32 rounding error grows with the magnitude of the values that are
+    summed, so an absolute bound that holds for unit-norm embeddings is a few
+    ulps too tight for O(1)-O(10) hidden states (a CI run failed at 1.007e-5 >
+    1e-5 with max |ref| ~ 5). Element-wise relative error is meaningless near
+    zero, so the scale is the largest magnitude in the reference.
+    """
+    import numpy as np
+
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    if ours.shape != ref.shape:
+        raise ValueError(f"shapes differ: {ours.shape} vs {ref.shape}")
+    return float(np.max(np.abs(ours - ref)) / max(float(np.max(np.abs(ref))), 1e-30))

@@ -1,8 +1,49 @@
-"""Reading text records from JSON-lines files, shared by the CLI and the training data."""
+"""Reading and writing the JSON and JSON-lines files every format here uses.
+
+One reader so that a missing or corrupt file is always the same error, naming it.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from typing import Any
+
+from tarka_jax.errors import ConfigError
+
+
+def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
+    """Load a JSON file.
+
+    Raises:
+      FileNotFoundError: the file does not exist (the message names ``what`` and ``path``).
+      ConfigError: it is not valid JSON.
+    """
+    what = what or os.path.basename(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found at {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} at {path} is not valid JSON: {e}") from None
+
+
+def read_optional_json(folder: str | os.PathLike, name: str) -> dict:
+    """``folder/name`` as a dict, or ``{}`` when the file does not exist."""
+    path = os.path.join(folder, name)
+    return read_json(path, name) if os.path.exists(path) else {}
+
+
+def write_json(path: str | os.PathLike, data: Any, *, atomic: bool = False) -> None:
+    """Write indented UTF-8 JSON; ``atomic`` writes a temporary file and renames it."""
+    target = os.fspath(path)
+    tmp = target + ".tmp" if atomic else target
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    if atomic:
+        os.replace(tmp, target)
 
 
 def read_jsonl(path: str, field: str = "text", error: type[Exception] = ValueError):

@@ -2,7 +2,7 @@
 
 :class:`TextTokenizer` wraps a ``tokenizers.Tokenizer`` loaded from a folder's
 ``tokenizer.json`` and applies the same adjustments that transformers 5.x
-(``TokenizersBackend``) and sentence-transformers make on load (REFERENCE.md section 4):
+(``TokenizersBackend``) and sentence-transformers make on load (docs/numerics.md, "Tokenizer"):
 
 * special tokens named in ``tokenizer_config.json`` (``bos_token``, ``eos_token``, ...)
   and its ``added_tokens_decoder`` that the backend lacks are added;
@@ -11,7 +11,7 @@
   flags when a tokenizer.json exists (``PreTrainedTokenizerBase._from_pretrained``,
   tokenization_utils_base.py l.1818), so ``TokenizersBackend`` never sees them and
   never rebuilds the post-processor (checked against ``AutoTokenizer`` in the tests;
-  REFERENCE.md section 4 expected a rebuild). A null post-processor adds nothing;
+  an earlier reading expected a rebuild). A null post-processor adds nothing;
 * truncation to ``max_seq_length`` happens *before* the post-processor, so a
   truncated text still ends with its special tokens (``tokenizers`` reserves the
   special-token budget itself);
@@ -48,6 +48,9 @@ from typing import Any
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
+from tarka_jax.errors import ConfigError, TarkaError
+from tarka_jax.textfiles import read_json
+
 # Named special tokens transformers adds to the backend when it lacks them.
 _NAMED_SPECIAL_TOKENS = (
     "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
@@ -62,7 +65,7 @@ _VERIFIED_CLASSES = {None, "TokenizersBackend", "PreTrainedTokenizerFast", "Gemm
 _VERY_LARGE = int(1e20)
 
 
-class TokenizerError(ValueError):
+class TokenizerError(TarkaError):
     """A tokenizer folder or setting we cannot use."""
 
 
@@ -120,13 +123,11 @@ def _token_content(value: Any) -> str | None:
 
 
 def _read_json(path: str) -> dict:
-    if not os.path.exists(path):
-        return {}
+    """A JSON object file ({} when missing); a corrupt one is a TokenizerError naming it."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise TokenizerError(f"{path} is not valid JSON: {e}") from None
+        data = read_json(path) if os.path.exists(path) else {}
+    except ConfigError as e:
+        raise TokenizerError(str(e)) from None
     if not isinstance(data, dict):
         raise TokenizerError(f"{path} must hold a JSON object")
     return data
@@ -188,11 +189,7 @@ class TextTokenizer:
             raise FileNotFoundError(
                 f"{folder} has no tokenizer.json (tarka-jax needs the fast-tokenizer file)"
             )
-        try:
-            with open(path, encoding="utf-8") as f:
-                tokenizer_json = json.load(f)
-        except json.JSONDecodeError as e:
-            raise TokenizerError(f"{path} is not valid JSON: {e}") from None
+        tokenizer_json = _read_json(path)
         tok_config = _read_json(os.path.join(folder, "tokenizer_config.json"))
         st_config = _read_json(os.path.join(folder, "sentence_bert_config.json"))
 

@@ -3,6 +3,7 @@
 #   leg 1: Python 3.11, jax 0.10.2, CPU torch + transformers + sentence-transformers (everything)
 #   leg 2: Python 3.12, newer pinned jax, torch-free tests (-m "not torch and not slow": the few
 #          slowest ones, e.g. the 8-device sharding run, are left to leg 1 for the time budget)
+# Lint first (ruff, seconds), then both legs.
 # Usage: bash tests/run_all.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,9 @@ echo "== setting up leg 1 (Python 3.11, jax 0.10.2, PyTorch reference)"
 setup_venv "$ROOT/.venv" "$PY311" ci/constraints-py311.txt test,train yes
 echo "== setting up leg 2 (Python 3.12, newer jax, torch-free)"
 setup_venv "$ROOT/.venv312" "$PY312" ci/constraints-py312.txt test-light,train no
+
+echo "== ruff check (pinned in the test extras)"
+"$ROOT/.venv/bin/ruff" check .
 
 status=0
 echo "== leg 1: $("$ROOT/.venv/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"

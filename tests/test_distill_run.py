@@ -144,6 +144,36 @@ def test_distill_exported_step_loads_in_sentence_transformers(tiny_models, tmp_p
     np.testing.assert_allclose(theirs, ours, atol=2e-5)
 
 
+def test_run_step_exports_without_training_code_and_round_trips(tiny_models, tmp_path):
+    """run -> ST folder (flax_to_hf, in a process that never imports distill) -> Embedder
+    gives the run step's embeddings (<= 1e-6: a storage round trip, nothing recomputed)."""
+    import subprocess
+    import sys
+
+    from tarka_jax import Embedder
+    from tarka_jax.convert import open_model
+    from tarka_jax.distill.run import train
+    from tarka_jax.tokenizer import TextTokenizer
+
+    teacher, student = tiny_models
+    config, _ = _load(tmp_path, _config_text(teacher, student, TRAIN, steps=2, every=1))
+    run = str(tmp_path / "run")
+    train(config, run)
+    out = str(tmp_path / "st")
+    script = ("import sys; from tarka_jax.convert.flax_to_hf import flax_to_hf; "
+              f"flax_to_hf({run!r}, {out!r}, step=1); "
+              "bad = sorted(m for m in sys.modules if m.startswith(('tarka_jax.distill', "
+              "'tarka_jax.recipe', 'optax'))); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    ck = open_model(run, step=1)
+    assert ck.kind == "run" and ck.step == 1
+    texts = open(EVAL).read().splitlines()[:6]
+    step_model = Embedder(ck.config, ck.params, TextTokenizer.from_folder(ck.folder),
+                          prompts=ck.meta.prompts)
+    exported = Embedder.from_pretrained(out)
+    assert np.abs(exported.encode(texts) - step_model.encode(texts)).max() <= 1e-6
+
+
 def test_distill_config_errors_name_the_key(tmp_path):
     from tarka_jax.distill.config import DistillConfigError
 

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tarka_jax.testing import scale_relative_error
+
 from tarka_jax.config import DenseSpec, ModelConfig
 from tarka_jax.distill.loss import LossConfig, LossConfigError, distill_loss
 
@@ -126,8 +128,14 @@ def test_distill_accumulation_equals_full_batch_for_per_text_losses(pair):
     full, m_full = _run(pair, loss=loss)
     micro, m_micro = _run(pair, loss=loss, accumulation=2)
     np.testing.assert_allclose(m_micro["loss"], m_full["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(micro["params"]), jax.tree.leaves(full["params"])):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # Compare the two steps' parameter *updates*, relative to their scale: Adam divides by
+    # sqrt(v) + eps, so an element whose gradient is ~eps gets an update whose last digits
+    # depend on the summation order (an absolute 1e-6 bound failed on one such element
+    # by 1.19e-6, on main too). A dropped or doubled micro-batch changes updates by O(1).
+    initial = jax.tree.leaves(pair[1])
+    for a, b, p0 in zip(jax.tree.leaves(micro["params"]), jax.tree.leaves(full["params"]),
+                        initial):
+        assert scale_relative_error(a - p0, b - p0) <= 1e-3
     assert int(micro["step"]) == 2
 
 
@@ -207,3 +215,29 @@ def tiny_tokenizers(tmp_path_factory):
         train_tokenizer(vocab, str(folder))
         out.append(TextTokenizer.from_folder(str(folder), max_seq_length=16))
     return out
+
+
+def test_state_shardings_give_optimizer_moments_their_parameter_sharding(pair):
+    """Derived from the optimizer's structure (optax.tree_map_params): Adam's mu and nu take
+    each parameter's sharding, every other optimizer leaf (counts) is replicated."""
+    import optax
+
+    from tarka_jax.distill import sharding as shd
+    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.distill.step import abstract_state, state_shardings
+
+    s_params = pair[1]
+    mesh = shd.make_mesh(1, 1, devices=jax.devices()[:1])
+    for clip in (0.0, 1.0):  # adamw alone, and chained after clip_by_global_norm
+        tx, _ = make_optimizer(OptimizerConfig(clip_norm=clip), 4)
+        sh = state_shardings(s_params, tx, mesh)
+        p_leaves = jax.tree.leaves(sh["params"])
+        adam = [s for s in jax.tree.leaves(sh["opt_state"], is_leaf=lambda x: isinstance(
+            x, optax.ScaleByAdamState)) if isinstance(s, optax.ScaleByAdamState)]
+        assert len(adam) == 1
+        for moments in (adam[0].mu, adam[0].nu):
+            assert all(a is b for a, b in zip(jax.tree.leaves(moments), p_leaves))
+        assert adam[0].count.is_fully_replicated
+        # The shardings tree has the abstract state's structure exactly.
+        structure = jax.tree.structure(abstract_state(s_params, tx))
+        assert jax.tree.structure(sh) == structure

@@ -44,7 +44,7 @@ def test_mfu_flop_count_of_the_tarka_config():
         sys.path.pop(0)
     student, teacher = configs("full", 262_144)
     shapes = jax.eval_shape(lambda: init_params(student, jax.random.key(0)))
-    assert param_counts(shapes) == (101_536_512, 4_718_592)  # REFERENCE.md section 1
+    assert param_counts(shapes) == (101_536_512, 4_718_592)  # docs/numerics.md, "Sizes"
     # Sliding layers see |i - j| <= 256 of 512: 20 sliding + 4 full layers.
     i = list(range(512))
     sliding = sum(min(x + 257, 512) - max(x - 256, 0) for x in i)

@@ -77,7 +77,7 @@ def _config(path, *, student, train, teacher_line, steps=6, extra_model="", loss
 
 def test_prompt_mix_is_deterministic_and_shared_by_both_models(tiny_models):
     from tarka_jax.distill.data import PairTokenizer
-    from tarka_jax.recipe.prompts import TASK_PROMPTS, assign_prompts, check_mix, prompt_strings
+    from tarka_jax.prompts import TASK_PROMPTS, assign_prompts, check_mix, prompt_strings
     from tarka_jax.tokenizer import TextTokenizer
 
     mix = {"none": 2, "query": 1, "document": 1}

@@ -5,7 +5,8 @@ Layout of ``--workdir``::
     run.json            format tag, the resolved distill config, student + teacher ModelConfig
     config.toml         the TOML the run started from (for people)
     student/            the student's tokenizer files and sentence-transformers metadata
-    checkpoints/<step>/ orbax: "state" ({step, params, opt_state}) and "data" (iterator position)
+    checkpoints/<step>/ orbax: "state" ({step, params, opt_state}), "data" (iterator position)
+                        and "params" (the bare params: what export reads, no optimizer needed)
     metrics.jsonl       one JSON object per logged step
     tensorboard/        when logging.tensorboard is on
 
@@ -16,25 +17,17 @@ the newest ``checkpoint.keep``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
-import jax
 import orbax.checkpoint as ocp
 
-from tarka_jax.checkpoint import SentenceTransformerMeta, copy_tokenizer_files
 from tarka_jax.config import ModelConfig
-
-RUN_FORMAT = "tarka-jax-distill-run"
-RUN_VERSION = 1
-RUN_FILE = "run.json"
-STUDENT_DIR = "student"
-CHECKPOINT_DIR = "checkpoints"
-
-
-class RunFolderError(ValueError):
-    """A run folder that does not hold what is asked of it."""
+from tarka_jax.convert.run_folder import (CHECKPOINT_DIR, RUN_FILE, RUN_FORMAT,  # noqa: F401
+                                          RUN_VERSION, STUDENT_DIR, RunFolderError, check_step,
+                                          checkpoint_manager, read_run_file)
+from tarka_jax.convert.st_folder import SentenceTransformerMeta, copy_tokenizer_files
+from tarka_jax.textfiles import write_json
 
 
 def write_run_files(workdir: str, *, config_dict: dict, config_text: str | None,
@@ -44,10 +37,7 @@ def write_run_files(workdir: str, *, config_dict: dict, config_text: str | None,
     os.makedirs(workdir, exist_ok=True)
     run = {"format": RUN_FORMAT, "version": RUN_VERSION, "config": config_dict,
            "student": student.to_dict(), "teacher": teacher.to_dict()}
-    tmp = os.path.join(workdir, RUN_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(run, f, indent=2)
-    os.replace(tmp, os.path.join(workdir, RUN_FILE))
+    write_json(os.path.join(workdir, RUN_FILE), run, atomic=True)
     if config_text is not None:
         with open(os.path.join(workdir, "config.toml"), "w", encoding="utf-8") as f:
             f.write(config_text)
@@ -55,17 +45,6 @@ def write_run_files(workdir: str, *, config_dict: dict, config_text: str | None,
     os.makedirs(student_dir, exist_ok=True)
     copy_tokenizer_files(student_tokenizer_folder, student_dir)
     student_meta.write(student_dir)
-
-
-def read_run_file(workdir: str) -> dict:
-    path = os.path.join(workdir, RUN_FILE)
-    if not os.path.isfile(path):
-        raise RunFolderError(f"{workdir} is not a distillation run folder (no {RUN_FILE})")
-    with open(path, encoding="utf-8") as f:
-        run = json.load(f)
-    if run.get("format") != RUN_FORMAT:
-        raise RunFolderError(f"{path} is not a {RUN_FORMAT} file")
-    return run
 
 
 def clear_run(workdir: str) -> None:
@@ -80,38 +59,20 @@ def clear_run(workdir: str) -> None:
 
 def manager(workdir: str, *, keep: int = 3, async_save: bool = True,
             read_only: bool = False) -> ocp.CheckpointManager:
-    if read_only:  # orbax warns about save options on a read-only manager
-        options = ocp.CheckpointManagerOptions(read_only=True, create=False,
-                                               save_interval_steps=0, max_to_keep=None,
-                                               enable_async_checkpointing=False)
-    else:
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep,
-                                               enable_async_checkpointing=async_save)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
-                                 options=options, item_names=("state", "data"))
+    return checkpoint_manager(workdir, read_only=read_only, keep=keep, async_save=async_save)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_position: dict) -> None:
+    """Save ``state``, the data position and (again, as its own item) the bare params."""
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            data=ocp.args.JsonSave(data_position)),
+                                            data=ocp.args.JsonSave(data_position),
+                                            params=ocp.args.StandardSave(state["params"])),
               force=True)
-
-
-def abstract_like(tree, shardings):
-    """ShapeDtypeStructs carrying the shardings a restored tree should have."""
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        tree, shardings)
 
 
 def restore(mngr: ocp.CheckpointManager, step: int | None, abstract_state):
     """(state placed as ``abstract_state`` says, data position) of ``step`` (None = latest)."""
-    if step is None:
-        step = mngr.latest_step()
-        if step is None:
-            raise RunFolderError(f"no checkpoint in {mngr.directory} to resume from")
-    if step not in mngr.all_steps():
-        raise RunFolderError(f"no checkpoint for step {step} in {mngr.directory}; saved steps: "
-                             f"{sorted(mngr.all_steps())}")
+    step = check_step(mngr, step)
     out = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     return out["state"], out["data"]

@@ -1,7 +1,7 @@
 """``tarka-jax distill --config FILE.toml [--workdir DIR] [--max-steps N] [--resume]``.
 
-Registered in :mod:`tarka_jax.cli` as
-``register_lazy("distill", ..., "tarka_jax.distill.cli:COMMAND")``; also runs
+Listed in :data:`tarka_jax.cli.SUBCOMMANDS` as
+``("distill", ..., "tarka_jax.distill.cli:COMMAND")``; also runs
 stand-alone as ``python -m tarka_jax.distill.cli``.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from tarka_jax.cli import Command
+from tarka_jax.command import Command
 
 HELP = "distil a student from a teacher (sharded, resumable)"
 DESCRIPTION = (

@@ -64,11 +64,12 @@ from typing import Any
 
 from tarka_jax.distill.loss import LossConfig
 from tarka_jax.distill.optim import OptimizerConfig
+from tarka_jax.errors import TarkaError
 
 _REQUIRED = dataclasses.MISSING
 
 
-class DistillConfigError(ValueError):
+class DistillConfigError(TarkaError):
     """A distillation config that cannot run, naming the offending key."""
 
 

@@ -15,7 +15,7 @@ and both encode the cut text. Rows are padded to the smallest length bucket
 that fits, so the step compiles once per bucket pair, not once per batch.
 
 Instruction-aware data: ``TextBatches(prompts=...)`` gives each corpus text a
-prompt string (see :mod:`tarka_jax.recipe.prompts`) that is prepended for *both*
+prompt string (see :mod:`tarka_jax.prompts`) that is prepended for *both*
 tokenizers. With a teacher cache the pair tokenizer has no teacher
 (``teacher=None``): only student rows are made, and each batch carries the
 corpus ``index`` of its rows so the cache rows can be looked up.
@@ -31,13 +31,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tarka_jax.errors import TarkaError
 from tarka_jax.textfiles import read_jsonl
 from tarka_jax.tokenizer import TextTokenizer, bucket_for, length_buckets
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 
-class DataError(ValueError):
+class DataError(TarkaError):
     """Unreadable or empty training data."""
 
 

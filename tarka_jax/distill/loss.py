@@ -33,10 +33,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from tarka_jax.errors import TarkaError
+from tarka_jax.numerics import l2_normalize
+
 Array = jax.Array
 
 
-class LossConfigError(ValueError):
+class LossConfigError(TarkaError):
     """A loss setting that cannot work with the teacher and student given."""
 
 
@@ -101,7 +104,7 @@ class LossConfig:
 
 
 def _unit(x: Array) -> Array:
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return l2_normalize(jnp.asarray(x))
 
 
 def _similarity_kl(s: Array, t: Array, temperature: float) -> Array:

@@ -13,6 +13,8 @@ import os
 import jax
 import numpy as np
 
+from tarka_jax.numerics import l2_normalize
+
 
 class MetricsWriter:
     """``write(step, metrics)`` to ``metrics.jsonl`` (+ TensorBoard), and a tqdm bar."""
@@ -77,3 +79,39 @@ def read_metrics(workdir: str) -> list[dict]:
     """All records of a run's metrics.jsonl."""
     with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# ---- agreement with the teacher ----------------------------------------------------------
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return l2_normalize(np.asarray(x, np.float64))
+
+
+def nearest_neighbours(x: np.ndarray) -> np.ndarray:
+    """int ``[N]``: for each row the index of its most cosine-similar *other* row."""
+    u = _unit(x)
+    sim = u @ u.T
+    np.fill_diagonal(sim, -np.inf)
+    return np.argmax(sim, axis=1)
+
+
+def agreement(student: np.ndarray, teacher: np.ndarray, dim: int | None = None) -> dict:
+    """``{"eval_cosine", "eval_top1"}`` of float ``[N, Ds]`` vs ``[N, Dt]`` embeddings.
+
+    ``dim``: compare cosines on the first ``dim`` coordinates (None = the full width
+    when both are equal; otherwise no ``eval_cosine``). ``eval_top1`` needs N >= 2.
+    """
+    student, teacher = np.asarray(student), np.asarray(teacher)
+    if student.shape[0] != teacher.shape[0]:
+        raise ValueError(f"{student.shape[0]} student vs {teacher.shape[0]} teacher embeddings")
+    out = {}
+    if dim is None and student.shape[1] == teacher.shape[1]:
+        dim = student.shape[1]
+    if dim is not None:
+        s, t = _unit(student[:, :dim]), _unit(teacher[:, :dim])
+        out["eval_cosine"] = float(np.mean(np.sum(s * t, axis=-1)))
+    if student.shape[0] >= 2:
+        out["eval_top1"] = float(np.mean(nearest_neighbours(student)
+                                         == nearest_neighbours(teacher)))
+    return out

@@ -10,25 +10,25 @@ from typing import Any
 import jax
 import numpy as np
 
-from tarka_jax.checkpoint import Checkpoint, load_checkpoint
+from tarka_jax.convert import Checkpoint, open_model
 from tarka_jax.distill import checkpointing as ckpt
 from tarka_jax.distill import sharding as shd
 from tarka_jax.distill.config import DistillConfig, DistillConfigError
 from tarka_jax.distill.data import PairTokenizer, TextBatches, check_files, read_corpus
 from tarka_jax.distill.loss import LossConfigError
-from tarka_jax.distill.metrics import MetricsWriter
+from tarka_jax.distill.metrics import MetricsWriter, agreement
 from tarka_jax.distill.optim import make_optimizer
 from tarka_jax.distill.step import (
     StepConfig,
+    abstract_sharded_state,
     create_state,
     make_embed_fn,
     make_train_step,
     shard_params,
-    state_shardings,
 )
-from tarka_jax.recipe.evaluate import agreement
-from tarka_jax.recipe.init_student import resize_output
-from tarka_jax.recipe.prompts import (
+from tarka_jax.distill.surgery import resize_output
+from tarka_jax.distill.teacher_cache import CacheError, TeacherCache
+from tarka_jax.prompts import (
     EVAL_STREAM,
     TRAIN_STREAM,
     PromptMixError,
@@ -37,7 +37,6 @@ from tarka_jax.recipe.prompts import (
     prompt_strings,
     prompt_table,
 )
-from tarka_jax.recipe.teacher_cache import CacheError, TeacherCache
 from tarka_jax.tokenizer import TextTokenizer
 
 
@@ -66,7 +65,7 @@ def prepare(config: DistillConfig) -> Prepared:
     eval_files = [config.resolve(p) for p in config.data.eval]
     check_files(train_files, "data.train")
     check_files(eval_files, "data.eval")
-    student = load_checkpoint(config.resolve_model(config.model.student))
+    student = open_model(config.resolve_model(config.model.student))
     if config.model.student_output_dim:
         s_config, s_params = resize_output(student.config, student.params,
                                            config.model.student_output_dim, config.data.seed)
@@ -77,7 +76,7 @@ def prepare(config: DistillConfig) -> Prepared:
         teacher_name, teacher_dim = config.model.teacher_cache, cache.dim
         prompts = cache.prompts
     else:
-        teacher = load_checkpoint(config.resolve_model(config.model.teacher))
+        teacher = open_model(config.resolve_model(config.model.teacher))
         teacher_name, teacher_dim = config.model.teacher, teacher.config.embedding_dim
         prompts = prompt_table(teacher.meta.prompts)
     try:
@@ -135,7 +134,7 @@ def _global(x: np.ndarray, sharding) -> jax.Array:
 class Evaluator:
     """Held-out agreement with the teacher (teacher embeddings computed or read once).
 
-    Reports ``eval_cosine`` and ``eval_top1`` (see :mod:`tarka_jax.recipe.evaluate`).
+    Reports ``eval_cosine`` and ``eval_top1`` (see :func:`tarka_jax.distill.metrics.agreement`).
     """
 
     def __init__(self, prep: Prepared, mesh, student_sh, teacher_params, teacher_sh):
@@ -190,6 +189,42 @@ def _window_mean(window: list[dict]) -> dict:
     return out
 
 
+def _open_checkpoints(config: DistillConfig, workdir: str, resume: bool):
+    """The run's checkpoint manager, refusing a fresh start over old checkpoints and a
+    resume with none."""
+    mngr = ckpt.manager(workdir, keep=config.checkpoint.keep,
+                        async_save=config.checkpoint.async_save)
+    latest = mngr.latest_step()
+    if not resume and latest is not None:
+        mngr.close()
+        raise ckpt.RunFolderError(
+            f"{workdir} already holds checkpoints (latest step {latest}); pass "
+            "--resume to continue or choose a new --workdir")
+    if resume and latest is None:
+        mngr.close()
+        raise ckpt.RunFolderError(f"--resume: no checkpoint in {workdir}")
+    return mngr
+
+
+def _initial_state(prep: Prepared, tx, mesh, mngr, data: TextBatches, resume: bool, workdir):
+    """(sharded state, its shardings): restored (with the data position) or created."""
+    if resume:
+        abstract, state_sh = abstract_sharded_state(prep.student.params, tx, mesh)
+        state, position = ckpt.restore(mngr, None, abstract)
+        data.set_state(position)
+        return state, state_sh
+    ckpt.clear_run(workdir)
+    return create_state(prep.student.params, tx, mesh)
+
+
+def _teacher_side(prep: Prepared, mesh):
+    """(teacher params, their shardings, the memory-mapped cache rows or None)."""
+    if prep.cache is not None:
+        return {}, {}, prep.cache.embeddings("train")
+    params, shardings = shard_params(prep.teacher.params, mesh)
+    return params, shardings, None
+
+
 def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
           resume: bool = False, config_text: str | None = None) -> dict[str, Any]:
     """Run (or resume) distillation in ``workdir``; returns the last logged metrics.
@@ -209,44 +244,19 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
         raise DistillConfigError(
             f"the micro-batch (data.batch_size / optimizer.accumulation_steps = {micro}) must "
             f"split evenly over the {mesh.size} devices of the mesh")
-    mngr = ckpt.manager(workdir, keep=config.checkpoint.keep,
-                        async_save=config.checkpoint.async_save)
-    latest = mngr.latest_step()
-    if not resume and latest is not None:
-        mngr.close()
-        raise ckpt.RunFolderError(
-            f"{workdir} already holds checkpoints (latest step {latest}); pass "
-            "--resume to continue or choose a new --workdir")
-    if resume and latest is None:
-        mngr.close()
-        raise ckpt.RunFolderError(f"--resume: no checkpoint in {workdir}")
-
+    mngr = _open_checkpoints(config, workdir, resume)
     tx, schedule = make_optimizer(config.optimizer, config.train.steps)
     data = TextBatches(prep.train_texts, prep.pair, config.data.batch_size, config.data.seed,
                        jax.process_index(), jax.process_count(), prompts=prep.train_prompts)
-    if resume:
-        params_shape = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32),
-                                    prep.student.params)
-        state_sh = state_shardings(params_shape, tx, mesh)
-        abstract = jax.eval_shape(
-            lambda p: {"step": np.int32(0), "params": p, "opt_state": tx.init(p)}, params_shape)
-        state, position = ckpt.restore(mngr, None, ckpt.abstract_like(abstract, state_sh))
-        data.set_state(position)
-    else:
-        ckpt.clear_run(workdir)
-        state, state_sh = create_state(prep.student.params, tx, mesh)
+    state, state_sh = _initial_state(prep, tx, mesh, mngr, data, resume, workdir)
     ckpt.write_run_files(workdir, config_dict=config.to_dict(), config_text=config_text,
                          student=prep.student.config,
                          teacher=(prep.teacher.config if prep.teacher is not None
                                   else _CachedTeacherInfo(prep.cache)),
                          student_meta=prep.student.meta,
                          student_tokenizer_folder=prep.student.folder)
-    cached = prep.cache is not None
-    if cached:
-        teacher_params, teacher_sh = {}, {}
-        cache_rows = prep.cache.embeddings("train")
-    else:
-        teacher_params, teacher_sh = shard_params(prep.teacher.params, mesh)
+    teacher_params, teacher_sh, cache_rows = _teacher_side(prep, mesh)
+    cached = cache_rows is not None
     step_cfg = StepConfig(student=prep.student.config,
                           teacher=None if cached else prep.teacher.config,
                           loss=config.loss, dtype=config.model.dtype,
@@ -256,47 +266,53 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
     step_fn = make_train_step(step_cfg, tx, schedule, mesh, state_sh, teacher_sh, cached)
     evaluator = (Evaluator(prep, mesh, state_sh["params"], teacher_params, teacher_sh)
                  if prep.eval_texts else None)
-    batch_sh = shd.batch_sharding(mesh)
-
-    step = int(jax.device_get(state["step"]))
-    writer = MetricsWriter(workdir, total_steps=end, start_step=step,
+    writer = MetricsWriter(workdir, total_steps=end,
+                           start_step=int(jax.device_get(state["step"])),
                            tensorboard=config.logging.tensorboard,
                            progress=config.logging.progress)
+    try:
+        return _loop(config, state, step_fn, teacher_params, data, cache_rows, mesh, end,
+                     evaluator, writer, mngr)
+    finally:
+        mngr.close()
+        writer.close()
+
+
+def _loop(config: DistillConfig, state, step_fn, teacher_params, data: TextBatches, cache_rows,
+          mesh, end: int, evaluator, writer: MetricsWriter, mngr) -> dict[str, Any]:
+    """Steps until ``end``: batch, step, log (windowed means), evaluate, checkpoint."""
+    batch_sh = shd.batch_sharding(mesh)
+    step = int(jax.device_get(state["step"]))
     last: dict[str, Any] = {}
     if evaluator is not None and step == 0:
         last = writer.write(0, evaluator(state["params"]))
     window: list[dict] = []
     tokens, t0 = 0, time.perf_counter()
-    try:
-        while step < end:
-            host = next(data)
-            index = host.pop("index")
-            tokens += int(np.count_nonzero(host["student"]["segment_ids"])) * jax.process_count()
-            batch = {name: {k: _global(v, batch_sh) for k, v in part.items()}
-                     for name, part in host.items()}
-            if cached:  # rows of the memory-mapped cache, in this host's batch order
-                batch["teacher_embeddings"] = _global(np.asarray(cache_rows[index], np.float32),
-                                                      batch_sh)
-            state, metrics = step_fn(state, teacher_params, batch)
-            window.append(metrics)
-            step += 1
-            writer.advance()
-            do_eval = evaluator is not None and (
-                step == end or (config.train.eval_every and step % config.train.eval_every == 0))
-            if step % config.train.log_every == 0 or step == end or do_eval:
-                metrics = _window_mean(jax.device_get(window))
-                window = []
-                elapsed = time.perf_counter() - t0
-                metrics["tokens_per_s"] = tokens / max(elapsed, 1e-9)
-                metrics["epoch"] = data.epoch
-                if do_eval:
-                    metrics.update(evaluator(state["params"]))
-                last = writer.write(step, metrics)
-                tokens, t0 = 0, time.perf_counter()
-            if step % config.checkpoint.every == 0 or step == end:
-                ckpt.save(mngr, step, state, data.get_state())
-        mngr.wait_until_finished()
-    finally:
-        mngr.close()
-        writer.close()
+    while step < end:
+        host = next(data)
+        index = host.pop("index")
+        tokens += int(np.count_nonzero(host["student"]["segment_ids"])) * jax.process_count()
+        batch = {name: {k: _global(v, batch_sh) for k, v in part.items()}
+                 for name, part in host.items()}
+        if cache_rows is not None:  # rows of the memory-mapped cache, in this host's order
+            batch["teacher_embeddings"] = _global(np.asarray(cache_rows[index], np.float32),
+                                                  batch_sh)
+        state, metrics = step_fn(state, teacher_params, batch)
+        window.append(metrics)
+        step += 1
+        writer.advance()
+        do_eval = evaluator is not None and (
+            step == end or (config.train.eval_every and step % config.train.eval_every == 0))
+        if step % config.train.log_every == 0 or step == end or do_eval:
+            metrics = _window_mean(jax.device_get(window))
+            window = []
+            metrics["tokens_per_s"] = tokens / max(time.perf_counter() - t0, 1e-9)
+            metrics["epoch"] = data.epoch
+            if do_eval:
+                metrics.update(evaluator(state["params"]))
+            last = writer.write(step, metrics)
+            tokens, t0 = 0, time.perf_counter()
+        if step % config.checkpoint.every == 0 or step == end:
+            ckpt.save(mngr, step, state, data.get_state())
+    mngr.wait_until_finished()
     return {"step": step, **last}

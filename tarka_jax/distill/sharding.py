@@ -23,6 +23,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from tarka_jax.errors import TarkaError
+
 MESH_AXES = ("data", "fsdp")
 
 #: logical axis name -> mesh axis (or None = replicated). The single table.
@@ -50,7 +52,7 @@ PARAM_AXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-class ShardingError(ValueError):
+class ShardingError(TarkaError):
     """A mesh or parameter layout that cannot be built."""
 
 

@@ -54,38 +54,44 @@ def init_state(params, tx) -> dict:
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
 
+def abstract_state(params_shape, tx) -> dict:
+    """The train state's ShapeDtypeStructs (no memory): the one builder create, resume and
+    export use, so the three agree on its structure by construction."""
+    params_shape = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32),
+                                params_shape)
+    return jax.eval_shape(lambda p: init_state(p, tx), params_shape)
+
+
 def state_shardings(params_shape, tx, mesh: Mesh) -> dict:
-    """Shardings of the whole state: optimizer moments follow their parameter.
+    """Shardings of the whole state, derived from the optimizer's own structure.
 
-    An optimizer leaf whose key path ends with a parameter's full path (Adam's
-    ``mu``/``nu`` mirror the param tree) and has its shape takes that
-    parameter's sharding; everything else (counts) is replicated.
+    ``optax.tree_map_params`` visits exactly the optimizer-state subtrees that
+    mirror the params (Adam's ``mu``/``nu``, ...) and hands each leaf its
+    parameter's sharding; every other optimizer leaf (counts, schedule state)
+    is replicated. Nothing is matched by name or shape.
     """
-    p_sh = shd.param_shardings(params_shape, mesh)
-    by_path = {shd.path_str(p): (s, x.shape) for (p, s), (_, x) in zip(
-        jax.tree_util.tree_flatten_with_path(p_sh)[0],
-        jax.tree_util.tree_flatten_with_path(params_shape)[0])}
-    opt_shape = jax.eval_shape(tx.init, params_shape)
-
-    def leaf(path, x):
-        s = shd.path_str(path)
-        for ppath, (sharding, shape) in by_path.items():
-            if (s == ppath or s.endswith("/" + ppath)) and tuple(x.shape) == tuple(shape):
-                return sharding
-        return shd.replicated(mesh)
-
-    o_sh = jax.tree_util.tree_map_with_path(leaf, opt_shape)
+    state = abstract_state(params_shape, tx)
+    p_sh = shd.param_shardings(state["params"], mesh)
+    o_sh = optax.tree_map_params(tx, lambda _, sharding: sharding, state["opt_state"], p_sh,
+                                 transform_non_params=lambda _: shd.replicated(mesh))
     return {"step": shd.replicated(mesh), "params": p_sh, "opt_state": o_sh}
 
 
 def create_state(params, tx, mesh: Mesh):
     """(state born sharded, its shardings). ``params``: host (numpy) or device arrays."""
-    params_shape = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), params)
-    shardings = state_shardings(params_shape, tx, mesh)
+    shardings = state_shardings(params, tx, mesh)
     init = jax.jit(lambda p: init_state(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), p),
                                         tx),
                    out_shardings=shardings)
     return init(params), shardings
+
+
+def abstract_sharded_state(params_shape, tx, mesh: Mesh) -> tuple[dict, dict]:
+    """(abstract state carrying its shardings, the shardings): what a resume restores into."""
+    shardings = state_shardings(params_shape, tx, mesh)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            abstract_state(params_shape, tx), shardings)
+    return abstract, shardings
 
 
 def shard_params(params, mesh: Mesh):

@@ -1,21 +1,21 @@
 """Tiny random-weight teacher/student Flax folders for the example config and the tests.
 
 No torch needed: params come from :func:`tarka_jax.model.init_params` (with the
-RMSNorm offsets randomised), tokenizers from :func:`tarka_jax.testing.train_tokenizer`.
+RMSNorm offsets randomised), tokenizers from :func:`tarka_jax.tokenizer_train.train_tokenizer`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import numpy as np
 
-from tarka_jax.checkpoint import SentenceTransformerMeta, save_flax_folder
-from tarka_jax.config import FULL, SLIDING, DenseSpec, ModelConfig
+from tarka_jax.config import DenseSpec, ModelConfig, layer_types_pattern
+from tarka_jax.convert.flax_folder import save_flax_folder
+from tarka_jax.convert.st_folder import SentenceTransformerMeta
 from tarka_jax.model import init_params
-from tarka_jax.testing import train_tokenizer
+from tarka_jax.tokenizer_train import train_tokenizer, write_tokenizer_config
 
 
 def tiny_config(vocab: int, hidden: int, layers: int, dense: tuple[int, ...]) -> ModelConfig:
@@ -23,7 +23,7 @@ def tiny_config(vocab: int, hidden: int, layers: int, dense: tuple[int, ...]) ->
     return ModelConfig(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden + 8, num_layers=layers,
         num_heads=4, num_kv_heads=2, head_dim=12, query_pre_attn_scalar=12,
-        layer_types=tuple(SLIDING if (i + 1) % 3 else FULL for i in range(layers)),
+        layer_types=layer_types_pattern(layers, 3),
         sliding_window=16, max_position_embeddings=512,
         dense=tuple(DenseSpec(a, b) for a, b in zip(widths, widths[1:])), normalize=True)
 
@@ -31,10 +31,7 @@ def tiny_config(vocab: int, hidden: int, layers: int, dense: tuple[int, ...]) ->
 def write_model(out_dir: str, config: ModelConfig, seed: int) -> None:
     tok_dir = out_dir + "_tok"
     train_tokenizer(config.vocab_size, tok_dir)
-    with open(os.path.join(tok_dir, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<bos>",
-                   "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
-                   "padding_side": "right", "model_max_length": 64}, f, indent=2)
+    write_tokenizer_config(tok_dir, 64)
     params = jax.device_get(init_params(config, jax.random.key(seed)))
     # init_params leaves the RMSNorm offsets at 0: randomise them, as a trained model's are.
     rng = np.random.default_rng(seed)

@@ -17,64 +17,26 @@ a run folder against a teacher model or a teacher cache's eval split.
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def nearest_neighbours(x: np.ndarray) -> np.ndarray:
-    """int ``[N]``: for each row the index of its most cosine-similar *other* row."""
-    u = _unit(x)
-    sim = u @ u.T
-    np.fill_diagonal(sim, -np.inf)
-    return np.argmax(sim, axis=1)
-
-
-def agreement(student: np.ndarray, teacher: np.ndarray, dim: int | None = None) -> dict:
-    """``{"eval_cosine", "eval_top1"}`` of float ``[N, Ds]`` vs ``[N, Dt]`` embeddings.
-
-    ``dim``: compare cosines on the first ``dim`` coordinates (None = the full width
-    when both are equal; otherwise no ``eval_cosine``). ``eval_top1`` needs N >= 2.
-    """
-    student, teacher = np.asarray(student), np.asarray(teacher)
-    if student.shape[0] != teacher.shape[0]:
-        raise ValueError(f"{student.shape[0]} student vs {teacher.shape[0]} teacher embeddings")
-    out = {}
-    if dim is None and student.shape[1] == teacher.shape[1]:
-        dim = student.shape[1]
-    if dim is not None:
-        s, t = _unit(student[:, :dim]), _unit(teacher[:, :dim])
-        out["eval_cosine"] = float(np.mean(np.sum(s * t, axis=-1)))
-    if student.shape[0] >= 2:
-        out["eval_top1"] = float(np.mean(nearest_neighbours(student)
-                                         == nearest_neighbours(teacher)))
-    return out
+from tarka_jax.distill.metrics import agreement, nearest_neighbours  # noqa: F401 (public here too)
 
 
 # ---- the command ----------------------------------------------------------------------------
 
 
 def _student_embedder(path: str, step: int | None, dtype: str, max_seq_length: int | None):
-    from tarka_jax.checkpoint import SentenceTransformerMeta  # noqa: F401
-    from tarka_jax.distill import checkpointing as ckpt
+    """An Embedder for any model source, a run folder's ``step`` included."""
+    from tarka_jax.convert import open_model
     from tarka_jax.embedder import Embedder
     from tarka_jax.tokenizer import TextTokenizer
 
-    if os.path.isfile(os.path.join(path, ckpt.RUN_FILE)):
-        from tarka_jax.distill.export import load_run_step
-
-        config, params, meta, folder = load_run_step(path, step)
-        tok = TextTokenizer.from_folder(folder, max_seq_length or meta.max_seq_length,
-                                        max_position_embeddings=config.max_position_embeddings)
-        return Embedder(config, params, tok, prompts=meta.prompts, dtype=dtype)
-    if step is not None:
-        raise ValueError("--step needs a run folder (one holding run.json)")
-    return Embedder.from_pretrained(path, dtype=dtype, max_seq_length=max_seq_length)
+    ck = open_model(path, step=step)
+    tok = TextTokenizer.from_folder(ck.folder, max_seq_length or ck.meta.max_seq_length,
+                                    max_position_embeddings=ck.config.max_position_embeddings)
+    return Embedder(ck.config, ck.params, tok, prompts=ck.meta.prompts,
+                    default_prompt_name=ck.meta.default_prompt_name, dtype=dtype)
 
 
 def evaluate(student: str, texts_files, *, teacher: str | None = None,
@@ -83,7 +45,7 @@ def evaluate(student: str, texts_files, *, teacher: str | None = None,
              max_seq_length: int | None = None, batch_size: int = 32) -> dict:
     """Agreement of a checkpoint (or run step) with a teacher model or cache on held-out texts."""
     from tarka_jax.distill.data import read_corpus
-    from tarka_jax.recipe.prompts import EVAL_STREAM, assign_prompts, prompt_strings, prompt_table
+    from tarka_jax.prompts import EVAL_STREAM, assign_prompts, prompt_strings, prompt_table
     from tarka_jax.recipe.teacher_cache import TeacherCache, _embed_split
 
     if bool(teacher) == bool(teacher_cache):
@@ -157,7 +119,7 @@ def _run(args) -> int:
 
 
 def command():
-    from tarka_jax.cli import Command
+    from tarka_jax.command import Command
 
     return Command("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
                    _add_arguments, _run,

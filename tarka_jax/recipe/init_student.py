@@ -38,6 +38,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tarka_jax.textfiles import read_json, read_optional_json, write_json
+
 SPECIAL_ROLES = ("bos_token", "eos_token", "pad_token", "unk_token", "cls_token", "sep_token",
                  "mask_token")
 
@@ -161,11 +163,7 @@ def token_texts(tokenizer_json: dict, backend) -> list[str | None]:
 
 
 def _special_roles(folder: str) -> dict[str, str]:
-    path = os.path.join(folder, "tokenizer_config.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        cfg = json.load(f)
+    cfg = read_optional_json(folder, "tokenizer_config.json")
     out = {}
     for role in SPECIAL_ROLES:
         value = cfg.get(role)
@@ -181,8 +179,7 @@ def _load_backend(folder: str):
     path = os.path.join(folder, "tokenizer.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no tokenizer.json in {folder}")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json(path)
     backend = Tokenizer.from_str(json.dumps(data))
     backend.no_truncation()
     backend.no_padding()
@@ -248,69 +245,17 @@ def transplant_embeddings(teacher_table: np.ndarray, teacher_folder: str, studen
     return out, report
 
 
-# ---- head and layers ------------------------------------------------------------------------
-
-
-def resize_output(config, params, output_dim: int, seed: int = 0):
-    """``(config, params)`` with the last Dense layer replaced by a random ``[in, output_dim]`` one.
-
-    No Dense layer at all: one ``hidden -> output_dim`` is appended. The new
-    kernel is normal with std ``in ** -0.5`` (unit-variance outputs); when the
-    width already matches, nothing changes. Used to distil from a teacher of
-    another width (a cache of a sentence-transformers model).
-    """
-    from tarka_jax.config import DenseSpec
-
-    if output_dim <= 0 or output_dim == config.embedding_dim:
-        return config, params
-    dense = list(config.dense)
-    if dense:
-        last = dense[-1]
-        dense[-1] = dataclasses.replace(last, out_features=int(output_dim), bias=False)
-        index, fan_in = len(dense) - 1, last.in_features
-    else:
-        dense.append(DenseSpec(config.hidden_size, int(output_dim)))
-        index, fan_in = 0, config.hidden_size
-    rng = np.random.default_rng([int(seed), 0xD5E])
-    params = dict(params)
-    params[f"dense_{index}"] = {"kernel": (rng.standard_normal((fan_in, int(output_dim)),
-                                                               dtype=np.float32)
-                                           * fan_in ** -0.5)}
-    return config.replace(dense=tuple(dense)), params
-
-
-def reinit_layers(config, params, layers: Sequence[int], seed: int = 0):
-    """Params with the listed encoder layers drawn fresh (flax init; norm offsets zero)."""
-    import jax
-
-    from tarka_jax.model import init_params
-
-    if not layers:
-        return params
-    bad = [i for i in layers if not 0 <= i < config.num_layers]
-    if bad:
-        raise ValueError(f"reinit layers {bad} out of range 0..{config.num_layers - 1}")
-    small = config.replace(vocab_size=8)  # only the layers are kept
-    fresh = jax.device_get(init_params(small, jax.random.key(seed)))
-    encoder = dict(params["encoder"])
-    for i in layers:
-        encoder[f"layers_{i}"] = jax.tree.map(lambda x: np.asarray(x, np.float32),
-                                              fresh["encoder"][f"layers_{i}"])
-    return {**params, "encoder": encoder}
-
-
 def init_student(teacher: str, tokenizer_folder: str, out_dir: str, *,
                  reinit: Sequence[int] = (), output_dim: int = 0, seed: int = 0,
                  max_seq_length: int | None = None) -> InitReport:
     """Write the student folder; returns the embedding report."""
-    from tarka_jax.checkpoint import (
-        load_checkpoint,
-        resolve_folder,
-        save_sentence_transformers,
-    )
+    from tarka_jax.convert import open_model
+    from tarka_jax.convert.sources import resolve_folder
+    from tarka_jax.convert.st_folder import save_sentence_transformers
+    from tarka_jax.distill.surgery import reinit_layers, resize_output
     from tarka_jax.tokenizer import TextTokenizer
 
-    ckpt = load_checkpoint(teacher)
+    ckpt = open_model(teacher)
     tokenizer_folder = resolve_folder(tokenizer_folder)
     table, report = transplant_embeddings(
         ckpt.params["encoder"]["embed_tokens"]["embedding"], ckpt.folder, tokenizer_folder,
@@ -323,12 +268,12 @@ def init_student(teacher: str, tokenizer_folder: str, out_dir: str, *,
     config, params = resize_output(config, params, output_dim, seed)
     meta = dataclasses.replace(ckpt.meta, max_seq_length=max_seq_length or ckpt.meta.max_seq_length)
     save_sentence_transformers(out_dir, config, params, meta, tokenizer_folder)
-    with open(os.path.join(out_dir, "init_student.json"), "w", encoding="utf-8") as f:
-        json.dump({"teacher": str(teacher), "tokenizer": tokenizer_folder,
-                   "reinit_layers": list(reinit), "output_dim": config.embedding_dim,
-                   "seed": seed, **{k: v for k, v in dataclasses.asdict(report).items()
-                                    if k != "random_ids"},
-                   "random_ids_first": report.random_ids[:100]}, f, indent=2)
+    write_json(os.path.join(out_dir, "init_student.json"), {
+        "teacher": str(teacher), "tokenizer": tokenizer_folder,
+        "reinit_layers": list(reinit), "output_dim": config.embedding_dim,
+        "seed": seed, **{k: v for k, v in dataclasses.asdict(report).items()
+                         if k != "random_ids"},
+        "random_ids_first": report.random_ids[:100]})
     return report
 
 
@@ -365,7 +310,7 @@ def _run(args) -> int:
 
 
 def command():
-    from tarka_jax.cli import Command
+    from tarka_jax.command import Command
 
     return Command(
         "init-student", "a student from a teacher + a new tokenizer (embedding transplant)",

@@ -24,39 +24,17 @@ student, which sees its own truncation, should use a similar max length.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tarka_jax.recipe.prompts import (
-    EVAL_STREAM,
-    TRAIN_STREAM,
-    assign_prompts,
-    check_mix,
-    prompt_strings,
-    prompt_table,
-)
+from tarka_jax.distill.teacher_cache import (FORMAT, MANIFEST, SPLITS, VERSION, CacheError,
+                                             TeacherCache, corpus_sha256)
+from tarka_jax.prompts import assign_prompts, check_mix, prompt_strings, prompt_table
+from tarka_jax.textfiles import write_json
 
-FORMAT = "tarka-jax-teacher-cache"
-VERSION = 1
-MANIFEST = "manifest.json"
-SPLITS = {"train": TRAIN_STREAM, "eval": EVAL_STREAM}
-
-
-class CacheError(ValueError):
-    """A cache that does not match the run that wants to read it."""
-
-
-def corpus_sha256(texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        data = t.encode("utf-8")
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
+__all__ = ["CacheError", "TeacherCache", "build_cache", "corpus_sha256", "parse_mix", "command"]
 
 
 # ---- computing ------------------------------------------------------------------------------
@@ -102,15 +80,17 @@ class _TorchTeacher:
 
 
 def _is_our_checkpoint(model: str) -> bool:
-    from tarka_jax.checkpoint import load_hf_folder, resolve_folder
+    from tarka_jax.convert.flax_folder import is_flax_folder
+    from tarka_jax.convert.sources import resolve_folder
+    from tarka_jax.convert.st_folder import load_hf_folder
 
+    folder = resolve_folder(model)  # hub / path errors are the user's to see
+    if is_flax_folder(folder):
+        return True
     try:
-        folder = resolve_folder(model)
-        if os.path.exists(os.path.join(folder, "tarka_jax_config.json")):
-            return True
         load_hf_folder(folder)
         return True
-    except Exception:  # noqa: BLE001  (another architecture, or not a model at all)
+    except (OSError, ValueError, KeyError):  # another architecture (ConfigError, mismatch)
         return False
 
 
@@ -161,58 +141,8 @@ def build_cache(out_dir: str, model: str, train_files: Sequence[str],
         manifest["prompts"] = {k: prompts.get(k, "") for k in names}
         manifest["splits"][split] = {"files": [os.path.abspath(f) for f in files[split]],
                                      "count": len(texts), "corpus_sha256": corpus_sha256(texts)}
-    tmp = os.path.join(out_dir, MANIFEST + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, MANIFEST))
+    write_json(os.path.join(out_dir, MANIFEST), manifest, atomic=True)
     return manifest
-
-
-# ---- reading --------------------------------------------------------------------------------
-
-
-class TeacherCache:
-    """A cache folder opened for reading (embeddings memory-mapped)."""
-
-    def __init__(self, folder: str):
-        path = os.path.join(folder, MANIFEST)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no teacher cache in {folder} ({MANIFEST} missing); make "
-                                    "one with `tarka-jax cache-teacher`")
-        with open(path, encoding="utf-8") as f:
-            self.manifest = json.load(f)
-        if self.manifest.get("format") != FORMAT:
-            raise CacheError(f"{path} is not a tarka-jax teacher cache")
-        self.folder = folder
-        self.dim = int(self.manifest["dim"])
-        self.prompts = dict(self.manifest.get("prompts") or {})
-
-    def has(self, split: str) -> bool:
-        return split in self.manifest["splits"]
-
-    def embeddings(self, split: str) -> np.ndarray:
-        if not self.has(split):
-            raise CacheError(f"the teacher cache {self.folder} has no {split!r} split; "
-                             f"rebuild it with --{split} files")
-        return np.load(os.path.join(self.folder, f"{split}.npy"), mmap_mode="r")
-
-    def check(self, split: str, texts: Sequence[str], mix: Mapping[str, float],
-              seed: int) -> None:
-        """Raise unless this split holds exactly ``texts`` with the prompts the loop will draw."""
-        if not self.has(split):
-            self.embeddings(split)
-        info = self.manifest["splits"][split]
-        if info["count"] != len(texts) or info["corpus_sha256"] != corpus_sha256(texts):
-            raise CacheError(
-                f"the teacher cache's {split} split was computed for another corpus "
-                f"({info['count']} texts from {info['files']}; the run has {len(texts)} texts "
-                "or different content): rebuild it with `tarka-jax cache-teacher`")
-        names, choice = assign_prompts(len(texts), dict(mix), seed, SPLITS[split])
-        stored = np.load(os.path.join(self.folder, f"{split}_prompts.npy"))
-        if names != self.manifest["prompt_names"] or not np.array_equal(stored, choice):
-            raise CacheError(
-                f"the teacher cache used prompt mix {self.manifest['prompt_mix']} with seed "
-                f"{self.manifest['seed']}; the run asks for {dict(mix)} with seed {seed}")
 
 
 # ---- CLI ------------------------------------------------------------------------------------
@@ -262,7 +192,7 @@ def _run(args) -> int:
 
 
 def command():
-    from tarka_jax.cli import Command
+    from tarka_jax.command import Command
 
     return Command("cache-teacher", "compute teacher embeddings once for a corpus",
                    _add_arguments, _run,

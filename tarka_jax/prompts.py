@@ -1,10 +1,10 @@
 """Instruction-aware data: a per-example task prompt, the same for teacher and student.
 
 EmbeddingGemma (and Tarka, "instruction aware") embed ``prompt + text`` with the
-task prompts of REFERENCE.md section 4. Distilling on raw text alone would teach
-the student the no-prompt geometry only, so each training text gets a prompt name
-drawn from a configured mix (``[data.prompt_mix]``, weights per name; ``none`` =
-no prompt), and the *same* prompt string is prepended for both models.
+task prompts of EmbeddingGemma's model card (docs/numerics.md, "Prompts").
+Distilling on raw text alone would teach the student the no-prompt geometry
+only, so each training text gets a prompt name drawn from a configured mix
+(``[data.prompt_mix]``, weights per name; ``none`` = no prompt), and the *same* prompt string is prepended for both models.
 
 The draw is a pure function of ``(seed, stream, number of texts, mix)``: text ``i``
 of the corpus always gets the same prompt, across epochs, resumes and hosts, and
@@ -18,7 +18,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-#: REFERENCE.md section 4: EmbeddingGemma's ``config_sentence_transformers.json`` prompts.
+from tarka_jax.errors import TarkaError
+
+#: EmbeddingGemma's ``config_sentence_transformers.json`` prompts.
 TASK_PROMPTS: dict[str, str] = {
     "query": "task: search result | query: ",
     "document": "title: none | text: ",
@@ -39,7 +41,7 @@ NONE = "none"
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 
 
-class PromptMixError(ValueError):
+class PromptMixError(TarkaError):
     """A prompt mix that names unknown prompts or has no positive weight."""
 
 
@@ -57,7 +59,7 @@ def check_mix(mix: Mapping[str, float], prompts: Mapping[str, str]) -> None:
 
 
 def prompt_table(teacher_prompts: Mapping[str, str] | None) -> dict[str, str]:
-    """The prompt strings in force: the teacher's own, else REFERENCE.md's table."""
+    """The prompt strings in force: the teacher's own, else EmbeddingGemma's (TASK_PROMPTS)."""
     return dict(teacher_prompts) if teacher_prompts else dict(TASK_PROMPTS)
 
 
