@@ -12,5 +12,10 @@ from tarka_jax.kernels.dispatch import (
     preferred_implementations,
 )
 
-__all__ = ["attention", "available_implementations", "check_implementation_name",
-           "preferred_implementations", "IMPLEMENTATIONS"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "attention",
+    "available_implementations",
+    "check_implementation_name",
+    "preferred_implementations",
+]

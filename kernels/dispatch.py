@@ -6,11 +6,10 @@ The model calls :func:`attention` and nothing else; which kernel runs is data
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-
 from tarka_jax.kernels.xla import attention_xla
 from tarka_jax.kernels.xla_blocked import attention_xla_blocked
 

@@ -29,14 +29,13 @@ Gradients come from plain JAX autodiff.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
-#: Default block (query positions per block, keys per chunk). 128 measured
-#: fastest on CPU for window (256, 256) at T = 2048 (BENCHMARKS.md).
+#: Default query block of the windowed path and key chunk of the online path:
+#: fastest on CPU at T = 2048, window (256, 256) / full (BENCHMARKS.md).
 DEFAULT_BLOCK = 128
+DEFAULT_CHUNK = 256
 
 
 def attention_xla_blocked(q, k, v, segment_ids, *, window, scale, block: int | None = None):
@@ -47,7 +46,8 @@ def attention_xla_blocked(q, k, v, segment_ids, *, window, scale, block: int | N
       segment_ids: int32 [B, T]; 0 = padding.
       window: None or inclusive (left, right).
       scale: float multiplier on q.k.
-      block: block size in positions (None: :data:`DEFAULT_BLOCK`, capped at T).
+      block: block size in positions, for both paths (None: :data:`DEFAULT_BLOCK`
+        for windows, :data:`DEFAULT_CHUNK` for full attention; capped at T).
 
     Returns:
       [B, T, Hq, D] in q's dtype; exact zeros for queries that see no key.
@@ -55,16 +55,17 @@ def attention_xla_blocked(q, k, v, segment_ids, *, window, scale, block: int | N
     b, t, hq, d = q.shape
     if t == 0:
         return jnp.zeros_like(q)
-    block = min(block or DEFAULT_BLOCK, t)
     hkv = k.shape[2]
     q = q.reshape(b, t, hkv, hq // hkv, d)  # [B, T, K, G, D]: query head h = k * G + g
     if window is not None:
-        nl, nr = -(-window[0] // block), -(-window[1] // block)
-        if (nl + 1 + nr) * block < t:  # the slab is smaller than the sequence: worth it
-            out = _windowed(q, k, v, segment_ids, window, scale, block, nl, nr)
+        size = min(block or DEFAULT_BLOCK, t)
+        nl, nr = -(-window[0] // size), -(-window[1] // size)
+        if (nl + 1 + nr) * size < t:  # the slab is smaller than the sequence: worth it
+            out = _windowed(q, k, v, segment_ids, window, scale, size, nl, nr)
             return out.reshape(b, t, hq, d)
         if window[0] >= t - 1 and window[1] >= t - 1:
             window = None  # the window covers every pair
+    block = min(block or DEFAULT_CHUNK, t)
     out = _online(q, k, v, segment_ids, window, scale, block)
     return out.reshape(b, t, hq, d)
 
@@ -161,12 +162,3 @@ def _online(q, k, v, seg, window, scale, block):
     out = acc / jnp.where(total > 0, total, 1.0)  # [B, K, G, T, D]
     return out.transpose(0, 3, 1, 2, 4).astype(q.dtype)
 
-
-def slab_fraction(t: int, window, block: int | None = None) -> float:
-    """Fraction of the dense T x T scores the blocked kernel computes (for benchmarks)."""
-    block = min(block or DEFAULT_BLOCK, t)
-    if window is None:
-        return 1.0
-    nl, nr = math.ceil(window[0] / block), math.ceil(window[1] / block)
-    span = (nl + 1 + nr) * block
-    return min(1.0, span / t) if span < t else 1.0
