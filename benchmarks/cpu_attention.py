@@ -17,7 +17,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from tarka_jax.kernels import attention
 
 
