@@ -1,5 +1,9 @@
 """Shared pieces of the attention kernel tests: the float64 reference, cases, inputs.
 
+Every implementation's test file checks against the same reference with the
+same tolerances (tests/test_kernel_xla_blocked.py; tests/test_kernel_attention.py
+keeps its own copy until it loads this one).
+
 Not a test module (no ``test_`` prefix): kernel test files load it by path
 (the suite runs with ``--import-mode=importlib``, so ``tests/`` is not a package).
 """
@@ -58,6 +62,7 @@ class Case:
     window: tuple[int, int] | None = None
     segments: str = "padded"  # "none" | "padded" | "packed"
     scale: float | None = None
+    arch: str | None = None  # Pallas: block table to run in interpret mode (None: small tiles)
 
 
 def segment_ids_for(case: Case):
