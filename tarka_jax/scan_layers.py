@@ -52,8 +52,9 @@ def encoder_scanned(encoder_params, input_ids, segment_ids, positions, config: M
     for start, length in runs:
         per_layer = [[encoder_params[f"layers_{r * period + start + j}"] for j in range(length)]
                      for r in range(repeats)]
-        stacked.append(jax.tree.map(lambda *xs: jnp.stack(xs).reshape(
-            repeats, length, *xs[0].shape), *[p for row in per_layer for p in row]))
+        shape = (repeats, length)
+        stacked.append(jax.tree.map(lambda *xs, shape=shape: jnp.stack(xs).reshape(
+            *shape, *xs[0].shape), *[p for row in per_layer for p in row]))
     layers = [DecoderLayer(config, start, dtype, attention) for start, _ in runs]
 
     def one_period(x, params):
