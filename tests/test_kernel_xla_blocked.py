@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from tarka_jax.kernels import attention, check_implementation_name, preferred_implementations
 from tarka_jax.kernels.xla_blocked import attention_xla_blocked
 
@@ -73,7 +72,7 @@ def _run(case, block, implementation="xla_blocked"):
     return run
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _results(index, implementation="xla_blocked"):
     case, block = CASES[index]
     inputs = suite.inputs(case)
@@ -125,7 +124,7 @@ def test_window_path_reads_only_the_slab():
     case = Case("probe", 1, 64, 3, 1, 16, window=(4, 4), segments="none")
     q, k, v, _ = suite.inputs(case)
     seg = jnp.ones((1, 64), jnp.int32)
-    fn = functools.partial(attention_xla_blocked, window=(4, 4), scale=0.25, block=8)
+    fn = jax.jit(functools.partial(attention_xla_blocked, window=(4, 4), scale=0.25, block=8))
     base = fn(q, k, v, seg)
     # Poison keys 40..63 for queries 0..31: they are > 4 away from every one of them.
     poisoned = fn(q, k.at[:, 40:].set(jnp.nan), v.at[:, 40:].set(jnp.nan), seg)

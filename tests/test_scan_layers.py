@@ -28,9 +28,9 @@ def test_layer_period():
     assert _runs([FULL, SLIDING, SLIDING, FULL]) == [(0, 1), (1, 2), (3, 1)]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
 def test_scanned_encoder_matches_unrolled(dtype):
-    config = _config([SLIDING, SLIDING, FULL, FULL] * 2)  # runs of 2 and 2, period 4
+    config = _config([SLIDING, SLIDING, FULL] * 2)  # period 3 repeated twice: runs of 2 and 1
     shapes = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.1).astype(np.float32),
@@ -46,7 +46,7 @@ def test_scanned_encoder_matches_unrolled(dtype):
                                             dtype=dtype))(params)
     want, got = np.asarray(want, np.float32), np.asarray(got, np.float32)
     assert got.shape == want.shape == (b, t, 32)
-    # bfloat16: the two programs fuse (and so round) differently; 8 layers amplify it.
+    # bfloat16: the two programs fuse (and so round) differently; 6 layers amplify it.
     tol = 1e-5 if dtype == "float32" else 3e-2
     err = np.linalg.norm(got - want) / np.linalg.norm(want)
     assert err <= tol, err
