@@ -6,13 +6,12 @@ The model calls :func:`attention` and nothing else; which kernel runs is data
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-
 from tarka_jax.kernels.xla import attention_xla
-
+from tarka_jax.kernels.xla_blocked import attention_xla_blocked
 
 
 def _pallas_triton(q, k, v, segment_ids, *, window, scale, interpret):
@@ -29,23 +28,55 @@ def _xla(q, k, v, segment_ids, *, window, scale, interpret):
     return attention_xla(q, k, v, segment_ids, window=window, scale=scale)
 
 
-#: name -> callable(q, k, v, segment_ids, *, window, scale, interpret)
-IMPLEMENTATIONS: dict[str, Callable] = {"xla": _xla, "pallas_triton": _pallas_triton}
+def _xla_blocked(q, k, v, segment_ids, *, window, scale, interpret):
+    del interpret  # not a Pallas kernel
+    return attention_xla_blocked(q, k, v, segment_ids, window=window, scale=scale)
 
-#: Preference order per platform for ``implementation=None``; first one that can
-#: serve the input wins. Chosen from measurements recorded in BENCHMARKS.md.
-#: GPU: xla for now. pallas_triton (block skipping, O(T) memory) is tested in
-#: interpret mode and cross-lowered for sm80/sm90, but has not yet been compiled
-#: or timed on real hardware (BENCHMARKS.md); a Triton compile failure would be
-#: an error, not a NotImplementedError fallback. Put it first once
-#: benchmarks/gpu_check.sh has shown it correct and faster; until then ask for it
-#: with implementation="pallas_triton". CPU: xla (Pallas interpret mode is for tests).
-_PREFERRED = {"gpu": ("xla",), "cuda": ("xla",)}
-_DEFAULT_ORDER = ("xla",)
+
+#: name -> callable(q, k, v, segment_ids, *, window, scale, interpret)
+IMPLEMENTATIONS: dict[str, Callable] = {
+    "xla": _xla, "xla_blocked": _xla_blocked, "pallas_triton": _pallas_triton,
+}
+
+#: Preference order per platform (``jax.default_backend()``) for
+#: ``implementation=None``: the first that can serve the input wins; one that
+#: raises NotImplementedError (e.g. pallas_triton on an unsupported GPU) passes
+#: to the next. Chosen from measurements recorded in BENCHMARKS.md:
+#: CPU: xla_blocked (window layers skip most of the scores, full layers stream
+#: key chunks): 1.1-3.6x faster than xla on every shape measured (T 128-2048,
+#: window and full, float32 and bfloat16).
+#: GPU: xla until benchmarks/gpu_check.sh has timed xla_blocked and pallas_triton
+#: on hardware (pallas_triton is tested in interpret mode and cross-lowered for
+#: sm80/sm90 only). TPU: no machine to measure on; xla, the others selectable.
+_PREFERRED: dict[str, tuple[str, ...]] = {
+    "cpu": ("xla_blocked", "xla"),
+    "gpu": ("xla",),
+    "tpu": ("xla",),
+}
+_DEFAULT_ORDER = ("xla",)  # any other platform
 
 
 def available_implementations() -> tuple[str, ...]:
     return tuple(IMPLEMENTATIONS)
+
+
+def preferred_implementations(platform: str | None = None) -> tuple[str, ...]:
+    """The order ``implementation=None`` tries on ``platform`` (default: jax's backend)."""
+    return _PREFERRED.get(platform or jax.default_backend(), _DEFAULT_ORDER)
+
+
+def check_implementation_name(name: str | None) -> str | None:
+    """Validate an ``implementation=`` / ``attention=`` value before any work; returns it.
+
+    None (best for the platform) and the names in :data:`IMPLEMENTATIONS` pass;
+    anything else raises ValueError naming the valid choices.
+    """
+    if name is not None and (not isinstance(name, str) or name not in IMPLEMENTATIONS):
+        raise ValueError(
+            f"unknown attention implementation {name!r}; "
+            f"choose from {sorted(IMPLEMENTATIONS)} or None"
+        )
+    return name
 
 
 def _check_inputs(q, k, v, segment_ids, window):
@@ -84,9 +115,10 @@ def attention(q, k, v, segment_ids=None, *, window=None, scale=None, implementat
       window: None (full) or (left, right), inclusive: -left <= j - i <= right.
         Example: HF's serialised sliding_window 512 is (256, 256) here.
       scale: multiplier on q.k; None means D ** -0.5.
-      implementation: "xla", "pallas_triton" or None (best measured for the
-        platform that can serve the input). An explicit request that cannot
-        run raises; there is no silent fallback.
+      implementation: "xla" (dense reference), "xla_blocked" (window blocks +
+        online softmax, plain XLA), "pallas_triton" or None: the first of
+        :func:`preferred_implementations` that can serve the input. An explicit
+        request that cannot run raises; there is no silent fallback.
       interpret: Pallas interpret mode; None means True exactly on CPU.
 
     Returns:
@@ -103,15 +135,15 @@ def attention(q, k, v, segment_ids=None, *, window=None, scale=None, implementat
         interpret = platform == "cpu"
     kwargs = dict(window=window, scale=float(scale), interpret=interpret)
     if implementation is not None:
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"unknown attention implementation {implementation!r}; "
-                f"choose from {sorted(IMPLEMENTATIONS)} or None"
-            )
+        check_implementation_name(implementation)
         return IMPLEMENTATIONS[implementation](q, k, v, segment_ids, **kwargs)
-    for name in _PREFERRED.get(platform, _DEFAULT_ORDER):
+    reasons = []
+    for name in preferred_implementations(platform):
         try:
             return IMPLEMENTATIONS[name](q, k, v, segment_ids, **kwargs)
-        except NotImplementedError:
-            continue
-    raise NotImplementedError(f"no attention implementation can serve this input on {platform}")
+        except NotImplementedError as err:
+            reasons.append(f"{name}: {err}")
+    raise NotImplementedError(
+        f"no attention implementation can serve this input on {platform} "
+        f"(q {q.shape} {q.dtype}, window {window}): " + "; ".join(reasons)
+    )

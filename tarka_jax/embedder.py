@@ -1,26 +1,14 @@
 """The sentence-transformers-style API: :class:`Embedder` (numpy in, numpy out) and :func:`load`.
 
-Inference shape policy (why a call compiles what it compiles):
-
-* Unpacked (``pack=False``): texts are tokenised once, sorted by token length (longest first) and cut into
-  batches of ``batch_size``; the input order is restored at the end.
-* Each batch's row length is padded up to a *length bucket*: powers of two from 16
-  up to ``max_seq_length`` (which is always a bucket). 2048 gives
-  16, 32, 64, 128, 256, 512, 1024, 2048: eight row lengths. ``buckets_per_octave=2``
-  adds midpoints (24, 48, 88, ...): less padding (at most 1.5x) for up to twice the
-  shapes; BENCHMARKS.md has the measured trade-off.
-* Full batches have exactly ``batch_size`` rows. The one partial batch of a call
-  (the last, i.e. shortest, texts) is padded to the next power of two, capped at
-  ``batch_size``, so a single query does not pay for 32 rows.
-* So one ``encode`` call compiles at most (distinct buckets among its batches) + 1
-  programs, and a process at most ``len(buckets) * (1 + log2(batch_size))`` per
-  dtype / attention / batch-size setting; compiled programs are reused across calls
-  (one module-level ``jax.jit``, params passed as an argument).
-  :attr:`Embedder.compiled_shapes` lists the (rows, length, segments) seen.
-* By default (``pack=True``) all texts of a call are packed (best-fit, longest first) into
-  rows of one length (the bucket of the longest text) with at most
-  ``pack_segments`` texts per row (default ``max(8, length // 32)``): one program for
-  the full batches + one for the tail.
+Inference shape policy (why a call compiles what it compiles): see
+:mod:`tarka_jax.batching`. In short: unpacked rows are padded to row lengths
+that step by 64/128 above 128 tokens; packed texts share rows only with texts
+of similar length (one length group per power of two); a group's partial pass
+is padded to a multiple of 8 rows (powers of two below 8); compiled programs
+are reused across calls (one module-level ``jax.jit``, params passed as an
+argument) and :attr:`Embedder.compiled_shapes` lists the (rows, length,
+segments) seen. ``buckets_per_octave >= 2`` selects the older geometric length
+buckets for unpacked rows (BENCHMARKS.md has the measured trade-off).
 """
 
 from __future__ import annotations
@@ -31,9 +19,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from tarka_jax import batching
 from tarka_jax.model import embed
 from tarka_jax.numerics import l2_normalize, resolve_dtype
-from tarka_jax.tokenizer import TextTokenizer, bucket_for, check_texts, length_buckets
+from tarka_jax.tokenizer import TextTokenizer, check_texts, length_buckets
 
 # One jitted forward for every Embedder: params are an argument, the config and
 # the compute settings are static, so equal settings share compiled programs.
@@ -61,10 +50,6 @@ def _tokenizer_for(ckpt, max_seq_length: int | None) -> TextTokenizer:
     return TextTokenizer.from_folder(
         ckpt.folder, max_seq_length or ckpt.meta.max_seq_length,
         max_position_embeddings=ckpt.config.max_position_embeddings)
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
 
 
 class Embedder:
@@ -96,6 +81,10 @@ class Embedder:
             raise ValueError(f"buckets_per_octave must be a positive int, got {buckets_per_octave!r}")
         self.buckets_per_octave = buckets_per_octave
         self.compiled_shapes: set[tuple[int, int, int]] = set()
+        # Shape policy knobs (tarka_jax.batching): partial passes round to a multiple of
+        # _row_multiple rows; every row count divides by _devices (a data-parallel mesh).
+        self._row_multiple = 8
+        self._devices = 1
         self.params = jax.device_put(params)
         self._set_buckets()
 
@@ -145,7 +134,11 @@ class Embedder:
 
     def _set_buckets(self) -> None:
         top = self.tokenizer.max_seq_length or self.config.max_position_embeddings
-        self.buckets = length_buckets(top, per_octave=self.buckets_per_octave)
+        if self.buckets_per_octave > 1:
+            self.buckets = length_buckets(top, per_octave=self.buckets_per_octave)
+        else:
+            self.buckets = batching.row_lengths(top)
+        self.pack_widths = batching.pack_widths(top)
 
     # ---- encoding ---------------------------------------------------------------------------
 
@@ -261,55 +254,28 @@ class Embedder:
         return _embed_jit(self.params, arrays, self.config, dtype=self.dtype,
                           attention=self.attention, segments_per_row=segments)
 
-    def _rows_for(self, n: int, batch_size: int) -> int:
-        return batch_size if n >= batch_size else min(batch_size, _next_pow2(n))
+    def _policy(self) -> dict[str, int]:
+        return dict(pad_id=self.tokenizer.pad_token_id, row_multiple=self._row_multiple,
+                    devices=self._devices)
 
     def _run_sorted(self, ids, batch_size, show_progress_bar) -> np.ndarray:
-        lengths = np.array([len(x) for x in ids])
-        order = np.argsort(-lengths, kind="stable")
-        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-        def batches():
-            for chunk in chunks:
-                width = bucket_for(int(lengths[chunk[0]]), self.buckets)
-                batch = self.tokenizer.pad([ids[i] for i in chunk], buckets=(width,),
-                                           pad_batch_to=self._rows_for(len(chunk), batch_size))
-                yield chunk, batch
-
-        out = np.empty((len(ids), self.embedding_dim), np.float32)
-        for chunk, result in self._pipeline(batches(), len(chunks), show_progress_bar, 1):
-            out[chunk] = result[:len(chunk), 0]
-        return out
+        return self._run(batching.plan_sorted(ids, batch_size, self.buckets, **self._policy()),
+                         len(ids), show_progress_bar)
 
     def _run_packed(self, ids, batch_size, show_progress_bar) -> np.ndarray:
-        longest = max(len(x) for x in ids)
-        width = max(bucket_for(longest, self.buckets), longest)
-        # Up to one text per 32 positions by default: short texts fill long rows.
-        segments = self.pack_segments or max(8, width // 32)
-        packed = self.tokenizer.pad(ids, pack=True, row_length=width, max_segments=segments)
-        slots = packed.pop("slots")
-        n_rows = packed["input_ids"].shape[0]
-        starts = range(0, n_rows, batch_size)
+        plan = batching.plan_packed(ids, batch_size, self.pack_widths,
+                                    segments=self.pack_segments, **self._policy())
+        return self._run(plan, len(ids), show_progress_bar)
 
-        def batches():
-            for start in starts:
-                rows = min(batch_size, n_rows - start)
-                padded = self._rows_for(rows, batch_size)
-                batch = {}
-                for key, value in packed.items():
-                    part = np.zeros((padded, width), np.int32)
-                    part[:rows] = value[start:start + rows]
-                    batch[key] = part
-                yield start, batch
+    def _run(self, passes, n_texts: int, show_progress_bar) -> np.ndarray:
+        """Run the planned passes (pipelined) and put each embedding back at its input index."""
+        out = np.empty((n_texts, self.embedding_dim), np.float32)
+        batches = ((p, p.arrays) for p in passes)
+        for p, result in self._pipeline(batches, len(passes), show_progress_bar):
+            out[p.texts] = result[p.row, p.slot]
+        return out
 
-        out_rows = np.empty((n_rows, segments, self.embedding_dim), np.float32)
-        for start, result in self._pipeline(batches(), len(starts), show_progress_bar,
-                                            segments):
-            rows = min(batch_size, n_rows - start)
-            out_rows[start:start + rows] = result[:rows]
-        return out_rows[slots[:, 0], slots[:, 1]]
-
-    def _pipeline(self, batches, total: int, show_progress_bar, segments):
+    def _pipeline(self, batches, total: int, show_progress_bar):
         """Dispatch batch i+1 before fetching batch i, so host and device overlap."""
         show = total > _AUTO_PROGRESS_BATCHES if show_progress_bar is None else show_progress_bar
         bar = None
@@ -320,7 +286,7 @@ class Embedder:
         pending = None
         try:
             for key, batch in batches:
-                current = (key, self._forward(batch, segments))
+                current = (key, self._forward(batch, key.segments))
                 if pending is not None:
                     yield pending[0], np.asarray(pending[1])
                     if bar is not None:
@@ -336,13 +302,9 @@ class Embedder:
 
 
 def _check_attention(attention: str | None) -> None:
-    if attention is None:
-        return
-    from tarka_jax.kernels import IMPLEMENTATIONS
+    from tarka_jax.kernels import check_implementation_name
 
-    if attention not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown attention implementation {attention!r}; "
-                         f"choose from {sorted(IMPLEMENTATIONS)} or None")
+    check_implementation_name(attention)
 
 
 __all__ = ["Embedder", "load"]

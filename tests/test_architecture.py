@@ -27,9 +27,9 @@ LAYERS = {
     "tarka_jax.kernels": 1,
     "tarka_jax._version": 2, "tarka_jax.errors": 2, "tarka_jax.textfiles": 2,
     "tarka_jax.numerics": 2, "tarka_jax.config": 2, "tarka_jax.model": 2,
-    "tarka_jax.command": 2,
+    "tarka_jax.command": 2, "tarka_jax.compile_cache": 2, "tarka_jax.scan_layers": 2,
     "tarka_jax.convert": 3, "tarka_jax.tokenizer": 3, "tarka_jax.tokenizer_train": 3,
-    "tarka_jax.prompts": 3, "tarka_jax.checkpoint": 3,
+    "tarka_jax.prompts": 3, "tarka_jax.checkpoint": 3, "tarka_jax.batching": 3,
     "tarka_jax": 4,  # the package facade (re-exports the inference API)
     "tarka_jax.embedder": 4, "tarka_jax.demo": 4,
     "tarka_jax.distill": 5,
