@@ -4,7 +4,7 @@
 #                 interpret mode + cross-lowering for sm80/sm86/sm90 (pins: ci/constraints-jax0112.txt)
 #   cuda-compile  Python 3.11, jax 0.10.2 + jax-cuda12-plugin + ptxas: compiles the head_dim 256
 #                 bf16 kernels of every arch table to PTX and fails on spills, shared memory over
-#                 the limit, or an unpipelined sm80 backward (pins: ci/constraints-cuda-compile.txt)
+#                 the limit, or an unpipelined loop (pins: ci/constraints-cuda-compile.txt)
 # Usage: bash ci/kernel_legs.sh [jax0112|cuda-compile|all]   (default all)
 # Venvs: .venv-jax0112, .venv-cuda (created once, reused). The CUDA plugin never enters the
 # test legs' venvs: there every jax import would probe for CUDA.
