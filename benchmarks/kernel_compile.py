@@ -7,8 +7,9 @@ Triton module, compile it with XLA's own Triton pipeline
 shared memory, then ``ptxas -v`` -> registers and spills. This is what a GPU
 would compile (except the driver's final SASS step, which ptxas stands in for).
 
-Needs the CUDA plugin wheels in a venv of their own (they make every jax
-import probe for CUDA; see ci/kernel_legs.sh)::
+Needs the jax 0.10.2 CUDA plugin wheels in a venv of their own (they make
+every jax import probe for CUDA; see ci/kernel_legs.sh). From jax 0.11 the
+plugin no longer exposes the Triton -> PTX step to Python::
 
     python -m venv .venv-cuda
     .venv-cuda/bin/pip install -c ci/constraints-cuda-compile.txt \
@@ -91,6 +92,11 @@ def compile_ptx(bytecode: bytes, arch: str, blocks) -> tuple[str, int]:
     """(PTX, shared memory bytes) from XLA's Triton pipeline for ``arch``."""
     from jax._src.lib import triton
 
+    if not hasattr(triton, "compile"):
+        raise SystemExit(
+            f"jax {jax.__version__} has no Triton compile entry point (from jax 0.11 XLA "
+            f"compiles the Triton module inside its GPU compile); use the jax 0.10.2 wheels "
+            f"pinned in ci/constraints-cuda-compile.txt")
     result = triton.compile("cuda", bytecode, gpu_arch.ARCHS[arch].capability,
                             num_warps=blocks.num_warps, num_ctas=1,
                             num_stages=blocks.num_stages)
