@@ -18,7 +18,8 @@ plugin no longer exposes the Triton -> PTX step to Python::
     .venv-cuda/bin/python benchmarks/kernel_compile.py [--json] [--arch sm80] \
         [--dtype bfloat16] [--head-dim 256] [--check]
 
-``--check`` exits 1 unless every bfloat16 entry has 0 spill bytes, fits its
+float32 has no table (pallas_triton refuses it on a GPU); its rows compile the
+bfloat16 tiles (or ``--blocks``) in float32, to show why. ``--check`` exits 1 unless every bfloat16 entry has 0 spill bytes, fits its
 shared-memory limit, and is pipelined (cp.async or TMA in the PTX). ``--blocks
 fwd=64,32,4,2`` overrides one kernel's (block_q, block_k, warps, stages), for
 tuning. Docs: docs/kernels.md.
@@ -120,9 +121,16 @@ def ptxas_report(ptx: str, arch: str) -> dict:
             "spill_load_bytes": loads, "spill_bytes": stores + loads}
 
 
+def table_config(arch: str, dtype: str, head_dim: int):
+    """The table entry; for float32 (refused on a GPU, no table) the bfloat16 tiles."""
+    if dtype == "float32":
+        return block_sizes.TABLES[arch][(head_dim, 2)]
+    return block_sizes.block_config(arch, head_dim, DTYPES[dtype])
+
+
 def entry_rows(arch: str, dtype: str, head_dim: int, config=None, kernels=KERNELS) -> list[dict]:
     """One row (the KEYS) per kernel of one table entry."""
-    config = config or block_sizes.block_config(arch, head_dim, DTYPES[dtype])
+    config = config or table_config(arch, dtype, head_dim)
     rows = []
     for kernel, bytecode in capture_modules(arch, dtype, head_dim, config).items():
         if kernel not in kernels:
@@ -180,8 +188,7 @@ def main(argv=None) -> int:
     for arch in args.arch or sorted(gpu_arch.ARCHS):
         for dtype in args.dtype or sorted(DTYPES):
             for head_dim in heads:
-                config = _override(block_sizes.block_config(arch, head_dim, DTYPES[dtype]),
-                                   args.blocks)
+                config = _override(table_config(arch, dtype, head_dim), args.blocks)
                 for row in entry_rows(arch, dtype, head_dim, config, args.kernel or KERNELS):
                     if args.json:
                         print(json.dumps(row), flush=True)
