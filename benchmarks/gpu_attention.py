@@ -1,13 +1,19 @@
 """JAX side of benchmarks/gpu_check.sh: real-size kernel checks, timings, the summary table.
 
+  python benchmarks/gpu_attention.py compile RESULTS_DIR [--dry-run]
   python benchmarks/gpu_attention.py check  RESULTS_DIR [--dry-run]
   python benchmarks/gpu_attention.py bench  RESULTS_DIR [--dry-run] [--sweep]
+  python benchmarks/gpu_attention.py sweep  RESULTS_DIR [--dry-run]
   python benchmarks/gpu_attention.py report RESULTS_DIR
 
+``compile``: jit-compile pallas_triton forward and forward+backward at
+B=32, T=2048 (window and full layer), with this GPU's table and the sm80 one,
+without running them: a Triton compile failure stops gpu_check.sh first.
 ``check``: pallas_triton (compiled, not interpreted) at real sizes vs XLA in
 float32 on the same values: output and the three gradients, padding exactly 0,
 no NaN/Inf, two runs bit-identical. ``bench``: forward and forward+backward
-times for pallas_triton, XLA and cuDNN (``jax.nn.dot_product_attention``; a
+times for pallas_triton, XLA, ``xla_blocked`` (when the dispatcher has it) and
+cuDNN (``jax.nn.dot_product_attention``; a
 window only as a dense mask), TFLOP/s over allowed pairs; ``--sweep`` also
 times a few block configurations for the block table. ``report``: one table
 from these and ``attention_torch.json`` (gpu_torch_attention.py).
@@ -26,19 +32,18 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpu_common as common  # noqa: E402
+import gpu_common as common
 
 if "--dry-run" in sys.argv or os.environ.get("DRY_RUN") == "1":
     os.environ["JAX_PLATFORMS"] = "cpu"
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from tarka_jax.kernels import attention, block_sizes  # noqa: E402
-from tarka_jax.kernels.pallas_triton import attention_pallas_triton  # noqa: E402
+import jax
+import jax.numpy as jnp
+from tarka_jax.kernels import attention, available_implementations, block_sizes, gpu_arch
+from tarka_jax.kernels.pallas_triton import attention_pallas_triton
 
 START = time.time()
-BUDGET_S = float(os.environ.get("BUDGET_S", "420"))  # for this script's bench + sweep
+BUDGET_S = float(os.environ.get("BUDGET_S", "90"))  # for this script's bench + sweep
 
 
 def _inputs(layer: common.Layer, dtype, seed: int = 0):
@@ -65,6 +70,47 @@ def _rel_l2(x, ref):
     return float(np.linalg.norm(x - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
+# ----------------------------------------------------------------------------- compile
+def compile_all(results_dir: str, dry_run: bool) -> bool:
+    """Compile (not run) fwd and fwd+bwd for the window and full layers, two tables each."""
+    if dry_run:
+        layers = [common.Layer("window", 2, 40, 3, 1, 32, (6, 6), False)]
+        tables = {"interpret": None}
+    else:
+        layers = [x for x in common.layers(False) if x.name in ("window", "full")]
+        tables = {"default": None, "sm80": "sm80"}
+    report, ok = [], True
+    for layer in layers:
+        seg = jnp.asarray(common.segment_ids(layer))
+        shapes = [jax.ShapeDtypeStruct(s, jnp.bfloat16) for s in (
+            (layer.b, layer.t, layer.hq, layer.d), (layer.b, layer.t, layer.hkv, layer.d),
+            (layer.b, layer.t, layer.hkv, layer.d))]
+        for table, arch in tables.items():
+            def fn(q, k, v, arch=arch, seg=seg, layer=layer):
+                return attention_pallas_triton(q, k, v, seg, window=layer.window,
+                                               scale=layer.d**-0.5, interpret=dry_run,
+                                               arch=arch)
+
+            def loss(q, k, v, fn=fn):
+                return jnp.sum(fn(q, k, v).astype(jnp.float32))
+
+            for pas, step in (("fwd", fn), ("fwd+bwd", jax.grad(loss, argnums=(0, 1, 2)))):
+                entry = {"layer": layer.name, "table": table, "pass": pas}
+                start = time.time()
+                try:
+                    jax.jit(step).lower(*shapes).compile()
+                    entry.update(ok=True, seconds=round(time.time() - start, 2))
+                except Exception as exc:  # noqa: BLE001 - record every failure, then stop
+                    entry.update(ok=False, error=common.short_error(exc))
+                ok &= entry["ok"]
+                report.append(entry)
+                print(f"compile {layer.name:8s} {table:9s} {pas:8s} "
+                      + ("ok" if entry["ok"] else "FAIL " + entry["error"]), flush=True)
+    common.write_json(os.path.join(results_dir, "compile_jax.json"),
+                      {"env": _env(), "entries": report, "ok": ok})
+    return ok
+
+
 # ----------------------------------------------------------------------------- check
 def check(results_dir: str, dry_run: bool) -> bool:
     if dry_run:
@@ -78,8 +124,6 @@ def check(results_dir: str, dry_run: bool) -> bool:
              jnp.bfloat16, 1e-2),
             ("bf16_gqa_window_asym_8x1000_d128", common.Layer("g", 8, 1000, 4, 2, 128, (100, 30),
                                                               True), jnp.bfloat16, 1e-2),
-            ("f32_window_padded_4x2048", common.Layer("f", 4, 2048, 3, 1, 256, (256, 256), True),
-             jnp.float32, 1e-5),
         ]
     report, ok = [], True
     for name, layer, dtype, tol in cases:
@@ -156,6 +200,9 @@ def _implementations(layer, seg_np, dry_run, config=None):
             config=config),
         "xla": lambda q, k, v: attention(q, k, v, seg, window=layer.window, implementation="xla"),
     }
+    if "xla_blocked" in available_implementations():  # the blocked XLA path, where it exists
+        impls["xla_blocked"] = lambda q, k, v: attention(q, k, v, seg, window=layer.window,
+                                                         implementation="xla_blocked")
     if not dry_run:
         impls["cudnn"] = _cudnn(layer, seg_np)
     return impls
@@ -222,7 +269,7 @@ def _sweep(results_dir: str, dry_run: bool) -> None:
     if dry_run:
         base = block_sizes.INTERPRET_CONFIG
     else:
-        arch = block_sizes.device_arch()
+        arch = gpu_arch.device_arch()
         base = block_sizes.block_config(arch, 256, 2)
     rows = []
     sweep_layers = [x for x in common.layers(dry_run) if not x.padded]
@@ -267,7 +314,7 @@ def report(results_dir: str) -> None:
                 if key not in order:
                     order.append(key)
                 cells[key + (row["impl"],)] = row.get("tflops")
-    impls = ["pallas", "xla", "cudnn", "sdpa", "flex"]
+    impls = ["pallas", "xla", "xla_blocked", "cudnn", "sdpa", "flex"]
 
     def fmt(x):
         return f"{x:8.3g}" if x else "       -"
@@ -275,7 +322,7 @@ def report(results_dir: str) -> None:
     def ratio(a, b):
         return f"{a / b:6.2f}x" if a and b else "      -"
 
-    header = (f"{'layer':14s} {'pass':8s} " + " ".join(f"{i:>8s}" for i in impls)
+    header = (f"{'layer':14s} {'pass':8s} " + " ".join(f"{i[:8]:>8s}" for i in impls)
               + "   pal/cudnn  pal/flex   pal/xla")
     lines = ["TFLOP/s over allowed pairs (bf16; fwd+bwd counted as 3.5x fwd)", header]
     summary = []
@@ -314,24 +361,31 @@ def _goals(cells):
 
 def _env():
     dev = jax.devices()[0]
+    try:
+        table = gpu_arch.device_arch(dev)
+    except NotImplementedError:
+        table = None  # CPU (dry run) or a GPU without a table
     return {"jax": jax.__version__, "device": dev.device_kind, "platform": dev.platform,
-            "compute_capability": getattr(dev, "compute_capability", None),
-            "arch_table": block_sizes.device_arch(dev)}
+            "compute_capability": getattr(dev, "compute_capability", None), "arch_table": table}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["check", "bench", "report"])
+    parser.add_argument("command", choices=["compile", "check", "bench", "sweep", "report"])
     parser.add_argument("results_dir")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--sweep", action="store_true")
     args = parser.parse_args(argv)
     dry_run = args.dry_run or os.environ.get("DRY_RUN") == "1"
     os.makedirs(args.results_dir, exist_ok=True)
+    if args.command == "compile":
+        return 0 if compile_all(args.results_dir, dry_run) else 1
     if args.command == "check":
         return 0 if check(args.results_dir, dry_run) else 1
     if args.command == "bench":
         bench(args.results_dir, dry_run, args.sweep)
+    elif args.command == "sweep":
+        _sweep(args.results_dir, dry_run)
     else:
         report(args.results_dir)
     return 0

@@ -10,20 +10,24 @@ the operand tiles the loop streams (K/V in the forward and dQ kernels, Q/dO in
 the dK/dV kernel), once per pipeline stage, plus the tiles loaded once per
 program (Q in the forward; K, V in dK/dV; Q, dO in dQ) and the probability /
 dS tile converted to a dot operand (transposed in dK/dV). It is an upper-ish
-model of the allocation, not Triton's exact number: only a real compile proves
-a configuration fits (see benchmarks/gpu_check.sh).
+model of the allocation, not Triton's exact number. What a GPU compile
+really uses -- shared memory, registers, spills, whether the loop is
+pipelined -- comes from benchmarks/kernel_compile.py, which compiles every
+entry to PTX without a GPU; the entries below are the ones it showed to have
+no spills (docs/kernels.md has the table).
+
+bfloat16 only: float32 is refused on a GPU (see :func:`block_config`). Head
+dims 64, 128 and 256: smaller ones are zero-padded to 64 on a GPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from tarka_jax.kernels.gpu_arch import ARCHS
+
 #: Shared memory per thread block (opt-in maximum), bytes.
-SHARED_MEMORY_BUDGET = {
-    "sm80": 163 * 1024,  # A100 (and A30)
-    "sm86": 99 * 1024,  # A10, RTX 30xx/40xx, L4 (sm86/sm89)
-    "sm90": 227 * 1024,  # H100, H200 (and Blackwell, which has as much)
-}
+SHARED_MEMORY_BUDGET = {name: arch.smem_limit for name, arch in ARCHS.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,44 +63,24 @@ def _cfg(fwd, dkdv, dq) -> BlockConfig:
 
 
 # (block_q, block_k, num_warps, num_stages) for fwd, dkdv, dq; keyed by
-# (head_dim, bytes per input element). Starting points from KERNELS.md; the
-# sm90 rows are to be re-tuned with `benchmarks/gpu_check.sh --sweep`.
+# (head_dim, bytes per input element). Chosen by compiling to PTX
+# (benchmarks/kernel_compile.py: 0 spills, within shared memory, sm80 backward
+# pipelined); speed is to be tuned on hardware (gpu_check.sh's sweep).
 TABLES: dict[str, dict[tuple[int, int], BlockConfig]] = {
     "sm80": {
-        (16, 2): _cfg((128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 2)),
-        (32, 2): _cfg((128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 2)),
-        (64, 2): _cfg((128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 2)),
+        (64, 2): _cfg((128, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 2)),
         (128, 2): _cfg((128, 32, 8, 2), (64, 32, 4, 2), (64, 32, 4, 2)),
-        (256, 2): _cfg((64, 32, 8, 2), (64, 32, 8, 1), (64, 32, 8, 1)),
-        (16, 4): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
-        (32, 4): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
-        (64, 4): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
-        (128, 4): _cfg((64, 32, 4, 2), (32, 32, 4, 1), (32, 32, 4, 1)),
-        (256, 4): _cfg((32, 32, 4, 1), (32, 16, 4, 1), (32, 16, 4, 1)),
+        (256, 2): _cfg((64, 32, 8, 2), (32, 32, 8, 2), (64, 16, 8, 2)),
     },
     "sm86": {
-        (16, 2): _cfg((64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 2)),
-        (32, 2): _cfg((64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 2)),
         (64, 2): _cfg((64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 2)),
-        (128, 2): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
-        (256, 2): _cfg((32, 32, 4, 2), (32, 16, 4, 1), (32, 16, 4, 1)),
-        (16, 4): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
-        (32, 4): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
-        (64, 4): _cfg((32, 32, 4, 2), (32, 32, 4, 1), (32, 32, 4, 1)),
-        (128, 4): _cfg((32, 32, 4, 1), (16, 16, 4, 1), (16, 16, 4, 1)),
-        (256, 4): _cfg((16, 16, 4, 1), (16, 16, 4, 1), (16, 16, 4, 1)),
+        (128, 2): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (64, 32, 4, 2)),
+        (256, 2): _cfg((32, 32, 4, 2), (32, 16, 4, 2), (32, 16, 4, 2)),
     },
     "sm90": {
-        (16, 2): _cfg((128, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 2)),
-        (32, 2): _cfg((128, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 2)),
         (64, 2): _cfg((128, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 2)),
         (128, 2): _cfg((128, 64, 8, 2), (64, 64, 8, 2), (64, 64, 8, 2)),
-        (256, 2): _cfg((128, 64, 8, 2), (64, 32, 8, 2), (64, 32, 8, 2)),
-        (16, 4): _cfg((64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 2)),
-        (32, 4): _cfg((64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 2)),
-        (64, 4): _cfg((64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 2)),
-        (128, 4): _cfg((64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 4, 2)),
-        (256, 4): _cfg((64, 32, 8, 1), (32, 32, 8, 1), (32, 32, 8, 1)),
+        (256, 2): _cfg((128, 32, 8, 3), (64, 32, 8, 2), (64, 32, 8, 2)),
     },
 }
 
@@ -122,32 +106,15 @@ def shared_memory_bytes(config: BlockConfig, head_dim: int, itemsize: int) -> di
     }
 
 
-def arch_of_compute_capability(capability: str | None) -> str | None:
-    """Table name for a CUDA compute capability string like "8.0"; None if unsupported."""
-    if not capability:
-        return None
-    major, _, minor = str(capability).partition(".")
-    major, minor = int(major), int(minor or 0)
-    if major >= 9:
-        return "sm90"
-    if major == 8:
-        return "sm80" if minor == 0 else "sm86"
-    return None
-
-
-def device_arch(device=None) -> str | None:
-    """Table name for a JAX GPU device (default: the first device), None if not a known GPU."""
-    import jax
-
-    if device is None:
-        device = jax.devices()[0]
-    if device.platform != "gpu":
-        return None
-    return arch_of_compute_capability(getattr(device, "compute_capability", None))
-
-
 def block_config(arch: str, head_dim: int, itemsize: int) -> BlockConfig:
     """The frozen tiles for ``arch``; raises NotImplementedError for shapes without an entry."""
+    if itemsize == 4:
+        raise NotImplementedError(
+            "pallas_triton on a GPU serves bfloat16 only: float32 dots run as IEEE FMA "
+            "without tensor cores and every compiled float32 tile spilled registers "
+            "(benchmarks/kernel_compile.py, docs/kernels.md). Use implementation='xla' for "
+            "float32 (implementation=None does), or interpret=True."
+        )
     try:
         return TABLES[arch][(head_dim, itemsize)]
     except KeyError:

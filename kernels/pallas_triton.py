@@ -31,8 +31,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-
-from tarka_jax.kernels import block_sizes
+from tarka_jax.kernels import block_sizes, gpu_arch, sharded
 from tarka_jax.kernels.block_sizes import BlockConfig
 from tarka_jax.kernels.pallas_triton_bwd import backward
 from tarka_jax.kernels.pallas_triton_fwd import forward
@@ -118,22 +117,27 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 def resolve_config(head_dim: int, dtype, *, interpret: bool, arch: str | None) -> BlockConfig:
-    """Block sizes: the frozen table of ``arch`` (default: this GPU); small tiles to interpret."""
+    """Block sizes: the frozen table of ``arch`` (default: this GPU's); small tiles to interpret.
+
+    NotImplementedError (the dispatcher's cue to fall back) for a GPU without a
+    table (gpu_arch.py), a jax without the Triton backend, or a missing entry.
+    """
+    gpu_arch.check_triton_backend()
     if arch is None:
         if interpret:
             return block_sizes.INTERPRET_CONFIG
-        arch = block_sizes.device_arch()
-        if arch is None:
-            raise NotImplementedError(
-                "pallas_triton needs an NVIDIA GPU of compute capability >= 8.0 "
-                "(or interpret=True)"
-            )
+        arch = gpu_arch.device_arch()
+    elif arch not in gpu_arch.ARCHS:
+        raise NotImplementedError(f"pallas_triton has no tables for arch={arch!r}; "
+                                  f"choose from {sorted(gpu_arch.ARCHS)}")
     return block_sizes.block_config(arch, head_dim, jnp.dtype(dtype).itemsize)
 
 
 def attention_pallas_triton(q, k, v, segment_ids, *, window, scale, interpret,
                             arch: str | None = None, config: BlockConfig | None = None):
     """Flash attention with Pallas Triton kernels; the DESIGN.md decision 3 contract.
+
+    Under ``jax.set_mesh(mesh)`` the kernels run per batch shard (kernels/sharded.py).
 
     Args:
       q: [B, T, Hq, D]; k, v: [B, T, Hkv, D]; float32 or bfloat16, all the same.
@@ -149,37 +153,50 @@ def attention_pallas_triton(q, k, v, segment_ids, *, window, scale, interpret,
       [B, T, Hq, D] in q's dtype; exact zeros for queries that see no key.
 
     Raises:
-      NotImplementedError: head_dim above 256 (smaller ones that are not a power
-        of two >= 16 are zero-padded to one), dtypes
-        other than float32/bfloat16 (or mixed), or no table for this GPU.
+      NotImplementedError: head_dim above 256 (smaller ones are zero-padded to a
+        power of two, >= 64 on a GPU), dtypes other than bfloat16 on a GPU (float32
+        too in interpret mode)
+        (or mixed), a GPU without a table (kernels/gpu_arch.py), or a jax
+        without the Pallas Triton backend.
     """
-    b, t, hq, d = q.shape
-    hkv = k.shape[2]
-    groups = hq // hkv
+    d = q.shape[-1]
     if d > 256:
         raise NotImplementedError(f"pallas_triton serves head_dim <= 256; got {d}")
-    padded_d = max(16, 1 << (d - 1).bit_length())
-    if padded_d != d:
-        # Triton tiles are powers of two. Zero columns change neither q.k nor the
-        # kept output columns, and their gradients are sliced away.
-        pad = ((0, 0), (0, 0), (0, 0), (0, padded_d - d))
-        out = attention_pallas_triton(
-            jnp.pad(q, pad), jnp.pad(k, pad), jnp.pad(v, pad), segment_ids, window=window,
-            scale=d**-0.5 if scale is None else scale, interpret=interpret, arch=arch,
-            config=config)
-        return out[..., :d]
     if q.dtype not in _DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise NotImplementedError(
             f"pallas_triton serves float32 or bfloat16 q/k/v of one dtype; got "
             f"{q.dtype}, {k.dtype}, {v.dtype}"
         )
+    # Triton tiles are powers of two; the GPU tables start at 64 (each entry is
+    # compiled and checked), interpret mode's small tiles keep small dims small.
+    uses_table = config is None and (arch is not None or not interpret)
+    padded_d = max(64 if uses_table else 16, 1 << (d - 1).bit_length())
     if config is None:
-        config = resolve_config(d, q.dtype, interpret=bool(interpret), arch=arch)
+        config = resolve_config(padded_d, q.dtype, interpret=bool(interpret), arch=arch)
+    if segment_ids is None:
+        segment_ids = jnp.ones(q.shape[:2], jnp.int32)
+    scale = float(d**-0.5 if scale is None else scale)
+    local = functools.partial(_attention_local, window=window, scale=scale,
+                              interpret=bool(interpret), config=config, padded_d=padded_d)
+    return sharded.per_batch_shard(local, q, k, v, segment_ids)
+
+
+def _attention_local(q, k, v, segment_ids, *, window, scale: float, interpret: bool,
+                     config: BlockConfig, padded_d: int):
+    """attention_pallas_triton on one device's arrays (shapes as there)."""
+    b, t, hq, d = q.shape
+    hkv = k.shape[2]
+    groups = hq // hkv
+    if padded_d != d:
+        # Zero columns change neither q.k nor the kept output columns, and their
+        # gradients are sliced away.
+        pad = ((0, 0), (0, 0), (0, 0), (0, padded_d - d))
+        out = _attention_local(jnp.pad(q, pad), jnp.pad(k, pad), jnp.pad(v, pad), segment_ids,
+                               window=window, scale=scale, interpret=interpret, config=config,
+                               padded_d=padded_d)
+        return out[..., :d]
     if t == 0:
         return jnp.zeros_like(q)
-    if segment_ids is None:
-        segment_ids = jnp.ones((b, t), jnp.int32)
-    scale = float(d**-0.5 if scale is None else scale)
 
     rows = _round_up(t * groups, config.row_multiple)
     keys = _round_up(t, config.key_multiple)

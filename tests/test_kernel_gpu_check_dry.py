@@ -20,10 +20,10 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                     reason="needs bash and coreutils timeout")
 def test_gpu_check_dry_run(tmp_path):
-    env = dict(os.environ, PYTHON=sys.executable, DEADLINE_S="300")
+    env = dict(os.environ, PYTHON=sys.executable, DEADLINE_S="420")
     env.pop("LAYERS", None)
     proc = subprocess.run(["bash", str(SCRIPT), "--dry-run", str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=400)
+                          capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "pallas/cudnn" not in proc.stdout  # the header abbreviates
     assert "pal/cudnn" in proc.stdout and "goal window fwd" in proc.stdout

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The kernel-only CI legs, each in a venv of its own (docs/kernels.md):
+#   jax0112       Python 3.12, jax 0.11.2 (the GPU machine's version): the kernel tests in
+#                 interpret mode + cross-lowering for sm80/sm86/sm90 (pins: ci/constraints-jax0112.txt)
+#   cuda-compile  Python 3.11, jax 0.10.2 + jax-cuda12-plugin + ptxas: compiles the head_dim 256
+#                 bf16 kernels of every arch table to PTX and fails on spills, shared memory over
+#                 the limit, or an unpipelined loop (pins: ci/constraints-cuda-compile.txt)
+# Usage: bash ci/kernel_legs.sh [jax0112|cuda-compile|all]   (default all)
+# Venvs: .venv-jax0112, .venv-cuda (created once, reused). The CUDA plugin never enters the
+# test legs' venvs: there every jax import would probe for CUDA.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+LEG="${1:-all}"
+
+find_python() {  # find_python 3.12 -> a python of that version
+  local v=$1 cand
+  for cand in "python$v" "$(pyenv root 2>/dev/null)/versions/$v"*/bin/"python$v" \
+              /usr/bin/"python$v" /usr/local/bin/"python$v"; do
+    if "$cand" -c '' >/dev/null 2>&1; then echo "$cand"; return 0; fi
+  done
+  echo "python$v not found" >&2
+  return 1
+}
+
+setup() {  # setup DIR PYTHON_VERSION CONSTRAINTS PACKAGES...
+  local dir=$1 version=$2 cons=$3; shift 3
+  if [ ! -x "$dir/bin/python" ]; then "$(find_python "$version")" -m venv "$dir"; fi
+  "$dir/bin/python" -m pip install -q -c "$cons" "$@" -e .
+}
+
+status=0
+if [ "$LEG" = all ] || [ "$LEG" = jax0112 ]; then
+  start=$SECONDS
+  setup .venv-jax0112 3.12 ci/constraints-jax0112.txt pytest
+  echo "== kernel leg jax0112: installed in $((SECONDS - start))s;" \
+    "$(.venv-jax0112/bin/python -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
+  start=$SECONDS
+  .venv-jax0112/bin/python -m pytest -q -m "not torch and not slow" tests/test_kernel_attention.py \
+    tests/test_kernel_lowering.py tests/test_kernel_sharding.py || status=$?
+  echo "== kernel leg jax0112: tests in $((SECONDS - start))s"
+fi
+if [ "$LEG" = all ] || [ "$LEG" = cuda-compile ]; then
+  start=$SECONDS
+  setup .venv-cuda 3.11 ci/constraints-cuda-compile.txt jax-cuda12-plugin jax-cuda12-pjrt \
+    nvidia-cuda-nvcc-cu12
+  echo "== kernel leg cuda-compile: installed in $((SECONDS - start))s"
+  start=$SECONDS
+  JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1 JAX_PLATFORMS=cpu .venv-cuda/bin/python \
+    benchmarks/kernel_compile.py --dtype bfloat16 --head-dim 256 --check || status=$((status ? status : $?))
+  echo "== kernel leg cuda-compile: compiled in $((SECONDS - start))s"
+fi
+exit $status
