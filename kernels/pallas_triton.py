@@ -21,7 +21,7 @@ What the kernels see is prepared here, in XLA:
   and zero gradients (their log-sum-exp is +inf).
 
 Segment ids that repeat a value in two separate runs (``[1, 2, 1]``) break the
-contract (DESIGN.md decision 3): the second run is treated as its own segment.
+contract (docs/attention.md): the second run is treated as its own segment.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def resolve_config(head_dim: int, dtype, *, interpret: bool, arch: str | None) -
 
 def attention_pallas_triton(q, k, v, segment_ids, *, window, scale, interpret,
                             arch: str | None = None, config: BlockConfig | None = None):
-    """Flash attention with Pallas Triton kernels; the DESIGN.md decision 3 contract.
+    """Flash attention with Pallas Triton kernels; the contract of docs/attention.md.
 
     Under ``jax.set_mesh(mesh)`` the kernels run per batch shard (kernels/sharded.py).
 
