@@ -14,7 +14,8 @@ import sys
 
 from tarka_jax.checkpoint import (is_flax_folder, load_flax_folder, save_sentence_transformers,
                                   SentenceTransformerMeta)
-from tarka_jax.convert.common import parser, prepare_output, run_cli
+from tarka_jax.convert.common import parser, run_cli
+from tarka_jax.convert.safe_write import output_folder
 
 
 def _load_source(src: str, step: int | None):
@@ -32,10 +33,9 @@ def _load_source(src: str, step: int | None):
 def flax_to_hf(src: str, out: str, *, step: int | None = None, dtype: str = "keep",
                force: bool = False) -> str:
     """Write the sentence-transformers folder ``out`` for ``src``; returns ``out``."""
-    config, params, meta, tokenizer_folder = _load_source(src, step)
-    prepare_output(out, force)
-    save_sentence_transformers(out, config, params, meta, tokenizer_folder,
-                               dtype=dtype)
+    with output_folder(out, sources=[src], force=force) as tmp:
+        config, params, meta, tokenizer_folder = _load_source(src, step)
+        save_sentence_transformers(tmp, config, params, meta, tokenizer_folder, dtype=dtype)
     return out
 
 

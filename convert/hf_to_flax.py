@@ -15,7 +15,8 @@ import sys
 
 from tarka_jax.checkpoint import (SentenceTransformerMeta, is_flax_folder, load_hf_folder,
                                   resolve_folder, save_flax_folder)
-from tarka_jax.convert.common import parser, prepare_output, run_cli
+from tarka_jax.convert.common import parser, run_cli
+from tarka_jax.convert.safe_write import output_folder
 
 
 def hf_to_flax(src: str, out: str, *, revision: str | None = None, dtype: str = "keep",
@@ -24,10 +25,10 @@ def hf_to_flax(src: str, out: str, *, revision: str | None = None, dtype: str = 
     folder = resolve_folder(src, revision=revision, cache_dir=cache_dir, token=token)
     if is_flax_folder(folder):
         raise ValueError(f"{folder} is already a tarka-jax Flax folder")
-    config, params = load_hf_folder(folder)
-    meta = SentenceTransformerMeta.from_folder(folder)
-    prepare_output(out, force)
-    save_flax_folder(out, config, params, meta, folder, dtype=dtype)
+    with output_folder(out, sources=[src, folder], force=force) as tmp:
+        config, params = load_hf_folder(folder)
+        meta = SentenceTransformerMeta.from_folder(folder)
+        save_flax_folder(tmp, config, params, meta, folder, dtype=dtype)
     return out
 
 
