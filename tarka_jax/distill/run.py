@@ -12,6 +12,7 @@ import numpy as np
 
 from tarka_jax.checkpoint import Checkpoint, load_checkpoint
 from tarka_jax.distill import checkpointing as ckpt
+from tarka_jax.distill import resume_check
 from tarka_jax.distill import sharding as shd
 from tarka_jax.distill.config import DistillConfig, DistillConfigError
 from tarka_jax.distill.data import PairTokenizer, TextBatches, check_files, read_corpus
@@ -191,7 +192,8 @@ def _window_mean(window: list[dict]) -> dict:
 
 
 def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
-          resume: bool = False, config_text: str | None = None) -> dict[str, Any]:
+          resume: bool = False, config_text: str | None = None,
+          allow_config_change: bool = False) -> dict[str, Any]:
     """Run (or resume) distillation in ``workdir``; returns the last logged metrics.
 
     Args:
@@ -209,6 +211,8 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
         raise DistillConfigError(
             f"the micro-batch (data.batch_size / optimizer.accumulation_steps = {micro}) must "
             f"split evenly over the {mesh.size} devices of the mesh")
+    if not resume:
+        resume_check.check_new_run_folder(workdir, ckpt.RUN_FILE)
     mngr = ckpt.manager(workdir, keep=config.checkpoint.keep,
                         async_save=config.checkpoint.async_save)
     latest = mngr.latest_step()
@@ -220,6 +224,14 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
     if resume and latest is None:
         mngr.close()
         raise ckpt.RunFolderError(f"--resume: no checkpoint in {workdir}")
+    if resume:  # refuses (or records) a config that differs from run.json's
+        try:
+            resume_check.check_resume(workdir, ckpt.read_run_file(workdir)["config"],
+                                      config.to_dict(), step=latest, config_text=config_text,
+                                      allow_config_change=allow_config_change)
+        except Exception:
+            mngr.close()
+            raise
 
     tx, schedule = make_optimizer(config.optimizer, config.train.steps)
     data = TextBatches(prep.train_texts, prep.pair, config.data.batch_size, config.data.seed,
@@ -235,12 +247,13 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
     else:
         ckpt.clear_run(workdir)
         state, state_sh = create_state(prep.student.params, tx, mesh)
-    ckpt.write_run_files(workdir, config_dict=config.to_dict(), config_text=config_text,
-                         student=prep.student.config,
-                         teacher=(prep.teacher.config if prep.teacher is not None
-                                  else _CachedTeacherInfo(prep.cache)),
-                         student_meta=prep.student.meta,
-                         student_tokenizer_folder=prep.student.folder)
+    if not resume:  # a resume keeps run.json / config.toml as the run started
+        ckpt.write_run_files(
+            workdir, config_dict=config.to_dict(), config_text=config_text,
+            student=prep.student.config,
+            teacher=(prep.teacher.config if prep.teacher is not None
+                     else _CachedTeacherInfo(prep.cache)),
+            student_meta=prep.student.meta, student_tokenizer_folder=prep.student.folder)
     cached = prep.cache is not None
     if cached:
         teacher_params, teacher_sh = {}, {}
