@@ -12,8 +12,6 @@ import hashlib
 import os
 import shutil
 
-import jax
-import numpy as np
 import pytest
 
 from tarka_jax.convert.common import run_cli
@@ -122,33 +120,12 @@ def test_output_that_is_a_file_is_refused(src, tmp_path):
     assert target.read_bytes() == b"data"
 
 
-def _fake_run(flax_folder: str, run_dir: str, steps=(5, 10)) -> None:
-    """A real run folder (run.json, student/, orbax checkpoints) without training."""
-    from tarka_jax.checkpoint import SentenceTransformerMeta, load_flax_folder
-    from tarka_jax.distill import checkpointing as ckpt
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
+def test_export_onto_its_own_run_folder_is_refused(src, tmp_path, capsys, make_run_folder):
+    from tarka_jax.distill.optim import OptimizerConfig
 
-    config, params = load_flax_folder(flax_folder)
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-    opt = OptimizerConfig()
-    tx, _ = make_optimizer(opt, 20)
-    ckpt.write_run_files(run_dir, config_dict={"optimizer": opt.__dict__, "train": {"steps": 20}},
-                         config_text="# run\n", student=config, teacher=config,
-                         student_meta=SentenceTransformerMeta.from_folder(flax_folder),
-                         student_tokenizer_folder=flax_folder)
-    mngr = ckpt.manager(run_dir, keep=5, async_save=False)
-    for step in steps:
-        ckpt.save(mngr, step, {"step": np.int32(step), "params": params,
-                               "opt_state": tx.init(params)}, {"epoch": 0})
-    mngr.wait_until_finished()
-    mngr.close()
-
-
-def test_export_onto_its_own_run_folder_is_refused(src, tmp_path, capsys):
-    flax = str(tmp_path / "flax")
-    hf_to_flax(src, flax)
-    run = str(tmp_path / "run")
-    _fake_run(flax, run)
+    run = make_run_folder(src, str(tmp_path / "run"),
+                          {"optimizer": OptimizerConfig().__dict__, "train": {"steps": 20}},
+                          steps=(5, 10))
     before = _snapshot(run)
     _refused(flax_to_hf_main, [run, run, "--step", "10", "--force"], capsys, "is the source")
     assert _snapshot(run) == before
