@@ -17,6 +17,7 @@ the newest ``checkpoint.keep``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 
@@ -81,6 +82,7 @@ def clear_run(workdir: str) -> None:
 def manager(workdir: str, *, keep: int = 3, async_save: bool = True,
             read_only: bool = False) -> ocp.CheckpointManager:
     if read_only:  # orbax warns about save options on a read-only manager
+        _quiet_read_only_notice()
         options = ocp.CheckpointManagerOptions(read_only=True, create=False,
                                                save_interval_steps=0, max_to_keep=None,
                                                enable_async_checkpointing=False)
@@ -89,6 +91,19 @@ def manager(workdir: str, *, keep: int = 3, async_save: bool = True,
                                                enable_async_checkpointing=async_save)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
                                  options=options, item_names=("state", "data"))
+
+
+class _ReadOnlyNotice(logging.Filter):
+    """Drops orbax's "Given directory is read only" warning: reading is all an export asks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "directory is read only" not in record.getMessage()
+
+
+def _quiet_read_only_notice() -> None:
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _ReadOnlyNotice) for f in logger.filters):
+        logger.addFilter(_ReadOnlyNotice())
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_position: dict) -> None:
