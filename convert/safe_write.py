@@ -155,5 +155,12 @@ def _move_into_place(tmp: str, out: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["MARKER", "UnsafeOutputError", "check_output", "output_folder", "write_marker",
-           "written_by_us", "foreign_files"]
+__all__ = [
+    "MARKER",
+    "UnsafeOutputError",
+    "check_output",
+    "foreign_files",
+    "output_folder",
+    "write_marker",
+    "written_by_us",
+]

@@ -90,4 +90,4 @@ def _ranges(embeddings, precision, calibration_embeddings):
     return quantization_ranges(embeddings, precision)
 
 
-__all__ = ["PRECISIONS", "quantize_embeddings", "quantization_ranges"]
+__all__ = ["PRECISIONS", "quantization_ranges", "quantize_embeddings"]

@@ -147,7 +147,7 @@ def local_only_folder(path: str, *, revision: str | None, cache_dir: str | None)
     try:
         return snapshot_download(path, revision=revision, cache_dir=cache_dir,
                                  local_files_only=True)
-    except Exception as e:
+    except (OSError, ValueError) as e:  # huggingface_hub's not-in-cache errors are both
         raise FileNotFoundError(f"local_files_only=True: {path!r} is neither a local folder nor "
                                 f"in the hub cache ({type(e).__name__})") from None
 
@@ -165,5 +165,13 @@ def refuse_run_folder(path: Any) -> None:
                 "and load OUT")
 
 
-__all__ = ["refuse_run_folder", "check_int", "check_max_seq_length", "resolve_device", "single_device",
-           "model_kwargs_dtype", "ignored_st_options", "local_only_folder"]
+__all__ = [
+    "check_int",
+    "check_max_seq_length",
+    "ignored_st_options",
+    "local_only_folder",
+    "model_kwargs_dtype",
+    "refuse_run_folder",
+    "resolve_device",
+    "single_device",
+]

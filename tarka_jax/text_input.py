@@ -149,5 +149,15 @@ def _preview(names: Sequence[str], limit: int = 4) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-__all__ = ["TextInputError", "ERRORS", "decode", "read_file", "read_stdin", "split_lines", "lines",
-           "read_directory", "DirectoryRead", "check_encodable"]
+__all__ = [
+    "ERRORS",
+    "DirectoryRead",
+    "TextInputError",
+    "check_encodable",
+    "decode",
+    "lines",
+    "read_directory",
+    "read_file",
+    "read_stdin",
+    "split_lines",
+]

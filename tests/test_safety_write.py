@@ -13,7 +13,6 @@ import os
 import shutil
 
 import pytest
-
 from tarka_jax.convert.common import run_cli
 from tarka_jax.convert.flax_to_hf import flax_to_hf
 from tarka_jax.convert.flax_to_hf import main as flax_to_hf_main
@@ -103,11 +102,10 @@ def test_failed_write_leaves_the_old_output(src, tmp_path):
     out = str(tmp_path / "flax")
     hf_to_flax(src, out)
     before = _snapshot(out)
-    with pytest.raises(RuntimeError, match="half-way"):
-        with output_folder(out, force=True) as tmp:
-            with open(os.path.join(tmp, "partial.bin"), "wb") as f:
-                f.write(b"x")
-            raise RuntimeError("failed half-way")
+    with pytest.raises(RuntimeError, match="half-way"), output_folder(out, force=True) as tmp:
+        with open(os.path.join(tmp, "partial.bin"), "wb") as f:
+            f.write(b"x")
+        raise RuntimeError("failed half-way")
     assert _snapshot(out) == before
     assert sorted(os.listdir(tmp_path)) == ["flax", "project"]  # no temporary left behind
 
@@ -120,7 +118,8 @@ def test_output_that_is_a_file_is_refused(src, tmp_path):
     assert target.read_bytes() == b"data"
 
 
-def test_export_onto_its_own_run_folder_is_refused(src, tmp_path, capsys, make_run_folder):
+def test_export_onto_its_own_run_folder_is_refused(src, tmp_path, capsys, caplog,
+                                                   make_run_folder):
     from tarka_jax.distill.optim import OptimizerConfig
 
     run = make_run_folder(src, str(tmp_path / "run"),
@@ -131,6 +130,7 @@ def test_export_onto_its_own_run_folder_is_refused(src, tmp_path, capsys, make_r
     assert _snapshot(run) == before
     out = flax_to_hf(run, str(tmp_path / "st"), step=5)  # the run itself exports fine
     assert os.path.isfile(os.path.join(out, "modules.json"))
+    assert not [r for r in caplog.records if "read only" in r.getMessage()]  # no absl noise
 
 
 def test_distill_refuses_a_workdir_that_is_not_a_run(tmp_path):

@@ -121,10 +121,10 @@ def test_constructor_keywords_match_sentence_transformers(tiny_reference, tmp_pa
 
     import tarka_jax
 
-    kwargs = dict(device="cpu", cache_folder=str(tmp_path), local_files_only=True,
-                  prompts={"query": "question: ", "mine": "custom: "},
-                  default_prompt_name="mine", similarity_fn_name="dot",
-                  model_kwargs={"attn_implementation": "eager"}, revision=None, token=None)
+    kwargs = {"device": "cpu", "cache_folder": str(tmp_path), "local_files_only": True,
+              "prompts": {"query": "question: ", "mine": "custom: "},
+              "default_prompt_name": "mine", "similarity_fn_name": "dot",
+              "model_kwargs": {"attn_implementation": "eager"}, "revision": None, "token": None}
     ref = sentence_transformers.SentenceTransformer(tiny_reference, **kwargs)
     with pytest.warns(UserWarning, match="attn_implementation"):
         got = tarka_jax.SentenceTransformer(tiny_reference, **kwargs)

@@ -94,7 +94,7 @@ def check_resume(workdir: str, run_config: dict, new_config: dict, *, step: int,
             f"the steps after {step} differently from those before. Restore the config, start "
             "a new --workdir, or pass --allow-config-change to record the change in "
             f"{CHANGES_FILE}")
-    record = {"step": step, "time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    record = {"step": step, "time": datetime.datetime.now(datetime.UTC).isoformat(),
               "changes": {k: {"old": v[0], "new": v[1]} for k, v in changed.items()},
               "changes_math": math, "config_text": config_text}
     with open(os.path.join(workdir, CHANGES_FILE), "a", encoding="utf-8") as f:
@@ -128,6 +128,14 @@ def _show(value: Any) -> str:
     return json.dumps(value)
 
 
-__all__ = ["ConfigChangeError", "check_resume", "check_new_run_folder", "diff", "flatten",
-           "effective_config",
-           "read_changes", "NO_MATH_KEYS", "CHANGES_FILE"]
+__all__ = [
+    "CHANGES_FILE",
+    "NO_MATH_KEYS",
+    "ConfigChangeError",
+    "check_new_run_folder",
+    "check_resume",
+    "diff",
+    "effective_config",
+    "flatten",
+    "read_changes",
+]
