@@ -142,3 +142,16 @@ def test_distill_refuses_a_workdir_that_is_not_a_run(tmp_path):
     with pytest.raises(FileExistsError, match="not a run folder"):
         check_new_run_folder(str(work), "run.json")
     check_new_run_folder(str(tmp_path / "new"), "run.json")  # a new folder is fine
+
+
+def test_init_student_force_into_a_folder_with_other_files_is_refused(src, tmp_path, capsys):
+    from tarka_jax.cli import main
+
+    out = tmp_path / "student"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": true}\n')
+    before = _snapshot(out)
+    assert main(["init-student", "--teacher", src, "--tokenizer", src, "--out", str(out),
+                 "--force"]) == 2
+    assert "not written by tarka-jax" in capsys.readouterr().err
+    assert _snapshot(out) == before
