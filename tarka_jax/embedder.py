@@ -275,19 +275,19 @@ class Embedder:
             out = [jax.device_put(row, self.device) for row in out]
         return out[0] if single else out
 
-    def encode_query(self, texts, prompt_name: str | None = None, prompt: str | None = None,
-                     **kwargs) -> np.ndarray:
-        """:meth:`encode` with the "query" prompt when the model has one."""
+    def encode_query(self, inputs, prompt_name: str | None = None, prompt: str | None = None,
+                     *args, **kwargs):
+        """:meth:`encode` (same arguments) with the "query" prompt when the model has one."""
         if prompt_name is None and prompt is None and "query" in self.prompts:
             prompt_name = "query"
-        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
+        return self.encode(inputs, prompt_name, prompt, *args, **kwargs)
 
-    def encode_document(self, texts, prompt_name: str | None = None, prompt: str | None = None,
-                        **kwargs) -> np.ndarray:
+    def encode_document(self, inputs, prompt_name: str | None = None, prompt: str | None = None,
+                        *args, **kwargs):
         """:meth:`encode` with the first of the "document", "passage", "corpus" prompts."""
         if prompt_name is None and prompt is None:
             prompt_name = next((n for n in _DOCUMENT_PROMPTS if n in self.prompts), None)
-        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
+        return self.encode(inputs, prompt_name, prompt, *args, **kwargs)
 
     def similarity(self, a, b) -> np.ndarray:
         """Pairwise similarity ``[len(a), len(b)]`` with the model's similarity function.

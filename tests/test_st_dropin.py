@@ -161,6 +161,8 @@ def test_encode_arguments_positional_order_and_outputs(ours, tiny_st):
     # output_value, precision, convert_to_numpy.
     args = (DOCUMENTS, "query", None, 2, False, "sentence_embedding", "float32", True)
     _close(ours.encode(*args), tiny_st.encode(*args))
+    args = (DOCUMENTS, None, None, 2, False, "sentence_embedding", "float32", True)
+    _close(ours.encode_document(*args), tiny_st.encode_document(*args))
     tensor = ours.encode(DOCUMENTS, convert_to_tensor=True)
     assert isinstance(tensor, jax.Array) and tensor.shape == (5, ours.get_embedding_dimension())
     _close(np.asarray(tensor), tiny_st.encode(DOCUMENTS))
