@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from tarka_jax import st_args
+from tarka_jax import similarity, st_args
 from tarka_jax.model import embed, resolve_dtype, token_embeddings
 from tarka_jax.quantize import PRECISIONS, quantize_embeddings
 from tarka_jax.text_input import check_encodable
@@ -296,34 +296,11 @@ class Embedder:
         (negative distances) as in sentence-transformers. Inputs are ``[n, dim]``
         or ``[dim]``.
         """
-        a, b = _as_matrices(a, b)
-        name = self.similarity_fn_name
-        if name == "cosine":
-            return _unit(a) @ _unit(b).T
-        if name == "dot":
-            return a @ b.T
-        if name == "euclidean":
-            return -np.linalg.norm(a[:, None] - b[None], axis=-1)
-        if name == "manhattan":
-            return -np.abs(a[:, None] - b[None]).sum(-1)
-        raise ValueError(f"unknown similarity function {name!r}")
+        return similarity.matrix(a, b, self.similarity_fn_name)
 
     def similarity_pairwise(self, a, b) -> np.ndarray:
         """``[n]``: the similarity of ``a[i]`` with ``b[i]`` (sentence-transformers' method)."""
-        a, b = _as_matrices(a, b)
-        if a.shape[0] != b.shape[0]:
-            raise ValueError(f"similarity_pairwise needs as many rows in a ({a.shape[0]}) as "
-                             f"in b ({b.shape[0]})")
-        name = self.similarity_fn_name
-        if name == "cosine":
-            return (_unit(a) * _unit(b)).sum(-1)
-        if name == "dot":
-            return (a * b).sum(-1)
-        if name == "euclidean":
-            return -np.linalg.norm(a - b, axis=-1)
-        if name == "manhattan":
-            return -np.abs(a - b).sum(-1)
-        raise ValueError(f"unknown similarity function {name!r}")
+        return similarity.pairwise(a, b, self.similarity_fn_name)
 
     # ---- tokenising and saving --------------------------------------------------------------
 
@@ -511,24 +488,6 @@ class Embedder:
         finally:
             if bar is not None:
                 bar.close()
-
-
-def _as_matrices(a, b) -> tuple[np.ndarray, np.ndarray]:
-    """Both as ``[n, dim]`` float32 (``[dim]`` is one row); other ranks or widths are refused."""
-    out = []
-    for name, x in (("a", a), ("b", b)):
-        x = np.asarray(x, np.float32)
-        if x.ndim not in (1, 2):
-            raise ValueError(f"{name} must be [n, dim] or [dim] embeddings, got shape {x.shape}")
-        out.append(np.atleast_2d(x))
-    if out[0].shape[-1] != out[1].shape[-1]:
-        raise ValueError(f"cannot compare {out[0].shape[-1]}-d with {out[1].shape[-1]}-d "
-                         "embeddings")
-    return out[0], out[1]
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _check_attention(attention: str | None) -> None:
