@@ -13,7 +13,7 @@ from tarka_jax.convert.safetensors_io import STORAGE_DTYPES as DTYPES
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     add_common_arguments(p)
-    return p
+
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,14 +22,22 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="output folder")
     p.add_argument("--dtype", choices=DTYPES, default="keep",
                    help="storage dtype of the written tensors (default: keep the source's)")
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace an output folder tarka-jax wrote earlier (never the source, "
+                        "the current directory or a folder holding other files)")
+
 
 
 def prepare_output(out: str, force: bool) -> None:
-    """Refuse to write into a non-empty folder unless forced (then empty it first)."""
+    """Empty ``out`` for writing, after :func:`~tarka_jax.convert.safe_write.check_output`.
+
+    Prefer :func:`~tarka_jax.convert.safe_write.output_folder` (writes into a temporary
+    sibling, moved into place when complete).
+    """
+    from tarka_jax.convert.safe_write import check_output
+
+    check_output(out, force=force)
     if os.path.isdir(out) and os.listdir(out):
-        if not force:
-            raise FileExistsError(f"output folder {out} is not empty (pass --force to overwrite)")
         shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from tarka_jax.convert.common import parser, prepare_output, run_cli
+from tarka_jax.convert.common import parser, run_cli
+from tarka_jax.convert.safe_write import output_folder
 from tarka_jax.convert.sources import open_model
 from tarka_jax.convert.st_folder import save_sentence_transformers
 
@@ -21,8 +22,8 @@ def flax_to_hf(src: str, out: str, *, step: int | None = None, dtype: str = "kee
                force: bool = False) -> str:
     """Write the sentence-transformers folder ``out`` for ``src``; returns ``out``."""
     ck = open_model(src, step=step, float32=False)
-    prepare_output(out, force)
-    save_sentence_transformers(out, ck.config, ck.params, ck.meta, ck.folder, dtype=dtype)
+    with output_folder(out, sources=[src, ck.folder], force=force) as tmp:
+        save_sentence_transformers(tmp, ck.config, ck.params, ck.meta, ck.folder, dtype=dtype)
     return out
 
 

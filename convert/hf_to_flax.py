@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from tarka_jax.convert.common import parser, prepare_output, run_cli
+from tarka_jax.convert.common import parser, run_cli
+from tarka_jax.convert.safe_write import output_folder
 from tarka_jax.convert.flax_folder import is_flax_folder, save_flax_folder
 from tarka_jax.convert.sources import resolve_folder
 from tarka_jax.convert.st_folder import SentenceTransformerMeta, load_hf_folder
@@ -25,10 +26,10 @@ def hf_to_flax(src: str, out: str, *, revision: str | None = None, dtype: str = 
     folder = resolve_folder(src, revision=revision, cache_dir=cache_dir, token=token)
     if is_flax_folder(folder):
         raise ValueError(f"{folder} is already a tarka-jax Flax folder")
-    config, params = load_hf_folder(folder)
-    meta = SentenceTransformerMeta.from_folder(folder)
-    prepare_output(out, force)
-    save_flax_folder(out, config, params, meta, folder, dtype=dtype)
+    with output_folder(out, sources=[src, folder], force=force) as tmp:
+        config, params = load_hf_folder(folder)
+        meta = SentenceTransformerMeta.from_folder(folder)
+        save_flax_folder(tmp, config, params, meta, folder, dtype=dtype)
     return out
 
 

@@ -15,6 +15,7 @@ optimizer that made ``opt_state``.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -57,6 +58,7 @@ def checkpoint_manager(workdir: str, *, read_only: bool = True, keep: int = 3,
     import orbax.checkpoint as ocp
 
     if read_only:  # orbax warns about save options on a read-only manager
+        _quiet_read_only_notice()
         options = ocp.CheckpointManagerOptions(read_only=True, create=False,
                                                save_interval_steps=0, max_to_keep=None,
                                                enable_async_checkpointing=False)
@@ -65,6 +67,19 @@ def checkpoint_manager(workdir: str, *, read_only: bool = True, keep: int = 3,
                                                enable_async_checkpointing=async_save)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
                                  options=options, item_names=ITEMS)
+
+
+class _ReadOnlyNotice(logging.Filter):
+    """Drops orbax's "Given directory is read only" warning: reading is all an export asks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "directory is read only" not in record.getMessage()
+
+
+def _quiet_read_only_notice() -> None:
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _ReadOnlyNotice) for f in logger.filters):
+        logger.addFilter(_ReadOnlyNotice())
 
 
 def check_step(mngr, step: int | None) -> int:

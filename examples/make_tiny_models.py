@@ -11,13 +11,16 @@ end in seconds, not to produce a useful model.
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 
 from tarka_jax.distill.tiny import write_tiny_models
 
 if __name__ == "__main__":
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__),
-                                                             "tiny_models")
-    teacher, student = write_tiny_models(out)
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("out", nargs="?", default=os.path.join(os.path.dirname(__file__),
+                                                               "tiny_models"),
+                        help="output folder (default: examples/tiny_models); an earlier "
+                             "output of this script there is replaced, nothing else")
+    teacher, student = write_tiny_models(parser.parse_args().out)
     print(f"wrote {teacher} and {student}")

@@ -9,8 +9,10 @@ from tarka_jax.convert import open_model
 from tarka_jax.embedder import Embedder, load
 from tarka_jax.errors import TarkaError
 from tarka_jax.model import embed, init_params, token_embeddings
+from tarka_jax.quantize import quantize_embeddings
+from tarka_jax.sentence_transformer import SentenceTransformer
 from tarka_jax.tokenizer import TextTokenizer
 
 __all__ = ["__version__", "ModelConfig", "DenseSpec", "LayerSpec", "ConfigError", "TarkaError",
            "embed", "token_embeddings", "init_params", "TextTokenizer", "Embedder", "load",
-           "open_model"]
+           "open_model", "SentenceTransformer", "quantize_embeddings"]

@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a clean one-line message; TARKA_JAX_DEBUG=1 for the traceback
         if os.environ.get("TARKA_JAX_DEBUG"):
             raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        message = " ".join(str(e).split()) or type(e).__name__  # whole message, one line
         print(f"tarka-jax {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -23,6 +23,9 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="truncate texts to this many tokens (default: the model's)")
     p.add_argument("--attention", default=None, help="attention implementation (default: best)")
     p.add_argument("--revision", default=None, help="hub revision")
+    p.add_argument("--errors", choices=("strict", "replace"), default="strict",
+                   help="invalid UTF-8 in inputs: strict (default) refuses it naming file:line; "
+                        "replace reads bad bytes as U+FFFD")
 
 
 def _load_embedder(args):
@@ -52,16 +55,20 @@ def _embed_arguments(p: argparse.ArgumentParser) -> None:
                    help="texts to embed; none or '-' reads one text per line from stdin")
 
 
-def _read_texts(texts: list[str]) -> list[str]:
+def _read_texts(texts: list[str], errors: str = "strict") -> list[str]:
+    from tarka_jax import text_input
+
     if texts and texts != ["-"]:
         if "-" in texts:
             raise ValueError("'-' (stdin) cannot be mixed with texts on the command line")
         return texts
-    return [line.rstrip("\r\n") for line in sys.stdin]
+    return text_input.split_lines(text_input.read_stdin(
+        errors, hint="tarka-jax embed: reading texts from stdin, one per line "
+                     "(end with Ctrl-D; or pass them as arguments)"))
 
 
 def _run_embed(args) -> int:
-    texts = _read_texts(args.texts)
+    texts = _read_texts(args.texts, args.errors)
     model = _load_embedder(args)
     kw = {"batch_size": args.batch_size, "truncate_dim": args.truncate_dim,
           "normalize_embeddings": args.normalize}
@@ -71,10 +78,11 @@ def _run_embed(args) -> int:
         emb = model.encode_document(texts, **kw)
     else:
         emb = model.encode(texts, prompt_name=args.prompt_name, prompt=args.prompt, **kw)
-    if args.output and args.output.endswith(".npy"):
+    if args.output and args.output.lower().endswith(".npy"):
         import numpy as np
 
-        np.save(args.output, emb)
+        with open(args.output, "wb") as f:  # a file object: np.save adds no second suffix
+            np.save(f, emb)
         return 0
     lines = (json.dumps({"text": text, "embedding": row.tolist()}, ensure_ascii=False) + "\n"
              for text, row in zip(texts, emb))
@@ -96,32 +104,29 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
                         "field per line), or a directory of .txt/.md files (one per file)")
     p.add_argument("--query", "-q", action="append", required=True,
                    help="a query (repeat for several)")
+    p.add_argument("--recursive", "-r", action="store_true",
+                   help="with a --docs directory, also read its subfolders")
     p.add_argument("--top-k", "-k", type=int, default=5, help="hits per query (default 5)")
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension")
 
 
-def read_documents(path: str) -> tuple[list[str], list[str]]:
+def read_documents(path: str, *, recursive: bool = False,
+                   errors: str = "strict") -> tuple[list[str], list[str]]:
     """(texts, labels) from a .txt / .jsonl file or a directory of .txt / .md files."""
+    from tarka_jax import text_input
+
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path)
-                       if n.lower().endswith((".txt", ".md"))
-                       and os.path.isfile(os.path.join(path, n)))
-        texts = []
-        for name in names:
-            with open(os.path.join(path, name), encoding="utf-8") as f:
-                texts.append(f.read().strip())
-        labels = names
+        read = text_input.read_directory(path, recursive=recursive, errors=errors)
+        print(read.summary(), file=sys.stderr)
+        texts, labels = [t.strip() for t in read.texts], read.names
     elif os.path.isfile(path):
         if path.lower().endswith((".jsonl", ".ndjson")):
             records = read_jsonl(path)
             texts = [record["text"] for _, record in records]
             labels = [str(record.get("id", f"line {n}")) for n, record in records]
         else:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-            pairs = [(line.strip(), f"line {n}") for n, line in enumerate(lines, 1)
-                     if line.strip()]
-            texts, labels = [t for t, _ in pairs], [label for _, label in pairs]
+            pairs = text_input.lines(text_input.read_file(path, errors))
+            texts, labels = [t.strip() for _, t in pairs], [f"line {n}" for n, _ in pairs]
     else:
         raise FileNotFoundError(f"documents not found: {path}")
     if not texts:
@@ -134,7 +139,7 @@ def _run_search(args) -> int:
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
-    docs, labels = read_documents(args.docs)
+    docs, labels = read_documents(args.docs, recursive=args.recursive, errors=args.errors)
     model = _load_embedder(args)
     kw = {"batch_size": args.batch_size, "truncate_dim": args.truncate_dim}
     doc_emb = model.encode_document(docs, **kw)

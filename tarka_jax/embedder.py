@@ -19,15 +19,18 @@ from typing import Any
 import jax
 import numpy as np
 
-from tarka_jax import batching
-from tarka_jax.model import embed
+from tarka_jax import batching, similarity, st_args
+from tarka_jax.model import embed, token_embeddings
 from tarka_jax.numerics import l2_normalize, resolve_dtype
+from tarka_jax.quantize import PRECISIONS, quantize_embeddings
+from tarka_jax.text_input import check_encodable
 from tarka_jax.tokenizer import TextTokenizer, check_texts, length_buckets
 
 # One jitted forward for every Embedder: params are an argument, the config and
 # the compute settings are static, so equal settings share compiled programs.
 _embed_jit = jax.jit(embed, static_argnames=("config", "dtype", "attention",
                                              "segments_per_row", "remat"))
+_tokens_jit = jax.jit(token_embeddings, static_argnames=("config", "dtype", "attention"))
 
 _DOCUMENT_PROMPTS = ("document", "passage", "corpus")
 _AUTO_PROGRESS_BATCHES = 8  # show_progress_bar=None shows a bar above this many batches
@@ -47,9 +50,11 @@ def load(path_or_hub_id, *, max_seq_length: int | None = None, revision: str | N
 
 
 def _tokenizer_for(ckpt, max_seq_length: int | None) -> TextTokenizer:
+    positions = ckpt.config.max_position_embeddings
+    max_seq_length = st_args.check_max_seq_length(max_seq_length, positions)
     return TextTokenizer.from_folder(
-        ckpt.folder, max_seq_length or ckpt.meta.max_seq_length,
-        max_position_embeddings=ckpt.config.max_position_embeddings)
+        ckpt.folder, ckpt.meta.max_seq_length if max_seq_length is None else max_seq_length,
+        max_position_embeddings=positions)
 
 
 class Embedder:
@@ -62,7 +67,8 @@ class Embedder:
                  default_prompt_name: str | None = None, similarity_fn_name: str = "cosine",
                  dtype: Any = "float32", attention: str | None = None,
                  truncate_dim: int | None = None, pack: bool = True,
-                 pack_segments: int | None = None, buckets_per_octave: int = 1):
+                 pack_segments: int | None = None, buckets_per_octave: int = 1,
+                 device: Any = None):
         self.dtype = resolve_dtype(dtype).name
         _check_attention(attention)
         self.config = config
@@ -76,41 +82,83 @@ class Embedder:
         self.attention = attention
         self.truncate_dim = self._check_truncate_dim(truncate_dim)
         self.pack = bool(pack)
-        self.pack_segments = pack_segments
-        if not isinstance(buckets_per_octave, int) or buckets_per_octave < 1:
-            raise ValueError(f"buckets_per_octave must be a positive int, got {buckets_per_octave!r}")
-        self.buckets_per_octave = buckets_per_octave
+        self.pack_segments = (None if pack_segments is None
+                              else st_args.check_int("pack_segments", pack_segments))
+        self.buckets_per_octave = st_args.check_int("buckets_per_octave", buckets_per_octave)
         self.compiled_shapes: set[tuple[int, int, int]] = set()
         # Shape policy knobs (tarka_jax.batching): partial passes round to a multiple of
         # _row_multiple rows; every row count divides by _devices (a data-parallel mesh).
         self._row_multiple = 8
         self._devices = 1
-        self.params = jax.device_put(params)
+        self.device = st_args.single_device(device)  # None: jax's default device
+        self.params = jax.device_put(params, self.device)
+        self.source_folder: str | None = None  # the folder from_pretrained read (for save)
         self._set_buckets()
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id, dtype: Any = "float32", attention: str | None = None,
-                        max_seq_length: int | None = None, revision: str | None = None,
-                        cache_dir: str | None = None, token: str | bool | None = None,
-                        truncate_dim: int | None = None, **kwargs) -> Embedder:
+    def from_pretrained(cls, model_name_or_path, dtype: Any = "float32",
+                        attention: str | None = None, max_seq_length: int | None = None,
+                        revision: str | None = None, cache_dir: str | None = None,
+                        token: str | bool | None = None, truncate_dim: int | None = None, *,
+                        device: Any = None, prompts: dict[str, str] | None = None,
+                        default_prompt_name: str | None = None,
+                        similarity_fn_name: str | None = None, cache_folder: str | None = None,
+                        trust_remote_code: bool = False, local_files_only: bool = False,
+                        model_kwargs: dict | None = None, use_auth_token=None,
+                        backend: str = "torch", processor_kwargs: dict | None = None,
+                        config_kwargs: dict | None = None, model_card_data: Any = None,
+                        **kwargs) -> Embedder:
         """Load an HF / sentence-transformers folder, a ``hf_to_flax`` folder, or a hub id.
+
+        Takes sentence-transformers' constructor keywords too (docs/st_dropin.md):
+        ``device`` ("cpu", "cuda", "cuda:1", a jax.Device), ``cache_folder`` (=
+        ``cache_dir``), ``local_files_only`` (no download), ``model_kwargs`` (its
+        ``torch_dtype`` / ``dtype`` picks the compute dtype; other keys are ignored
+        with a warning), ``prompts`` (merged over the saved ones), ``default_prompt_name``
+        and ``similarity_fn_name`` (override the saved ones). ``trust_remote_code``,
+        ``backend``, ``processor_kwargs``, ``config_kwargs`` change nothing here and
+        warn when set.
 
         Args:
           dtype: compute dtype, "float32" (parity with PyTorch) or "bfloat16".
           attention: attention implementation (None = best for the platform).
-          max_seq_length: truncation length; None = the checkpoint's.
+          max_seq_length: truncation length, an int in 1..max_position_embeddings;
+            None = the checkpoint's.
           truncate_dim: default Matryoshka dimension for every encode call.
         """
         from tarka_jax.checkpoint import load_checkpoint
 
+        if cache_folder is not None and cache_dir is not None and cache_folder != cache_dir:
+            raise ValueError("cache_folder and cache_dir are the same setting; pass one")
+        cache_dir = cache_dir if cache_dir is not None else cache_folder
+        token = token if token is not None else use_auth_token
+        st_args.ignored_st_options(trust_remote_code=trust_remote_code, backend=backend,
+                                   processor_kwargs=processor_kwargs,
+                                   config_kwargs=config_kwargs, model_card_data=model_card_data)
+        kwargs_dtype = st_args.model_kwargs_dtype(model_kwargs)
+        if kwargs_dtype is not None:
+            if dtype not in ("float32", kwargs_dtype):
+                raise ValueError(f"dtype={dtype!r} and model_kwargs' dtype {kwargs_dtype!r} "
+                                 "disagree; pass one")
+            dtype = kwargs_dtype
         resolve_dtype(dtype)  # refuse float16 before reading any weights
         _check_attention(attention)
-        ckpt = load_checkpoint(path_or_hub_id, revision=revision, cache_dir=cache_dir,
+        device = st_args.single_device(device)
+        st_args.refuse_run_folder(model_name_or_path)
+        if local_files_only:
+            model_name_or_path = st_args.local_only_folder(
+                model_name_or_path, revision=revision, cache_dir=cache_dir)
+        ckpt = load_checkpoint(model_name_or_path, revision=revision, cache_dir=cache_dir,
                                token=token)
-        return cls(ckpt.config, ckpt.params, _tokenizer_for(ckpt, max_seq_length),
-                   prompts=ckpt.meta.prompts, default_prompt_name=ckpt.meta.default_prompt_name,
-                   similarity_fn_name=ckpt.meta.similarity_fn_name, dtype=dtype,
-                   attention=attention, truncate_dim=truncate_dim, **kwargs)
+        merged = {**ckpt.meta.prompts, **(prompts or {})}  # ST: the caller's win per name
+        model = cls(ckpt.config, ckpt.params, _tokenizer_for(ckpt, max_seq_length),
+                    prompts=merged,
+                    default_prompt_name=default_prompt_name or ckpt.meta.default_prompt_name,
+                    similarity_fn_name=similarity_fn_name or ckpt.meta.similarity_fn_name,
+                    dtype=dtype, attention=attention, truncate_dim=truncate_dim,
+                    device=device, **kwargs)
+        model.source_folder = ckpt.folder
+        return model
 
     # ---- properties -------------------------------------------------------------------------
 
@@ -119,9 +167,13 @@ class Embedder:
         """Dimension of the model's embeddings (before any ``truncate_dim``)."""
         return self.config.embedding_dim
 
-    def get_sentence_embedding_dimension(self) -> int:
-        """Output dimension, ``truncate_dim`` applied (sentence-transformers' name)."""
+    def get_embedding_dimension(self) -> int:
+        """Output dimension of :meth:`encode`, ``truncate_dim`` applied (ST 6.2's name)."""
         return self.truncate_dim or self.embedding_dim
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """Alias of :meth:`get_embedding_dimension` (the name before sentence-transformers 6.2)."""
+        return self.get_embedding_dimension()
 
     @property
     def max_seq_length(self) -> int | None:
@@ -129,6 +181,7 @@ class Embedder:
 
     @max_seq_length.setter
     def max_seq_length(self, value: int | None) -> None:
+        value = st_args.check_max_seq_length(value, self.config.max_position_embeddings)
         self.tokenizer.set_max_seq_length(value)
         self._set_buckets()
 
@@ -142,82 +195,155 @@ class Embedder:
 
     # ---- encoding ---------------------------------------------------------------------------
 
-    def encode(self, texts: str | Sequence[str], prompt_name: str | None = None,
-               prompt: str | None = None, batch_size: int = 32, truncate_dim: int | None = None,
-               normalize_embeddings: bool = False, show_progress_bar: bool | None = None,
-               pack: bool | None = None) -> np.ndarray:
+    def encode(self, inputs: str | Sequence[str], prompt_name: str | None = None,
+               prompt: str | None = None, batch_size: int = 32,
+               show_progress_bar: bool | None = None,
+               output_value: str | None = "sentence_embedding", precision: str = "float32",
+               convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+               device: Any = None, normalize_embeddings: bool = False,
+               truncate_dim: int | None = None, pool: Any = None, chunk_size: int | None = None,
+               *, pack: bool | None = None):
         """Embed texts: float32 ``[n, dim]`` (``[dim]`` for a single str).
 
+        The arguments and their order are sentence-transformers 6.2's ``encode``
+        (docs/st_dropin.md), with the same rules: truncate, then normalise, then
+        quantise; ``convert_to_tensor`` wins over ``convert_to_numpy``.
+
         Args:
-          texts: a str or a sequence of str (an empty list gives ``[0, dim]``).
+          inputs: a str or a sequence of str (an empty list gives ``[0, dim]``).
           prompt_name: key of :attr:`prompts` to prepend.
           prompt: explicit prompt string (wins over ``prompt_name``); the default
             prompt (``default_prompt_name``) applies when both are None.
           batch_size: texts per forward pass (rows per pass when packing).
+          show_progress_bar: tqdm bar; None shows one only for more than 8 batches.
+          output_value: "sentence_embedding", or "token_embeddings": a list with one
+            float32 ``[tokens_i, hidden]`` array per text (no padding; the backbone's
+            last hidden state, before pooling; no truncation or normalisation).
+          precision: "float32", or "int8" / "uint8" / "binary" / "ubinary" as
+            :func:`tarka_jax.quantize.quantize_embeddings` (int8 / uint8 calibrate on
+            this call's embeddings, so they need more than one text).
+          convert_to_numpy: True: one numpy array; False: a list of per-text arrays.
+          convert_to_tensor: one ``jax.Array`` on the model's device.
+          device: None or the model's own device (one model, one device).
+          normalize_embeddings: L2-normalise the returned vectors (after truncation).
           truncate_dim: keep the first ``truncate_dim`` dimensions (Matryoshka),
             after the model's own normalisation; default: the constructor's.
-          normalize_embeddings: L2-normalise the returned vectors (after truncation).
-          show_progress_bar: tqdm bar; None shows one only for more than 8 batches.
+          pool, chunk_size: ST's multi-process pool; not supported (must be None).
           pack: several texts per row (segment ids keep them apart): the same
             embeddings with far less padding. None = the constructor's default
             (True: it measured faster, BENCHMARKS.md); False = one text per row,
             sorted by length and bucketed, like sentence-transformers.
         """
-        texts, single = check_texts(texts)
+        texts, single = check_texts(inputs)
+        check_encodable(texts)
         prompt = self._resolve_prompt(prompt, prompt_name)
         truncate_dim = self._check_truncate_dim(truncate_dim) or self.truncate_dim
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = st_args.check_int("batch_size", batch_size)
+        self._check_encode_options(output_value, precision, device, pool, chunk_size)
+        if output_value == "token_embeddings":
+            out = self._token_embeddings(texts, prompt, batch_size)
+            if precision != "float32" and out:
+                out = quantize_embeddings(out, precision)
+            if convert_to_tensor:
+                out = [jax.device_put(x, self.device) for x in out]
+            return out[0] if single else out
         if not texts:
-            return np.zeros((0, truncate_dim or self.embedding_dim), np.float32)
-
-        ids = self.tokenizer.encode(texts, prompt=prompt)
-        if self.pack if pack is None else pack:
-            out = self._run_packed(ids, batch_size, show_progress_bar)
+            out = np.zeros((0, truncate_dim or self.embedding_dim), np.float32)
         else:
-            out = self._run_sorted(ids, batch_size, show_progress_bar)
-        if truncate_dim:
-            out = out[:, :truncate_dim]
-        if normalize_embeddings:
-            out = l2_normalize(out)
-        out = np.ascontiguousarray(out, dtype=np.float32)
+            ids = self.tokenizer.encode(texts, prompt=prompt)
+            if self.pack if pack is None else pack:
+                out = self._run_packed(ids, batch_size, show_progress_bar)
+            else:
+                out = self._run_sorted(ids, batch_size, show_progress_bar)
+            if truncate_dim:
+                out = out[:, :truncate_dim]
+            if normalize_embeddings:
+                out = l2_normalize(out)
+            out = np.ascontiguousarray(out, dtype=np.float32)
+            if precision != "float32":
+                out = quantize_embeddings(out, precision)
+        if convert_to_tensor:
+            out = jax.device_put(out, self.device)
+        elif not convert_to_numpy:
+            out = [jax.device_put(row, self.device) for row in out]
         return out[0] if single else out
 
-    def encode_query(self, texts, prompt_name: str | None = None, prompt: str | None = None,
-                     **kwargs) -> np.ndarray:
-        """:meth:`encode` with the "query" prompt when the model has one."""
+    def encode_query(self, inputs, prompt_name: str | None = None, prompt: str | None = None,
+                     *args, **kwargs):
+        """:meth:`encode` (same arguments) with the "query" prompt when the model has one."""
         if prompt_name is None and prompt is None and "query" in self.prompts:
             prompt_name = "query"
-        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
+        return self.encode(inputs, prompt_name, prompt, *args, **kwargs)
 
-    def encode_document(self, texts, prompt_name: str | None = None, prompt: str | None = None,
-                        **kwargs) -> np.ndarray:
+    def encode_document(self, inputs, prompt_name: str | None = None, prompt: str | None = None,
+                        *args, **kwargs):
         """:meth:`encode` with the first of the "document", "passage", "corpus" prompts."""
         if prompt_name is None and prompt is None:
             prompt_name = next((n for n in _DOCUMENT_PROMPTS if n in self.prompts), None)
-        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
+        return self.encode(inputs, prompt_name, prompt, *args, **kwargs)
 
     def similarity(self, a, b) -> np.ndarray:
         """Pairwise similarity ``[len(a), len(b)]`` with the model's similarity function.
 
         Cosine for every checkpoint we know of; "dot", "euclidean" and "manhattan"
-        (negative distances) as in sentence-transformers.
+        (negative distances) as in sentence-transformers. Inputs are ``[n, dim]``
+        or ``[dim]``.
         """
-        a = np.atleast_2d(np.asarray(a, np.float32))
-        b = np.atleast_2d(np.asarray(b, np.float32))
-        if a.shape[-1] != b.shape[-1]:
-            raise ValueError(f"cannot compare {a.shape[-1]}-d with {b.shape[-1]}-d embeddings")
-        name = self.similarity_fn_name
-        if name == "cosine":
-            a, b = l2_normalize(a), l2_normalize(b)
-            return a @ b.T
-        if name == "dot":
-            return a @ b.T
-        if name == "euclidean":
-            return -np.linalg.norm(a[:, None] - b[None], axis=-1)
-        if name == "manhattan":
-            return -np.abs(a[:, None] - b[None]).sum(-1)
-        raise ValueError(f"unknown similarity function {name!r}")
+        return similarity.matrix(a, b, self.similarity_fn_name)
+
+    def similarity_pairwise(self, a, b) -> np.ndarray:
+        """``[n]``: the similarity of ``a[i]`` with ``b[i]`` (sentence-transformers' method)."""
+        return similarity.pairwise(a, b, self.similarity_fn_name)
+
+    # ---- tokenising and saving --------------------------------------------------------------
+
+    def preprocess(self, inputs: str | Sequence[str], prompt: str | None = None
+                   ) -> dict[str, np.ndarray]:
+        """Tokenise as :meth:`encode` does: int32 ``input_ids`` / ``attention_mask`` ``[B, T]``.
+
+        sentence-transformers 6.2's name (``tokenize`` is its deprecated alias, kept
+        here too). Rows are padded to the longest text; ``segment_ids`` and
+        ``positions`` are what the JAX model takes.
+        """
+        texts, _ = check_texts(inputs)
+        check_encodable(texts)
+        batch = self.tokenizer.pad(self.tokenizer.encode(texts, prompt=prompt))
+        batch["attention_mask"] = (batch["segment_ids"] > 0).astype(np.int32)
+        return batch
+
+    def tokenize(self, texts: str | Sequence[str], prompt: str | None = None
+                 ) -> dict[str, np.ndarray]:
+        """Alias of :meth:`preprocess` (the name sentence-transformers deprecated in 6.2)."""
+        return self.preprocess(texts, prompt=prompt)
+
+    def save(self, path: str, model_name: str | None = None, create_model_card: bool = True,
+             train_datasets=None, safe_serialization: bool = True) -> None:
+        """Write a sentence-transformers folder ``SentenceTransformer(path)`` loads.
+
+        It carries this model's current prompts, default prompt, similarity function and
+        max_seq_length. Written into a temporary sibling and moved into place; an existing
+        ``path`` is replaced only if tarka-jax wrote it and it holds nothing else
+        (never the model's own folder, or the current directory).
+        ``model_name`` / ``create_model_card`` / ``train_datasets`` are accepted for
+        sentence-transformers compatibility and write nothing extra.
+        """
+        from tarka_jax.convert.st_folder import SentenceTransformerMeta, save_sentence_transformers
+        from tarka_jax.convert.safe_write import output_folder
+
+        if not safe_serialization:
+            raise ValueError("tarka-jax writes safetensors only (safe_serialization=False)")
+        if self.source_folder is None:
+            raise ValueError("save needs the tokenizer files: build the model with "
+                             "Embedder.from_pretrained")
+        meta = SentenceTransformerMeta(dict(self.prompts), self.default_prompt_name,
+                                       self.max_seq_length, self.similarity_fn_name)
+        params = jax.tree.map(np.asarray, self.params)
+        with output_folder(path, sources=[self.source_folder], force=True) as tmp:
+            save_sentence_transformers(tmp, self.config, params, meta, self.source_folder)
+
+    def save_pretrained(self, path: str, **kwargs) -> None:
+        """Same as :meth:`save` (sentence-transformers has both names)."""
+        self.save(path, **kwargs)
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -235,6 +361,34 @@ class Embedder:
         if self.default_prompt_name is not None:
             return self.prompts.get(self.default_prompt_name)
         return None
+
+    def _check_encode_options(self, output_value, precision, device, pool, chunk_size) -> None:
+        if output_value not in ("sentence_embedding", "token_embeddings"):
+            raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', "
+                             f"got {output_value!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if pool is not None or chunk_size is not None:
+            raise ValueError("pool / chunk_size (multi-process encoding) are not supported: one "
+                             "model encodes on one device; batch_size sets the work per step")
+        if device is not None and st_args.single_device(device) != self._device_or_default():
+            raise ValueError(f"encode(device={device!r}): this model lives on "
+                             f"{self._device_or_default()}; build it with device=... instead")
+
+    def _device_or_default(self):
+        return self.device if self.device is not None else jax.devices()[0]
+
+    def _token_embeddings(self, texts, prompt, batch_size) -> list[np.ndarray]:
+        """One float32 ``[tokens_i, hidden]`` array per text (one text per row, as planned
+        by :func:`tarka_jax.batching.plan_sorted`), in input order."""
+        ids = self.tokenizer.encode(texts, prompt=prompt)
+        out: list[np.ndarray | None] = [None] * len(ids)
+        for p in batching.plan_sorted(ids, batch_size, self.buckets, **self._policy()):
+            hidden = np.asarray(_tokens_jit(self.params, p.arrays, self.config, dtype=self.dtype,
+                                            attention=self.attention), np.float32)
+            for i, r in zip(p.texts, p.row):
+                out[i] = hidden[r, :len(ids[i])].copy()
+        return out
 
     def _check_truncate_dim(self, truncate_dim: int | None) -> int | None:
         if truncate_dim is None:

@@ -101,3 +101,42 @@ def jax_only_model(tmp_path_factory) -> str:
     meta = SentenceTransformerMeta(prompts=dict(GEMMA_PROMPTS))
     save_sentence_transformers(out, config, params, meta, tok_dir)
     return out
+
+
+# ---- safety (output folders, resume checks) --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def make_run_folder():
+    """write(model_folder, run_dir, config_dict, steps) -> run_dir: a distillation run folder.
+
+    Written by the run's own helpers (run.json, student/, orbax checkpoints of
+    ``{step, params, opt_state}``) without training, so tests of what surrounds a run
+    (export, resume checks) need no compile. ``config_dict`` is a
+    ``DistillConfig.to_dict()``; its optimizer shapes the saved optimizer state.
+    """
+
+    def write(model_folder: str, run_dir: str, config_dict: dict, steps=(2,),
+              data_position: dict | None = None) -> str:
+        import numpy as np
+
+        from tarka_jax.checkpoint import load_checkpoint
+        from tarka_jax.distill import checkpointing as ckpt
+        from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
+
+        model = load_checkpoint(model_folder)
+        tx, _ = make_optimizer(OptimizerConfig(**config_dict["optimizer"]),
+                               config_dict["train"]["steps"])
+        ckpt.write_run_files(run_dir, config_dict=config_dict, config_text="# test run\n",
+                             student=model.config, teacher=model.config,
+                             student_meta=model.meta, student_tokenizer_folder=model.folder)
+        mngr = ckpt.manager(run_dir, keep=len(steps), async_save=False)
+        for step in steps:
+            ckpt.save(mngr, step, {"step": np.int32(step), "params": model.params,
+                                   "opt_state": tx.init(model.params)},
+                      data_position or {"epoch": 0, "index": 0, "seed": 0})
+        mngr.wait_until_finished()
+        mngr.close()
+        return run_dir
+
+    return write

@@ -142,6 +142,7 @@ def _export(run: str, out: str) -> None:
 
     import numpy as np
     from tarka_jax.convert.common import prepare_output
+    from tarka_jax.convert.safe_write import write_marker
 
     from tarka_jax.checkpoint import load_checkpoint, save_sentence_transformers
     from tarka_jax.distill.export import load_run_step
@@ -165,6 +166,7 @@ def _export(run: str, out: str) -> None:
             params=sum(int(np.size(x)) for x in _leaves(ckpt.params)),
             steps=toml["train"]["steps"], batch=toml["data"]["batch_size"],
             mdims="/".join(map(str, toml["loss"]["matryoshka_dims"]))))
+    write_marker(out, "demo-model")  # ours: a later --force may replace it
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
     print(f"wrote {out} ({size / 2**20:.1f} MiB)")
 

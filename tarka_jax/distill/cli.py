@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --workdir (state and data "
                         "position)")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: accept a config that differs from the run's in what "
+                        "changes training, recorded in config_changes.jsonl with its step")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_steps is not None and args.max_steps <= 0:
         raise ValueError(f"--max-steps must be > 0, got {args.max_steps}")
     result = train(config, workdir, max_steps=args.max_steps, resume=args.resume,
-                   config_text=text)
+                   config_text=text, allow_config_change=args.allow_config_change)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in result.items()
                       if k in ("loss", "cosine", "kl", "eval_cosine") and v is not None)
     print(f"step {result['step']}: {shown}; run folder {workdir}")

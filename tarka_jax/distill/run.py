@@ -12,6 +12,7 @@ import numpy as np
 
 from tarka_jax.convert import Checkpoint, open_model
 from tarka_jax.distill import checkpointing as ckpt
+from tarka_jax.distill import resume_check
 from tarka_jax.distill import sharding as shd
 from tarka_jax.distill.config import DistillConfig, DistillConfigError
 from tarka_jax.distill.data import PairTokenizer, TextBatches, check_files, read_corpus
@@ -189,9 +190,13 @@ def _window_mean(window: list[dict]) -> dict:
     return out
 
 
-def _open_checkpoints(config: DistillConfig, workdir: str, resume: bool):
-    """The run's checkpoint manager, refusing a fresh start over old checkpoints and a
-    resume with none."""
+def _open_checkpoints(config: DistillConfig, workdir: str, resume: bool, *,
+                      config_text: str | None = None, allow_config_change: bool = False):
+    """The run's checkpoint manager, refusing a fresh start over old checkpoints or into a
+    folder that is not a run folder, a resume with none, and a resume whose config changes
+    the math (unless ``allow_config_change``, which records the change)."""
+    if not resume:
+        resume_check.check_new_run_folder(workdir, ckpt.RUN_FILE)
     mngr = ckpt.manager(workdir, keep=config.checkpoint.keep,
                         async_save=config.checkpoint.async_save)
     latest = mngr.latest_step()
@@ -203,6 +208,14 @@ def _open_checkpoints(config: DistillConfig, workdir: str, resume: bool):
     if resume and latest is None:
         mngr.close()
         raise ckpt.RunFolderError(f"--resume: no checkpoint in {workdir}")
+    if resume:  # refuses (or records) a config that differs from run.json's
+        try:
+            resume_check.check_resume(workdir, ckpt.read_run_file(workdir)["config"],
+                                      config.to_dict(), step=latest, config_text=config_text,
+                                      allow_config_change=allow_config_change)
+        except Exception:
+            mngr.close()
+            raise
     return mngr
 
 
@@ -226,7 +239,8 @@ def _teacher_side(prep: Prepared, mesh):
 
 
 def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
-          resume: bool = False, config_text: str | None = None) -> dict[str, Any]:
+          resume: bool = False, config_text: str | None = None,
+          allow_config_change: bool = False) -> dict[str, Any]:
     """Run (or resume) distillation in ``workdir``; returns the last logged metrics.
 
     Args:
@@ -244,17 +258,19 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
         raise DistillConfigError(
             f"the micro-batch (data.batch_size / optimizer.accumulation_steps = {micro}) must "
             f"split evenly over the {mesh.size} devices of the mesh")
-    mngr = _open_checkpoints(config, workdir, resume)
+    mngr = _open_checkpoints(config, workdir, resume, config_text=config_text,
+                             allow_config_change=allow_config_change)
     tx, schedule = make_optimizer(config.optimizer, config.train.steps)
     data = TextBatches(prep.train_texts, prep.pair, config.data.batch_size, config.data.seed,
                        jax.process_index(), jax.process_count(), prompts=prep.train_prompts)
     state, state_sh = _initial_state(prep, tx, mesh, mngr, data, resume, workdir)
-    ckpt.write_run_files(workdir, config_dict=config.to_dict(), config_text=config_text,
-                         student=prep.student.config,
-                         teacher=(prep.teacher.config if prep.teacher is not None
-                                  else _CachedTeacherInfo(prep.cache)),
-                         student_meta=prep.student.meta,
-                         student_tokenizer_folder=prep.student.folder)
+    if not resume:  # a resume keeps run.json / config.toml as the run started
+        ckpt.write_run_files(workdir, config_dict=config.to_dict(), config_text=config_text,
+                             student=prep.student.config,
+                             teacher=(prep.teacher.config if prep.teacher is not None
+                                      else _CachedTeacherInfo(prep.cache)),
+                             student_meta=prep.student.meta,
+                             student_tokenizer_folder=prep.student.folder)
     teacher_params, teacher_sh, cache_rows = _teacher_side(prep, mesh)
     cached = cache_rows is not None
     step_cfg = StepConfig(student=prep.student.config,

@@ -247,14 +247,16 @@ def transplant_embeddings(teacher_table: np.ndarray, teacher_folder: str, studen
 
 def init_student(teacher: str, tokenizer_folder: str, out_dir: str, *,
                  reinit: Sequence[int] = (), output_dim: int = 0, seed: int = 0,
-                 max_seq_length: int | None = None) -> InitReport:
-    """Write the student folder; returns the embedding report."""
+                 max_seq_length: int | None = None, force: bool = False) -> InitReport:
+    """Write the student folder (``force``: replace an earlier output of ours); the report."""
     from tarka_jax.convert import open_model
+    from tarka_jax.convert.safe_write import check_output, output_folder
     from tarka_jax.convert.sources import resolve_folder
     from tarka_jax.convert.st_folder import save_sentence_transformers
     from tarka_jax.distill.surgery import reinit_layers, resize_output
     from tarka_jax.tokenizer import TextTokenizer
 
+    check_output(out_dir, sources=[teacher, tokenizer_folder], force=force)  # before any work
     ckpt = open_model(teacher)
     tokenizer_folder = resolve_folder(tokenizer_folder)
     table, report = transplant_embeddings(
@@ -267,13 +269,14 @@ def init_student(teacher: str, tokenizer_folder: str, out_dir: str, *,
     params = reinit_layers(config, params, reinit, seed)
     config, params = resize_output(config, params, output_dim, seed)
     meta = dataclasses.replace(ckpt.meta, max_seq_length=max_seq_length or ckpt.meta.max_seq_length)
-    save_sentence_transformers(out_dir, config, params, meta, tokenizer_folder)
-    write_json(os.path.join(out_dir, "init_student.json"), {
-        "teacher": str(teacher), "tokenizer": tokenizer_folder,
-        "reinit_layers": list(reinit), "output_dim": config.embedding_dim,
-        "seed": seed, **{k: v for k, v in dataclasses.asdict(report).items()
-                         if k != "random_ids"},
-        "random_ids_first": report.random_ids[:100]})
+    with output_folder(out_dir, sources=[ckpt.folder, tokenizer_folder], force=force) as tmp:
+        save_sentence_transformers(tmp, config, params, meta, tokenizer_folder)
+        write_json(os.path.join(tmp, "init_student.json"), {
+            "teacher": str(teacher), "tokenizer": tokenizer_folder,
+            "reinit_layers": list(reinit), "output_dim": config.embedding_dim,
+            "seed": seed, **{k: v for k, v in dataclasses.asdict(report).items()
+                             if k != "random_ids"},
+            "random_ids_first": report.random_ids[:100]})
     return report
 
 
@@ -294,16 +297,15 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seq-length", type=int, default=None,
                    help="the student's max_seq_length (default: the teacher's)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random row / layer")
-    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an --out folder tarka-jax wrote (never one with other files)")
 
 
 def _run(args) -> int:
-    if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
-        raise FileExistsError(f"{args.out} is not empty (pass --force to overwrite)")
     layers = [int(x) for x in args.reinit_layers.split(",") if x.strip()]
     report = init_student(args.teacher, args.tokenizer, args.out, reinit=layers,
                           output_dim=args.output_dim, seed=args.seed,
-                          max_seq_length=args.max_seq_length)
+                          max_seq_length=args.max_seq_length, force=args.force)
     print(report.summary())
     print(f"wrote {args.out}")
     return 0
