@@ -13,7 +13,7 @@ from tarka_jax.convert.safetensors_io import STORAGE_DTYPES as DTYPES
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     add_common_arguments(p)
-
+    return p
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +25,6 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace an output folder tarka-jax wrote earlier (never the source, "
                         "the current directory or a folder holding other files)")
-
 
 
 def prepare_output(out: str, force: bool) -> None:

@@ -175,3 +175,32 @@ def plan_packed(ids, batch_size: int, widths: Sequence[int], *, pad_id: int = 0,
             n_rows = round_rows(len(part), full, row_multiple, devices)
             passes.append(_layout(ids, part, width, n_rows, per_row, pad_id))
     return passes
+
+
+def pipelined(forward, batches, total: int, show_progress_bar: bool):
+    """Yield ``(key, numpy result)`` per ``(key, batch)``, dispatching batch i+1 before
+    fetching batch i, so host work and device work overlap.
+
+    ``forward(batch, key.segments)`` returns a device array (asynchronously dispatched).
+    """
+    bar = None
+    if show_progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="Batches", unit="batch")
+    pending = None
+    try:
+        for key, batch in batches:
+            current = (key, forward(batch, key.segments))
+            if pending is not None:
+                yield pending[0], np.asarray(pending[1])
+                if bar is not None:
+                    bar.update(1)
+            pending = current
+        if pending is not None:
+            yield pending[0], np.asarray(pending[1])
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()

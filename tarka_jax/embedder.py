@@ -1,14 +1,7 @@
 """The sentence-transformers-style API: :class:`Embedder` (numpy in, numpy out) and :func:`load`.
 
-Inference shape policy (why a call compiles what it compiles): see
-:mod:`tarka_jax.batching`. In short: unpacked rows are padded to row lengths
-that step by 64/128 above 128 tokens; packed texts share rows only with texts
-of similar length (one length group per power of two); a group's partial pass
-is padded to a multiple of 8 rows (powers of two below 8); compiled programs
-are reused across calls (one module-level ``jax.jit``, params passed as an
-argument) and :attr:`Embedder.compiled_shapes` lists the (rows, length,
-segments) seen. ``buckets_per_octave >= 2`` selects the older geometric length
-buckets for unpacked rows (BENCHMARKS.md has the measured trade-off).
+Which texts share a forward pass and at what shape (so what a call compiles):
+:mod:`tarka_jax.batching`; :attr:`Embedder.compiled_shapes` lists the shapes seen.
 """
 
 from __future__ import annotations
@@ -22,7 +15,7 @@ import numpy as np
 from tarka_jax import batching, similarity, st_args
 from tarka_jax.model import embed, token_embeddings
 from tarka_jax.numerics import l2_normalize, resolve_dtype
-from tarka_jax.quantize import PRECISIONS, quantize_embeddings
+from tarka_jax.quantize import quantize_embeddings
 from tarka_jax.text_input import check_encodable
 from tarka_jax.tokenizer import TextTokenizer, check_texts, length_buckets
 
@@ -80,7 +73,7 @@ class Embedder:
         self.default_prompt_name = default_prompt_name
         self.similarity_fn_name = similarity_fn_name
         self.attention = attention
-        self.truncate_dim = self._check_truncate_dim(truncate_dim)
+        self.truncate_dim = st_args.check_truncate_dim(truncate_dim, self.config.embedding_dim)
         self.pack = bool(pack)
         self.pack_segments = (None if pack_segments is None
                               else st_args.check_int("pack_segments", pack_segments))
@@ -126,30 +119,18 @@ class Embedder:
             None = the checkpoint's.
           truncate_dim: default Matryoshka dimension for every encode call.
         """
-        from tarka_jax.checkpoint import load_checkpoint
+        from tarka_jax.convert import open_model
 
-        if cache_folder is not None and cache_dir is not None and cache_folder != cache_dir:
-            raise ValueError("cache_folder and cache_dir are the same setting; pass one")
-        cache_dir = cache_dir if cache_dir is not None else cache_folder
-        token = token if token is not None else use_auth_token
-        st_args.ignored_st_options(trust_remote_code=trust_remote_code, backend=backend,
-                                   processor_kwargs=processor_kwargs,
-                                   config_kwargs=config_kwargs, model_card_data=model_card_data)
-        kwargs_dtype = st_args.model_kwargs_dtype(model_kwargs)
-        if kwargs_dtype is not None:
-            if dtype not in ("float32", kwargs_dtype):
-                raise ValueError(f"dtype={dtype!r} and model_kwargs' dtype {kwargs_dtype!r} "
-                                 "disagree; pass one")
-            dtype = kwargs_dtype
+        model_name_or_path, dtype, device, cache_dir, token = st_args.from_pretrained_options(
+            model_name_or_path, dtype=dtype, device=device, revision=revision,
+            cache_dir=cache_dir, cache_folder=cache_folder, token=token,
+            use_auth_token=use_auth_token, local_files_only=local_files_only,
+            model_kwargs=model_kwargs, trust_remote_code=trust_remote_code, backend=backend,
+            processor_kwargs=processor_kwargs, config_kwargs=config_kwargs,
+            model_card_data=model_card_data)
         resolve_dtype(dtype)  # refuse float16 before reading any weights
         _check_attention(attention)
-        device = st_args.single_device(device)
-        st_args.refuse_run_folder(model_name_or_path)
-        if local_files_only:
-            model_name_or_path = st_args.local_only_folder(
-                model_name_or_path, revision=revision, cache_dir=cache_dir)
-        ckpt = load_checkpoint(model_name_or_path, revision=revision, cache_dir=cache_dir,
-                               token=token)
+        ckpt = open_model(model_name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         merged = {**ckpt.meta.prompts, **(prompts or {})}  # ST: the caller's win per name
         model = cls(ckpt.config, ckpt.params, _tokenizer_for(ckpt, max_seq_length),
                     prompts=merged,
@@ -237,9 +218,11 @@ class Embedder:
         texts, single = check_texts(inputs)
         check_encodable(texts)
         prompt = self._resolve_prompt(prompt, prompt_name)
-        truncate_dim = self._check_truncate_dim(truncate_dim) or self.truncate_dim
+        truncate_dim = (st_args.check_truncate_dim(truncate_dim, self.config.embedding_dim)
+                        or self.truncate_dim)
         batch_size = st_args.check_int("batch_size", batch_size)
-        self._check_encode_options(output_value, precision, device, pool, chunk_size)
+        st_args.check_encode_options(output_value, precision, pool, chunk_size, device,
+                                     self._device_or_default())
         if output_value == "token_embeddings":
             out = self._token_embeddings(texts, prompt, batch_size)
             if precision != "float32" and out:
@@ -362,19 +345,6 @@ class Embedder:
             return self.prompts.get(self.default_prompt_name)
         return None
 
-    def _check_encode_options(self, output_value, precision, device, pool, chunk_size) -> None:
-        if output_value not in ("sentence_embedding", "token_embeddings"):
-            raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', "
-                             f"got {output_value!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if pool is not None or chunk_size is not None:
-            raise ValueError("pool / chunk_size (multi-process encoding) are not supported: one "
-                             "model encodes on one device; batch_size sets the work per step")
-        if device is not None and st_args.single_device(device) != self._device_or_default():
-            raise ValueError(f"encode(device={device!r}): this model lives on "
-                             f"{self._device_or_default()}; build it with device=... instead")
-
     def _device_or_default(self):
         return self.device if self.device is not None else jax.devices()[0]
 
@@ -389,17 +359,6 @@ class Embedder:
             for i, r in zip(p.texts, p.row):
                 out[i] = hidden[r, :len(ids[i])].copy()
         return out
-
-    def _check_truncate_dim(self, truncate_dim: int | None) -> int | None:
-        if truncate_dim is None:
-            return None
-        dim = self.config.embedding_dim
-        if (not isinstance(truncate_dim, (int, np.integer)) or isinstance(truncate_dim, bool)
-                or not 0 < truncate_dim <= dim):
-            raise ValueError(
-                f"truncate_dim must be an int in 1..{dim} (the model's dimension), "
-                f"got {truncate_dim!r}")
-        return int(truncate_dim)
 
     def _forward(self, batch: dict[str, np.ndarray], segments: int):
         rows, width = batch["input_ids"].shape
@@ -424,35 +383,12 @@ class Embedder:
     def _run(self, passes, n_texts: int, show_progress_bar) -> np.ndarray:
         """Run the planned passes (pipelined) and put each embedding back at its input index."""
         out = np.empty((n_texts, self.embedding_dim), np.float32)
+        show = (len(passes) > _AUTO_PROGRESS_BATCHES if show_progress_bar is None
+                else show_progress_bar)
         batches = ((p, p.arrays) for p in passes)
-        for p, result in self._pipeline(batches, len(passes), show_progress_bar):
+        for p, result in batching.pipelined(self._forward, batches, len(passes), show):
             out[p.texts] = result[p.row, p.slot]
         return out
-
-    def _pipeline(self, batches, total: int, show_progress_bar):
-        """Dispatch batch i+1 before fetching batch i, so host and device overlap."""
-        show = total > _AUTO_PROGRESS_BATCHES if show_progress_bar is None else show_progress_bar
-        bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, desc="Batches", unit="batch")
-        pending = None
-        try:
-            for key, batch in batches:
-                current = (key, self._forward(batch, key.segments))
-                if pending is not None:
-                    yield pending[0], np.asarray(pending[1])
-                    if bar is not None:
-                        bar.update(1)
-                pending = current
-            if pending is not None:
-                yield pending[0], np.asarray(pending[1])
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
 
 
 def _check_attention(attention: str | None) -> None:

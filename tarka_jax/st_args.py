@@ -175,3 +175,55 @@ __all__ = [
     "resolve_device",
     "single_device",
 ]
+
+
+def check_truncate_dim(truncate_dim, dim: int) -> int | None:
+    """None, or an int in 1..dim (numpy integers accepted); a clear error otherwise."""
+    if truncate_dim is None:
+        return None
+    if (not isinstance(truncate_dim, (int, np.integer)) or isinstance(truncate_dim, bool)
+            or not 0 < truncate_dim <= dim):
+        raise ValueError(
+            f"truncate_dim must be an int in 1..{dim} (the model's dimension), "
+            f"got {truncate_dim!r}")
+    return int(truncate_dim)
+
+
+def check_encode_options(output_value, precision, pool, chunk_size, device,
+                         model_device) -> None:
+    """``encode``'s sentence-transformers options we serve, or a clear refusal."""
+    from tarka_jax.quantize import PRECISIONS
+
+    if output_value not in ("sentence_embedding", "token_embeddings"):
+        raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', "
+                         f"got {output_value!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if pool is not None or chunk_size is not None:
+        raise ValueError("pool / chunk_size (multi-process encoding) are not supported: one "
+                         "model encodes on one device; batch_size sets the work per step")
+    if device is not None and single_device(device) != model_device:
+        raise ValueError(f"encode(device={device!r}): this model lives on {model_device}; "
+                         "build it with device=... instead")
+
+
+def from_pretrained_options(path, *, dtype, device, revision, cache_dir, cache_folder, token,
+                            use_auth_token, local_files_only, model_kwargs, **ignored):
+    """sentence-transformers' constructor keywords -> ``(path, dtype, device, cache_dir,
+    token)`` for ``Embedder.from_pretrained``; ``ignored`` options warn when set."""
+    if cache_folder is not None and cache_dir is not None and cache_folder != cache_dir:
+        raise ValueError("cache_folder and cache_dir are the same setting; pass one")
+    cache_dir = cache_dir if cache_dir is not None else cache_folder
+    token = token if token is not None else use_auth_token
+    ignored_st_options(**ignored)
+    kwargs_dtype = model_kwargs_dtype(model_kwargs)
+    if kwargs_dtype is not None:
+        if dtype not in ("float32", kwargs_dtype):
+            raise ValueError(f"dtype={dtype!r} and model_kwargs' dtype {kwargs_dtype!r} "
+                             "disagree; pass one")
+        dtype = kwargs_dtype
+    device = single_device(device)
+    refuse_run_folder(path)
+    if local_files_only:
+        path = local_only_folder(path, revision=revision, cache_dir=cache_dir)
+    return path, dtype, device, cache_dir, token

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from tarka_jax import Embedder, text_input
-from tarka_jax.cli import main, read_documents
+from tarka_jax.cli import main
+from tarka_jax.cli_inference import read_documents
 from tarka_jax.text_input import TextInputError
 
 TEXT = "Mars is known as the Red Planet"
