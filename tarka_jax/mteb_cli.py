@@ -97,7 +97,7 @@ def load_data(tasks: list) -> tuple[list, dict[str, str]]:
         try:
             task.load_data()
             ready.append(task)
-        except Exception as e:  # datasets / hub errors, offline mode, missing files
+        except Exception as e:  # noqa: BLE001 -- datasets / hub errors, offline, missing files
             path = (task.metadata.dataset or {}).get("path", "?")
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")

@@ -90,3 +90,33 @@ def test_cli_mteb_errors(tmp_path, capsys):
     rc = _run(["mteb", "--model", "builtin:demo-mini", "--output-folder", str(tmp_path)])
     assert rc == 2 and "give --tasks, --benchmark or --task-module" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "summary.json")
+
+
+def test_docstring_task_module_follows_its_rules():
+    """examples/mteb_docstring_tasks.py (the README's and the benchmark's tasks) loads offline."""
+    from tarka_jax.demo import load_corpus
+    from tarka_jax.mteb_cli import load_task_module
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tasks = {t.metadata.name: t for t in load_task_module(
+        os.path.join(root, "examples", "mteb_docstring_tasks.py"))}
+    assert set(tasks) == {"DocstringRetrieval", "DocstringSTS", "DocstringClassification",
+                          "DocstringClustering", "DocstringPairClassification"}
+    held = load_corpus().split("heldout")
+    body_of = {p["body"]: p for p in held}
+    sts = tasks["DocstringSTS"]
+    sts.load_data()
+    test = sts.dataset["test"]
+    for s1, s2, gold in zip(test["sentence1"], test["sentence2"], test["score"]):
+        a = next(p for p in held if p["summary"] == s1)
+        b = body_of[s2]
+        same_module = a["source"].split(".")[0] == b["source"].split(".")[0]
+        assert gold == (5.0 if a is b else 2.0 if same_module else 0.0)
+    retrieval = tasks["DocstringRetrieval"]
+    retrieval.load_data()
+    split = retrieval.dataset["default"]["test"]
+    assert len(split["queries"]) == len(split["corpus"]) == len(held)
+    clf = tasks["DocstringClassification"]
+    clf.load_data()
+    assert set(clf.dataset["test"]["label"]) <= set(clf.dataset["train"]["label"])
+    assert len(set(clf.dataset["test"]["label"])) >= 5
