@@ -18,17 +18,17 @@ import pytest
 pytestmark = pytest.mark.torch
 mteb = pytest.importorskip("mteb")
 
-from datasets import Dataset, DatasetDict  # noqa: E402  (mteb brings datasets)
-from mteb.abstasks.classification import AbsTaskClassification  # noqa: E402
-from mteb.abstasks.clustering import AbsTaskClustering  # noqa: E402
-from mteb.abstasks.pair_classification import AbsTaskPairClassification  # noqa: E402
-from mteb.abstasks.retrieval import AbsTaskRetrieval  # noqa: E402
-from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData  # noqa: E402
-from mteb.abstasks.sts import AbsTaskSTS  # noqa: E402
-from mteb.abstasks.task_metadata import TaskMetadata  # noqa: E402
-from mteb.types import PromptType  # noqa: E402
+from datasets import Dataset, DatasetDict
+from mteb.abstasks.classification import AbsTaskClassification
+from mteb.abstasks.clustering import AbsTaskClustering
+from mteb.abstasks.pair_classification import AbsTaskPairClassification
+from mteb.abstasks.retrieval import AbsTaskRetrieval
+from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+from mteb.abstasks.sts import AbsTaskSTS
+from mteb.abstasks.task_metadata import TaskMetadata
+from mteb.types import PromptType
 
-from tarka_jax.testing import GEMMA_PROMPTS, long_text  # noqa: E402
+from tarka_jax.testing import GEMMA_PROMPTS, long_text
 
 EMBED_TOL = 1e-6
 SCORE_TOL = 1e-4
@@ -253,7 +253,6 @@ def test_mteb_demo_mini_matches_sentence_transformers():
 def test_mteb_prompt_fallbacks_match_sentence_transformers(tmp_path):
     """Odd prompt sets: ST's built-in query/document keys, "passage", a default prompt."""
     from mteb.models import SentenceTransformerEncoderWrapper
-    from sentence_transformers import SentenceTransformer
     from torch.utils.data import DataLoader
 
     from tarka_jax.mteb import TarkaEncoder
@@ -286,11 +285,13 @@ def test_mteb_prompt_fallbacks_match_sentence_transformers(tmp_path):
 
 
 def test_mteb_model_meta(tiny_reference):
+    import jax
+
     from tarka_jax.mteb import TarkaEncoder
 
     enc = TarkaEncoder(tiny_reference)
     meta = enc.mteb_model_meta
-    n = sum(int(np.size(x)) for x in __import__("jax").tree_util.tree_leaves(enc.model.params))
+    n = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(enc.model.params))
     assert meta.framework == ["JAX"] and meta.n_parameters == n
     assert meta.embed_dim == enc.model.embedding_dim and meta.max_tokens == enc.model.max_seq_length
     assert meta.similarity_fn_name.value == "cosine" and meta.use_instructions
