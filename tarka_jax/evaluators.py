@@ -136,4 +136,25 @@ def evaluate_sts(model, sentences1: Sequence[str], sentences2: Sequence[str],
     return {prefix + key: v for key, v in sts_spearman(a, b, gold).items()}
 
 
-__all__ = ["evaluate_retrieval", "evaluate_sts", "ranking", "retrieval_scores", "sts_spearman"]
+def evaluate_pairs(model, records: Sequence[dict], *, batch_size: int = 32) -> dict:
+    """Both evaluators on held-out records ``{"query", "document"[, "score"]}``.
+
+    Retrieval: query ``i``'s answer is document ``i`` among all documents (keys
+    ``eval_ndcg@10``, ``eval_mrr@10``, ``eval_mrr``, ``eval_recall@k``). STS, when
+    every record has a ``score``: Spearman of cos(query, document) vs the scores
+    (``eval_sts_spearman``). What ``tarka-jax evaluate --pairs FILE.jsonl`` reports.
+    """
+    records = list(records)
+    missing = [i for i, r in enumerate(records) if "query" not in r or "document" not in r]
+    if missing:
+        raise ValueError(f"records {missing[:5]} lack a \"query\" or \"document\" field")
+    queries, docs = [r["query"] for r in records], [r["document"] for r in records]
+    out = evaluate_retrieval(model, queries, docs, batch_size=batch_size)
+    if records and all("score" in r for r in records):
+        out.update(evaluate_sts(model, queries, docs, [float(r["score"]) for r in records],
+                                batch_size=batch_size))
+    return out
+
+
+__all__ = ["evaluate_pairs", "evaluate_retrieval", "evaluate_sts", "ranking", "retrieval_scores",
+           "sts_spearman"]

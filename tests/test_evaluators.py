@@ -99,3 +99,25 @@ def test_evaluate_retrieval_on_an_embedder(jax_only_model):
     q, d = model.encode_query(summaries), model.encode_document(bodies)
     assert out["eval_mrr"] == pytest.approx(demo.retrieval_metrics(q, d)["mrr"], abs=1e-12)
     assert set(out) >= {"eval_ndcg@10", "eval_mrr@10", "eval_recall@1", "eval_queries"}
+
+
+def test_evaluate_pairs_reports_retrieval_and_sts(jax_only_model):
+    from tarka_jax import Embedder
+    from tarka_jax.evaluators import evaluate_pairs, evaluate_sts
+
+    model = Embedder.from_pretrained(jax_only_model)
+    records = [{"query": "the red planet", "document": "mars is the red planet", "score": 5},
+               {"query": "a gas giant", "document": "saturn is a gas giant", "score": 4},
+               {"query": "light", "document": "the moon orbits", "score": 1}]
+    out = evaluate_pairs(model, records)
+    assert {"eval_ndcg@10", "eval_mrr", "eval_sts_spearman"} <= set(out)
+    q, d, gold = ([r[k] for r in records] for k in ("query", "document", "score"))
+    # STS uses the model's "STS" prompt (as mteb does for an STS task).
+    a = model.encode(q, prompt_name="STS")
+    b = model.encode(d, prompt_name="STS")
+    assert out["eval_sts_spearman"] == sts_spearman(a, b, gold)["spearman"]
+    assert evaluate_sts(model, q, d, gold) == {k: v for k, v in out.items() if "sts" in k}
+    no_scores = [{"query": r["query"], "document": r["document"]} for r in records]
+    assert "eval_sts_spearman" not in evaluate_pairs(model, no_scores)
+    with pytest.raises(ValueError, match="lack a"):
+        evaluate_pairs(model, [{"query": "x"}])
