@@ -40,6 +40,7 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
      "tarka_jax.recipe.teacher_cache:command"),
     ("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
      "tarka_jax.recipe.evaluate:command"),
+    ("mteb", "run MTEB tasks on a model (needs the mteb extra)", "tarka_jax.mteb_cli:command"),
 )
 
 __all__ = ["SUBCOMMANDS", "Command", "build_parser", "main", "register", "register_lazy"]

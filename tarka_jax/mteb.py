@@ -193,7 +193,7 @@ def model_meta(model: Embedder, source: str | None, *, revision: str | None = No
     the first 12 hex digits of the sha256 of the weights, so two different
     checkpoints never share a result entry.
     """
-    from tarka_jax.checkpoint import resolve_folder
+    from tarka_jax.convert.sources import resolve_folder
 
     folder = resolve_folder(source, revision=revision) if source else None
     n_params = int(sum(np.size(x) for x in _leaves(model.params)))

@@ -171,7 +171,7 @@ def run(args) -> int:
 
 
 def command():
-    from tarka_jax.cli import Command
+    from tarka_jax.command import Command
 
     return Command("mteb", "run MTEB tasks on a model (needs the mteb extra)", add_arguments, run,
                    description=__doc__.strip().splitlines()[0])

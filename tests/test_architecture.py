@@ -32,10 +32,10 @@ LAYERS = {
     "tarka_jax.convert": 3, "tarka_jax.tokenizer": 3, "tarka_jax.tokenizer_train": 3,
     "tarka_jax.prompts": 3, "tarka_jax.checkpoint": 3, "tarka_jax.batching": 3,
     "tarka_jax": 4,  # the package facade (re-exports the inference API)
-    "tarka_jax.embedder": 4, "tarka_jax.st_args": 4, "tarka_jax.sentence_transformer": 4, "tarka_jax.demo": 4,
+    "tarka_jax.embedder": 4, "tarka_jax.mteb": 4, "tarka_jax.evaluators": 4, "tarka_jax.st_args": 4, "tarka_jax.sentence_transformer": 4, "tarka_jax.demo": 4,
     "tarka_jax.distill": 5,
     "tarka_jax.recipe": 6,
-    "tarka_jax.cli": 7, "tarka_jax.cli_inference": 7, "tarka_jax.__main__": 7,
+    "tarka_jax.cli": 7, "tarka_jax.mteb_cli": 7, "tarka_jax.cli_inference": 7, "tarka_jax.__main__": 7,
     "tarka_jax.distill.cli": 7, "tarka_jax.convert.cli": 7,
     "tarka_jax.testing": LEAF, "tarka_jax.notebook": LEAF,
 }

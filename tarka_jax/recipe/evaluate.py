@@ -42,8 +42,11 @@ def _student_embedder(path: str, step: int | None, dtype: str, max_seq_length: i
 def evaluate(student: str, texts_files, *, teacher: str | None = None,
              teacher_cache: str | None = None, step: int | None = None, text_field: str = "text",
              prompt_mix=None, seed: int = 0, dim: int | None = None, dtype: str = "float32",
-             max_seq_length: int | None = None, batch_size: int = 32) -> dict:
-    """Agreement of a checkpoint (or run step) with a teacher model or cache on held-out texts."""
+             max_seq_length: int | None = None, batch_size: int = 32,
+             pairs: str | None = None) -> dict:
+    """Agreement of a checkpoint (or run step) with a teacher model or cache on held-out texts;
+    with ``pairs`` (held-out .jsonl of query/document[/score] records) also retrieval
+    (nDCG@10, MRR, recall@k) and STS Spearman (:mod:`tarka_jax.evaluators`)."""
     from tarka_jax.distill.data import read_corpus
     from tarka_jax.prompts import EVAL_STREAM, assign_prompts, prompt_strings, prompt_table
     from tarka_jax.recipe.teacher_cache import TeacherCache, _embed_split
@@ -75,7 +78,14 @@ def evaluate(student: str, texts_files, *, teacher: str | None = None,
     for p in sorted(set(strings)):
         rows = [i for i, s in enumerate(strings) if s == p]
         s_emb[rows] = model.encode([texts[i] for i in rows], prompt=p, batch_size=batch_size)
-    return {"texts": len(texts), **agreement(s_emb, t_emb, dim)}
+    out = {"texts": len(texts), **agreement(s_emb, t_emb, dim)}
+    if pairs:
+        from tarka_jax.evaluators import evaluate_pairs
+        from tarka_jax.textfiles import read_jsonl
+
+        out.update(evaluate_pairs(model, [r for _, r in read_jsonl(pairs)],
+                                  batch_size=batch_size))
+    return out
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,6 +107,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--max-seq-length", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pairs", default=None,
+                   help='held-out .jsonl of {"query", "document"[, "score"]}: nDCG@10, MRR, '
+                        "recall@k, STS Spearman")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -109,7 +122,8 @@ def _run(args) -> int:
                       teacher_cache=args.teacher_cache, step=args.step,
                       text_field=args.text_field, prompt_mix=parse_mix(args.prompt_mix),
                       seed=args.seed, dim=args.dim, dtype=args.dtype,
-                      max_seq_length=args.max_seq_length, batch_size=args.batch_size)
+                      max_seq_length=args.max_seq_length, batch_size=args.batch_size,
+                      pairs=args.pairs)
     if args.json:
         print(json.dumps(result))
     else:
