@@ -22,16 +22,16 @@ import sys
 import tempfile
 import time
 
-WORDS = ("the of and to in is was for on that with by as at from his her an be which or "
+_WORDS = ("the of and to in is was for on that with by as at from his her an be which or "
          "model corpus vector search shard text query document embedding token layer "
-         "attention process device memory record stream index result batch").split()
+         "attention process device memory record stream index result batch")
 
 
 def write_corpus(path: str, n: int, seed: int = 0) -> None:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    words = np.array(WORDS)
+    words = np.array(_WORDS.split())
     with open(path, "w", encoding="utf-8") as f:
         for start in range(0, n, 100_000):
             m = min(100_000, n - start)

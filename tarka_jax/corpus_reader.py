@@ -99,7 +99,7 @@ def _count_jsonl(path: str, digest) -> int:
     """Lines of a .jsonl file; a blank line is an error here, before any compute."""
     n = 0
     with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):  # noqa: B007 (n is the count)
+        for n, line in enumerate(f, 1):
             digest.update(line)
             if not line.strip():
                 raise CorpusError(f"{path}:{n} is a blank line (every line of a .jsonl "

@@ -109,6 +109,11 @@ def params(workdir: str, step: int) -> dict:
     return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}
 
 
+def _count_lines(path: str) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
 def metrics(workdir: str) -> list[dict]:
     from tarka_jax.distill.metrics import read_metrics
 
@@ -144,7 +149,7 @@ def test_distill_sigkill_then_resume_is_bit_identical(run_config, reference_run,
     deadline = time.monotonic() + TIMEOUT
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if os.path.isfile(log) and len(open(log).readlines()) >= 6:  # past checkpoint 4
+            if os.path.isfile(log) and _count_lines(log) >= 6:  # past checkpoint 4
                 break
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
