@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from tarka_jax import distributed
 from tarka_jax.cli import Command
 
 HELP = "distil a student from a teacher (sharded, resumable)"
@@ -31,13 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --workdir (state and data "
                         "position)")
+    distributed.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    # Multi-host: must happen before anything touches a jax backend.
-    from tarka_jax.distill.sharding import maybe_initialize_distributed
-
-    maybe_initialize_distributed()
+    distributed.initialize(args)  # multi-process: before anything touches a jax backend
     from tarka_jax.distill.config import load_config
     from tarka_jax.distill.run import train
 
