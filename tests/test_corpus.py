@@ -1,7 +1,7 @@
 """embed-corpus in one process: reader rules, equality with Embedder.encode*, resume, search.
 
-Models are the torch-free ``jax_only_model`` (conftest) and a second tiny random model
-(:func:`tarka_jax.distill.tiny.write_model`) for "another model" refusals.
+Models are the torch-free ``jax_only_model`` (conftest) and a copy with one weight changed,
+for "another model" refusals.
 """
 
 from __future__ import annotations
@@ -24,12 +24,20 @@ def model(jax_only_model):
 
 
 @pytest.fixture(scope="module")
-def other_model(tmp_path_factory):
+def other_model(jax_only_model, tmp_path_factory):
+    """The same folder with one weight changed: another model to a resume."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
     from tarka_jax import Embedder
-    from tarka_jax.distill.tiny import tiny_config, write_model
 
     folder = str(tmp_path_factory.mktemp("other") / "m")
-    write_model(folder, tiny_config(211, 48, 2, (24,)), seed=5)
+    shutil.copytree(jax_only_model, folder)
+    weights = load_file(os.path.join(folder, "model.safetensors"))
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + np.float32(1e-3)
+    save_file(weights, os.path.join(folder, "model.safetensors"))
     return Embedder.from_pretrained(folder)
 
 
@@ -199,8 +207,8 @@ def test_embed_corpus_cli_and_search_index(jax_only_model, model, tmp_path, caps
     path = _write(tmp_path, "jsonl", TEXTS)
     out = str(tmp_path / "out")
     assert main(["--model", jax_only_model, "--input", path, "--output", out, "--document",
-                 "--id-field", "id", "--shard-size", "16", "--no-progress"]) == 0
-    assert "40 records, 3 shards" in capsys.readouterr().out
+                 "--id-field", "id", "--shard-size", "8", "--no-progress"]) == 0
+    assert "40 records, 5 shards" in capsys.readouterr().out
     assert main(["--model", jax_only_model, "--input", path, "--output", out]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
 
