@@ -35,7 +35,7 @@ def other_model(jax_only_model, tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("other") / "m")
     shutil.copytree(jax_only_model, folder)
     weights = load_file(os.path.join(folder, "model.safetensors"))
-    name = sorted(weights)[0]
+    name = min(weights)
     weights[name] = weights[name] + np.float32(1e-3)
     save_file(weights, os.path.join(folder, "model.safetensors"))
     return Embedder.from_pretrained(folder)
