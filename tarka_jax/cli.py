@@ -4,6 +4,8 @@ A subcommand is a :class:`~tarka_jax.command.Command` (name, one-line help,
 ``add_arguments(parser)``, ``run(args) -> exit code``) defined in its own module.
 Adding one is one line in :data:`SUBCOMMANDS` below::
 
+    ("embed-corpus", "embed a corpus into resumable .npy shards (multi-process)",
+     "tarka_jax.corpus_job:command"),
     ("mteb", "evaluate on MTEB tasks", "tarka_jax.mteb.cli:COMMAND"),
 
 The module is imported only when that subcommand runs (or prints its ``--help``),
@@ -40,6 +42,8 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
      "tarka_jax.recipe.teacher_cache:command"),
     ("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
      "tarka_jax.recipe.evaluate:command"),
+    ("embed-corpus", "embed a corpus into resumable .npy shards (multi-process)",
+     "tarka_jax.corpus_job:command"),
     ("mteb", "run MTEB tasks on a model (needs the mteb extra)", "tarka_jax.mteb_cli:command"),
 )
 

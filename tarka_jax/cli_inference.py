@@ -99,9 +99,11 @@ def _run_embed(args) -> int:
 
 def _search_arguments(p: argparse.ArgumentParser) -> None:
     _add_model_arguments(p)
-    p.add_argument("--docs", required=True,
+    p.add_argument("--docs", default=None,
                    help="documents: a .txt file (one per line), a .jsonl file (a \"text\" "
                         "field per line), or a directory of .txt/.md files (one per file)")
+    p.add_argument("--index", default=None, metavar="DIR",
+                   help="instead of --docs: an embed-corpus output folder (searched in chunks)")
     p.add_argument("--query", "-q", action="append", required=True,
                    help="a query (repeat for several)")
     p.add_argument("--recursive", "-r", action="store_true",
@@ -139,6 +141,14 @@ def _run_search(args) -> int:
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    if (args.docs is None) == (args.index is None):
+        raise ValueError("give exactly one of --docs FILE|DIR and --index DIR")
+    if args.index:
+        from tarka_jax.corpus_search import print_index_hits
+
+        print_index_hits(_load_embedder(args), args.index, args.query, args.top_k,
+                         args.batch_size, args.truncate_dim)
+        return 0
     docs, labels = read_documents(args.docs, recursive=args.recursive, errors=args.errors)
     model = _load_embedder(args)
     kw = {"batch_size": args.batch_size, "truncate_dim": args.truncate_dim}

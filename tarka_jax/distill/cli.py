@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from tarka_jax import distributed
 from tarka_jax.command import Command
 
 HELP = "distil a student from a teacher (sharded, resumable)"
@@ -34,13 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-config-change", action="store_true",
                    help="with --resume: accept a config that differs from the run's in what "
                         "changes training, recorded in config_changes.jsonl with its step")
+    distributed.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    # Multi-host: must happen before anything touches a jax backend.
-    from tarka_jax.distill.sharding import maybe_initialize_distributed
-
-    maybe_initialize_distributed()
+    distributed.initialize(args)  # multi-process: before anything touches a jax backend
     from tarka_jax.distill.config import load_config
     from tarka_jax.distill.run import train
 

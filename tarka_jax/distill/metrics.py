@@ -27,7 +27,9 @@ class MetricsWriter:
         self._bar = None
         if not self.enabled:
             return
-        self._file = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+        path = os.path.join(workdir, "metrics.jsonl")
+        _drop_rows_after(path, start_step)
+        self._file = open(path, "a", encoding="utf-8")
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
@@ -68,6 +70,27 @@ class MetricsWriter:
             self._tb.close()
         if self._file is not None:
             self._file.close()
+
+
+def _drop_rows_after(path: str, step: int) -> None:
+    """Forget rows past ``step``: a run killed after logging them resumes from an earlier
+    checkpoint and logs those steps again (without this, they would appear twice). A row cut
+    short by the kill is dropped too."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    if len(keep) != len(lines):
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines(keep)
+        os.replace(path + ".tmp", path)
 
 
 def _scalar(v):

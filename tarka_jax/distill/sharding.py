@@ -14,9 +14,7 @@ fails to compile on odd sizes.
 
 from __future__ import annotations
 
-import os
 import re
-from typing import Any
 
 import jax
 import numpy as np
@@ -137,24 +135,10 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
 def maybe_initialize_distributed() -> bool:
     """``jax.distributed.initialize()`` when the environment says multi-process.
 
-    Recognised: ``JAX_COORDINATOR_ADDRESS`` (+ ``JAX_NUM_PROCESSES``,
-    ``JAX_PROCESS_ID``), or a cluster jax auto-detects (SLURM with more than one
-    task, ``TPU_WORKER_HOSTNAMES`` with several hosts, Open MPI ranks). Must run
-    before any other jax call; a single-process run never calls it.
+    See :mod:`tarka_jax.distributed` (the one helper every command uses; it also reads
+    the ``--coordinator-address/--num-processes/--process-id`` flags). Must run before
+    any other jax call; a single-process run never calls ``jax.distributed``.
     """
-    env = os.environ
-    multi = (
-        "JAX_COORDINATOR_ADDRESS" in env
-        or int(env.get("SLURM_NTASKS", "1")) > 1
-        or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-        or "," in env.get("TPU_WORKER_HOSTNAMES", "")
-    )
-    if not multi:
-        return False
-    kwargs: dict[str, Any] = {}
-    if "JAX_COORDINATOR_ADDRESS" in env:
-        kwargs = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
-                      num_processes=int(env["JAX_NUM_PROCESSES"]),
-                      process_id=int(env["JAX_PROCESS_ID"]))
-    jax.distributed.initialize(**kwargs)
-    return True
+    from tarka_jax import distributed
+
+    return distributed.initialize()
