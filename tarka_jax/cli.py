@@ -114,6 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tarka-jax {selected}: error: {e}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    # Before the first compilation: a second run loads compiled programs from disk
+    # (TARKA_JAX_COMPILATION_CACHE=0 turns it off, a path moves it; tarka_jax.compile_cache).
+    from tarka_jax.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     try:
         return int(_command(args.command).run(args) or 0)
     except KeyboardInterrupt:

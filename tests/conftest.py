@@ -13,6 +13,9 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The CLI turns on JAX's persistent compilation cache; tests compile in their own
+# process and must not read programs an earlier run left in the user's cache.
+os.environ.setdefault("TARKA_JAX_COMPILATION_CACHE", "0")
 
 
 @pytest.fixture(scope="session")
