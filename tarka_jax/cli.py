@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
-from tarka_jax.command import Command
+from tarka_jax.command import Command, execute
 
 #: (name, one-line help, "module:attribute" of its Command). Sorted by name in --help.
 SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -119,16 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tarka_jax.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()
-    try:
-        return int(_command(args.command).run(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:  # a clean one-line message; TARKA_JAX_DEBUG=1 for the traceback
-        if os.environ.get("TARKA_JAX_DEBUG"):
-            raise
-        message = " ".join(str(e).split()) or type(e).__name__  # whole message, one line
-        print(f"tarka-jax {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    return execute(_command(args.command), args)
 
 
 for _name, _help_line, _target in SUBCOMMANDS:

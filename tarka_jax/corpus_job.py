@@ -296,12 +296,9 @@ def command():
 
 def main(argv=None) -> int:
     """Stand-alone entry point (``python -m tarka_jax.corpus_job``), as ``tarka-jax embed-corpus``."""
-    import sys
+    from tarka_jax.command import main_for
 
-    from tarka_jax import cli
-
-    cli.register(command())
-    return cli.main(["embed-corpus", *(sys.argv[1:] if argv is None else argv)])
+    return main_for(command(), argv)
 
 
 if __name__ == "__main__":

@@ -179,9 +179,9 @@ def command():
 
 def main(argv=None) -> int:
     """``python -m tarka_jax.mteb_cli ...`` (the same as ``tarka-jax mteb ...``)."""
-    p = argparse.ArgumentParser(prog="tarka-jax mteb", description=__doc__.strip().splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    from tarka_jax.command import main_for
+
+    return main_for(command(), argv)
 
 
 if __name__ == "__main__":
