@@ -42,6 +42,7 @@ import tomllib
 
 from tarka_jax.distill.config import (
     CheckpointSection,
+    DistillConfig,
     DistillConfigError,
     LoggingSection,
     MeshSection,
@@ -98,19 +99,10 @@ class FinetuneConfig:
     logging: LoggingSection = dataclasses.field(default_factory=LoggingSection)
     base_dir: str = "."
 
-    def resolve(self, path: str) -> str:
-        path = os.path.expanduser(path)
-        return path if os.path.isabs(path) else os.path.normpath(os.path.join(self.base_dir, path))
-
-    def resolve_model(self, path_or_id: str) -> str:
-        """A path relative to the config if that exists, else the string as given (hub id)."""
-        local = self.resolve(path_or_id)
-        return local if os.path.exists(local) else path_or_id
-
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out.pop("base_dir")
-        return out
+    # Same path rules and serialisation as the distillation config.
+    resolve = DistillConfig.resolve
+    resolve_model = DistillConfig.resolve_model
+    to_dict = DistillConfig.to_dict
 
 
 def parse_config(data: dict, base_dir: str = ".") -> FinetuneConfig:

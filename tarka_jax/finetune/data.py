@@ -34,11 +34,11 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tarka_jax.distill import data as distill_data
 from tarka_jax.distill.data import DataError
 from tarka_jax.tokenizer import TextTokenizer, bucket_for, length_buckets
 
@@ -47,17 +47,7 @@ SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 def check_files(paths: Sequence[str], what: str) -> None:
     """Existence and format of pair files, before any model is loaded."""
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{what} file not found: {path}")
-        if not path.endswith(SUFFIXES):
-            raise DataError(f"{what} file {path} must end in one of {SUFFIXES}")
-        if path.endswith(".parquet"):
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise DataError(f"{path}: reading .parquet needs pyarrow "
-                                "(pip install pyarrow)") from None
+    distill_data.check_files(paths, what, SUFFIXES)
 
 
 def _records(path: str) -> list[tuple[str, dict]]:
