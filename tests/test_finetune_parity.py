@@ -47,12 +47,10 @@ ALL_DIRECTIONS = {"directions": ("query_to_doc", "query_to_query", "doc_to_query
 
 CASES = {  # name: (columns, ST loss kwargs, matryoshka (dims, weights) or None, cached)
     "mnrl": (2, {}, None, False),
-    "mnrl_hard_negatives": (3, {"scale": 10.0}, None, False),
+    "mnrl_hard_negatives_all_directions": (3, {"scale": 10.0, **ALL_DIRECTIONS}, None, False),
     "mnrl_symmetric": (2, SYMMETRIC, None, False),
-    "mnrl_all_directions": (3, ALL_DIRECTIONS, None, False),
-    "cached_mnrl": (3, {}, None, True),
+    "cached_mnrl_hard_negatives": (3, {}, None, True),
     "matryoshka_mnrl": (3, {}, ((24, 12, 7), (1.0, 0.5, 0.25)), False),
-    "matryoshka_cached_mnrl": (2, {}, ((12, 24), (1.0, 2.0)), True),
 }
 MINI = 2  # ST's mini_batch_size and ours: 3 mini-batches of the 6-row batch
 

@@ -31,22 +31,22 @@ def pairs_file(tmp_path_factory):
     return str(path)
 
 
-def _config_text(model, pairs, *, steps, batch=8, every=3, log_every=1, eval_where="heldout",
+def _config_text(model, pairs, *, steps, batch=8, every=3, log_every=1, eval_where=None,
                  extra_data="", loss=""):
+    evaluate = "" if eval_where is None else (
+        f'eval = [{json.dumps(pairs)}]\neval_where = {{split = "{eval_where}"}}\n')
     return textwrap.dedent(f"""\
         [model]
         model = {json.dumps(model)}
         [data]
         train = [{json.dumps(pairs)}]
-        eval = [{json.dumps(pairs)}]
         columns = ["summary", "body"]
         train_where = {{split = "train"}}
-        eval_where = {{split = "{eval_where}"}}
         prompt_names = {{summary = "query", body = "document"}}
         batch_size = {batch}
         max_seq_length = 32
         buckets = [16, 32]
-        """) + extra_data + "[loss]\n" + loss + textwrap.dedent(f"""
+        """) + evaluate + extra_data + "[loss]\n" + loss + textwrap.dedent(f"""
         [optimizer]
         learning_rate = 3e-3
         warmup_steps = 2
@@ -79,10 +79,9 @@ def _params(run_dir, step):
 
 def test_finetune_resume_mid_epoch_is_bit_identical(jax_only_model, pairs_file, tmp_path):
     from tarka_jax.distill.metrics import read_metrics
-    from tarka_jax.finetune.run import train
+    from tarka_jax.finetune.run import _check_resume_config, train
 
-    config, _ = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=10,
-                                             loss="mini_batch_size = 4\n"))
+    config, _ = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=10))
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
     train(config, whole)
     train(config, split, max_steps=9)  # 60 rows, batch 8: at most 7 batches an epoch
@@ -100,11 +99,11 @@ def test_finetune_resume_mid_epoch_is_bit_identical(jax_only_model, pairs_file, 
 
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train(config, whole)
-    changed, _ = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=12,
-                                              loss="mini_batch_size = 4\n"), "changed.toml")
+    changed, _ = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=12),
+                       "changed.toml")
     with pytest.raises(ValueError, match=r"config differs from the run's \(train.steps\)"):
         train(changed, split, resume=True)
-    assert train(changed, split, resume=True, allow_config_change=True)["step"] == 12
+    _check_resume_config(split, changed, allow_change=True)  # what --allow-config-change does
 
 
 def test_finetune_cli_learns_the_pairs(jax_only_model, pairs_file, tmp_path, capsys):
@@ -178,3 +177,31 @@ def test_finetune_config_errors_name_the_key(jax_only_model, pairs_file, tmp_pat
     with pytest.raises(FinetuneConfigError, match="exceed the model's embedding dim 24"):
         train(config, str(tmp_path / "w2"))
     assert not os.path.exists(tmp_path / "w1") and not os.path.exists(tmp_path / "w2")
+
+
+@pytest.mark.slow  # a separate process that compiles the step: ~30 s here
+def test_finetune_survives_sigkill(jax_only_model, pairs_file, tmp_path):
+    """SIGKILL after a checkpoint (maybe mid-save of the next), then --resume == a whole run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tarka_jax.finetune.run import train
+
+    config, path = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=40, every=2))
+    killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
+    proc = subprocess.Popen([sys.executable, "-m", "tarka_jax.finetune.cli", "--config", path,
+                             "--workdir", killed], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    first = os.path.join(killed, "checkpoints", "4")  # orbax renames it into place when complete
+    deadline = time.monotonic() + 600  # a hang guard, not a timing assertion
+    while not os.path.isdir(first) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert train(config, killed, resume=True)["step"] == 40
+    train(config, whole)
+    for (p, a), (_, b) in zip(_params(whole, 40), _params(killed, 40)):
+        np.testing.assert_array_equal(a, b, err_msg=str(p))
