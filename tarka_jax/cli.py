@@ -6,6 +6,8 @@ Adding one is one line in :data:`SUBCOMMANDS` below::
 
     ("embed-corpus", "embed a corpus into resumable .npy shards (multi-process)",
      "tarka_jax.corpus_job:command"),
+    ("finetune", "fine-tune on (anchor, positive[, negative]) pairs (contrastive, sharded)",
+     "tarka_jax.finetune.cli:COMMAND"),
     ("mteb", "evaluate on MTEB tasks", "tarka_jax.mteb.cli:COMMAND"),
 
 The module is imported only when that subcommand runs (or prints its ``--help``),
@@ -43,6 +45,8 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
      "tarka_jax.recipe.evaluate:command"),
     ("embed-corpus", "embed a corpus into resumable .npy shards (multi-process)",
      "tarka_jax.corpus_job:command"),
+    ("finetune", "fine-tune on (anchor, positive[, negative]) pairs (contrastive, sharded)",
+     "tarka_jax.finetune.cli:COMMAND"),
     ("mteb", "run MTEB tasks on a model (needs the mteb extra)", "tarka_jax.mteb_cli:command"),
 )
 

@@ -38,11 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     distributed.add_arguments(p)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_training(args: argparse.Namespace, load_config, train, shown: tuple[str, ...]) -> int:
+    """What ``distill`` and ``finetune`` share: start the processes, read the TOML, pick the
+    run folder, train (or resume), print the last metrics named in ``shown``."""
     distributed.initialize(args)  # multi-process: before anything touches a jax backend
-    from tarka_jax.distill.config import load_config
-    from tarka_jax.distill.run import train
-
     config = load_config(args.config)
     with open(args.config, encoding="utf-8") as f:
         text = f.read()
@@ -51,12 +50,21 @@ def run(args: argparse.Namespace) -> int:
         os.path.splitext(os.path.basename(args.config))[0])
     if args.max_steps is not None and args.max_steps <= 0:
         raise ValueError(f"--max-steps must be > 0, got {args.max_steps}")
+    if args.allow_config_change and not args.resume:
+        raise ValueError("--allow-config-change only applies with --resume")
     result = train(config, workdir, max_steps=args.max_steps, resume=args.resume,
                    config_text=text, allow_config_change=args.allow_config_change)
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in result.items()
-                      if k in ("loss", "cosine", "kl", "eval_cosine") and v is not None)
-    print(f"step {result['step']}: {shown}; run folder {workdir}")
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.items()
+                        if k in shown and v is not None)
+    print(f"step {result['step']}: {metrics}; run folder {workdir}")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from tarka_jax.distill.config import load_config
+    from tarka_jax.distill.run import train
+
+    return run_training(args, load_config, train, ("loss", "cosine", "kl", "eval_cosine"))
 
 
 COMMAND = Command("distill", HELP, add_arguments, run, description=DESCRIPTION)
@@ -64,10 +72,9 @@ COMMAND = Command("distill", HELP, add_arguments, run, description=DESCRIPTION)
 
 def main(argv=None) -> int:
     """Stand-alone entry point, the same as ``tarka-jax distill``."""
-    from tarka_jax import cli
+    from tarka_jax.command import main_for
 
-    cli.register(COMMAND)
-    return cli.main(["distill", *(sys.argv[1:] if argv is None else argv)])
+    return main_for(COMMAND, argv)
 
 
 if __name__ == "__main__":

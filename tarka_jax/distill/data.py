@@ -42,13 +42,13 @@ class DataError(TarkaError):
     """Unreadable or empty training data."""
 
 
-def check_files(paths: Sequence[str], what: str) -> None:
+def check_files(paths: Sequence[str], what: str, suffixes: tuple[str, ...] = SUFFIXES) -> None:
     """Existence and format of data files, before any model is loaded."""
     for path in paths:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{what} file not found: {path}")
-        if not path.endswith(SUFFIXES):
-            raise DataError(f"{what} file {path} must end in one of {SUFFIXES}")
+        if not path.endswith(suffixes):
+            raise DataError(f"{what} file {path} must end in one of {suffixes}")
         if path.endswith(".parquet"):
             try:
                 import pyarrow  # noqa: F401

@@ -127,7 +127,7 @@ class _CachedTeacherInfo:
                                   ("teacher", "backend", "dim", "prompt_mix", "seed")}}
 
 
-def _global(x: np.ndarray, sharding) -> jax.Array:
+def to_global(x: np.ndarray, sharding) -> jax.Array:
     """This host's rows -> one global array (single host: the whole batch)."""
     return jax.make_array_from_process_local_data(sharding, x)
 
@@ -174,7 +174,7 @@ class Evaluator:
         for k, v in part.items():
             full = np.zeros((self.rows, v.shape[1]), np.int32)
             full[:len(v)] = v
-            out[k] = _global(full[lo:lo + n], sharding)
+            out[k] = to_global(full[lo:lo + n], sharding)
         return out
 
     def __call__(self, params) -> dict:
@@ -183,14 +183,14 @@ class Evaluator:
         return agreement(s, self._teacher, self.dim)
 
 
-def _window_mean(window: list[dict]) -> dict:
+def window_mean(window: list[dict]) -> dict:
     """Mean of each metric over the steps since the last log; ``lr`` of the last step."""
     out = {k: float(np.mean([m[k] for m in window])) for k in window[-1]}
     out["lr"] = float(window[-1]["lr"])
     return out
 
 
-def _open_checkpoints(config: DistillConfig, workdir: str, resume: bool, *,
+def open_checkpoints(config: DistillConfig, workdir: str, resume: bool, *,
                       config_text: str | None = None, allow_config_change: bool = False):
     """The run's checkpoint manager, refusing a fresh start over old checkpoints or into a
     folder that is not a run folder, a resume with none, and a resume whose config changes
@@ -258,7 +258,7 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
         raise DistillConfigError(
             f"the micro-batch (data.batch_size / optimizer.accumulation_steps = {micro}) must "
             f"split evenly over the {mesh.size} devices of the mesh")
-    mngr = _open_checkpoints(config, workdir, resume, config_text=config_text,
+    mngr = open_checkpoints(config, workdir, resume, config_text=config_text,
                              allow_config_change=allow_config_change)
     tx, schedule = make_optimizer(config.optimizer, config.train.steps)
     data = TextBatches(prep.train_texts, prep.pair, config.data.batch_size, config.data.seed,
@@ -308,10 +308,10 @@ def _loop(config: DistillConfig, state, step_fn, teacher_params, data: TextBatch
         host = next(data)
         index = host.pop("index")
         tokens += int(np.count_nonzero(host["student"]["segment_ids"])) * jax.process_count()
-        batch = {name: {k: _global(v, batch_sh) for k, v in part.items()}
+        batch = {name: {k: to_global(v, batch_sh) for k, v in part.items()}
                  for name, part in host.items()}
         if cache_rows is not None:  # rows of the memory-mapped cache, in this host's order
-            batch["teacher_embeddings"] = _global(np.asarray(cache_rows[index], np.float32),
+            batch["teacher_embeddings"] = to_global(np.asarray(cache_rows[index], np.float32),
                                                   batch_sh)
         state, metrics = step_fn(state, teacher_params, batch)
         window.append(metrics)
@@ -320,7 +320,7 @@ def _loop(config: DistillConfig, state, step_fn, teacher_params, data: TextBatch
         do_eval = evaluator is not None and (
             step == end or (config.train.eval_every and step % config.train.eval_every == 0))
         if step % config.train.log_every == 0 or step == end or do_eval:
-            metrics = _window_mean(jax.device_get(window))
+            metrics = window_mean(jax.device_get(window))
             window = []
             metrics["tokens_per_s"] = tokens / max(time.perf_counter() - t0, 1e-9)
             metrics["epoch"] = data.epoch

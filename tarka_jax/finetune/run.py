@@ -1,0 +1,221 @@
+"""One fine-tuning run: check everything, build the sharded state, loop, evaluate, checkpoint.
+
+The run folder is a distillation run folder (:mod:`tarka_jax.distill.checkpointing`):
+``run.json`` (this run's config under ``"config"``, the model's ModelConfig under
+``"student"``), ``student/`` (tokenizer + sentence-transformers metadata),
+``checkpoints/<step>/`` (orbax: state + data position) and ``metrics.jsonl``, so
+``python convert/flax_to_hf.py RUN_DIR OUT [--step N]`` exports any saved step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from tarka_jax.convert import Checkpoint, open_model
+from tarka_jax.demo import retrieval_metrics
+from tarka_jax.distill import checkpointing as ckpt
+from tarka_jax.distill import sharding as shd
+from tarka_jax.distill.metrics import MetricsWriter
+from tarka_jax.distill.optim import make_optimizer
+from tarka_jax.distill.run import open_checkpoints, to_global, window_mean
+from tarka_jax.distill.step import abstract_sharded_state, create_state, make_embed_fn
+from tarka_jax.finetune.config import FinetuneConfig, FinetuneConfigError
+from tarka_jax.finetune.data import ColumnTokenizer, PairBatches, check_files, read_rows
+from tarka_jax.finetune.loss import ContrastiveLossError
+from tarka_jax.finetune.step import FinetuneStepConfig, make_finetune_step
+from tarka_jax.tokenizer import TextTokenizer
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What a run needs, loaded and checked; no device compute has happened yet."""
+
+    config: FinetuneConfig
+    model: Checkpoint
+    tokenize: ColumnTokenizer
+    train_rows: list[tuple[str, ...]]
+    eval_rows: list[tuple[str, ...]]
+    eval_tokenize: ColumnTokenizer  # the model's own max_seq_length: as the exported model
+
+
+def column_prompts(config: FinetuneConfig, prompts: dict[str, str]) -> list[str]:
+    """The prompt string of each data column ("" = none); names must be the model's."""
+    out = []
+    for column in config.data.columns:
+        if column in config.data.prompt_names:
+            name = config.data.prompt_names[column]
+            if name not in prompts:
+                raise FinetuneConfigError(
+                    f"data.prompt_names.{column} = {name!r} is not a prompt of model "
+                    f"{config.model.model} (its prompts: {sorted(prompts) or 'none'})")
+            out.append(prompts[name])
+        else:
+            out.append(config.data.prompts.get(column, ""))
+    return out
+
+
+def prepare(config: FinetuneConfig) -> Prepared:
+    """Files, model, dims, prompts and rows, checked in order of cost; raises before compute."""
+    d = config.data
+    train_files = [config.resolve(p) for p in d.train]
+    eval_files = [config.resolve(p) for p in d.eval]
+    check_files(train_files, "data.train")
+    check_files(eval_files, "data.eval")
+    model = open_model(config.resolve_model(config.model.model))
+    try:
+        config.loss.dims_and_weights(model.config.embedding_dim)
+    except ContrastiveLossError as e:
+        raise FinetuneConfigError(f"{e} [model {config.model.model}]") from None
+    prompts = column_prompts(config, model.meta.prompts)
+    tok = TextTokenizer.from_folder(model.folder, d.max_seq_length or None,
+                                    max_position_embeddings=model.config.max_position_embeddings)
+    # data.max_seq_length truncates training texts only; evaluation embeds as the model
+    # (and the exported model) does, with its own length.
+    eval_tok = TextTokenizer.from_folder(model.folder, None,
+                                         max_position_embeddings=model.config.max_position_embeddings)
+    eval_buckets = ()
+    if d.buckets:
+        eval_buckets = sorted(set(d.buckets) | {eval_tok.max_seq_length or max(d.buckets)})
+    train_rows = read_rows(train_files, d.columns, d.train_where, "data.train")
+    eval_rows = (read_rows(eval_files, d.columns[:2], d.eval_where, "data.eval")
+                 if eval_files else [])
+    return Prepared(config, model, ColumnTokenizer(tok, prompts, d.buckets), train_rows,
+                    eval_rows, ColumnTokenizer(eval_tok, prompts[:2], eval_buckets))
+
+
+class RetrievalEvaluator:
+    """Held-out retrieval: every held-out positive is a candidate for every held-out anchor.
+
+    Full MRR and recall@1 with ties counted against the model
+    (:func:`tarka_jax.demo.retrieval_metrics`, the function behind the demo's
+    BENCHMARKS table); reported as ``eval_mrr`` and ``eval_recall@1``.
+    """
+
+    def __init__(self, prep: Prepared, mesh, param_sh):
+        cfg = prep.config
+        self.rows = prep.eval_rows
+        self.tokenize = prep.eval_tokenize
+        self.mesh = mesh
+        n = cfg.data.eval_batch_size or cfg.data.batch_size
+        self.chunk = -(-n // mesh.size) * mesh.size  # a multiple of the devices
+        self._embed = make_embed_fn(prep.model.config, cfg.model.dtype,
+                                    cfg.model.attention or None, mesh, param_sh)
+
+    def _column(self, params, c: int) -> np.ndarray:
+        texts = [r[c] for r in self.rows]
+        sharding = shd.batch_sharding(self.mesh)
+        n = self.chunk // jax.process_count()
+        lo = jax.process_index() * n
+        out = []
+        for i in range(0, len(texts), self.chunk):
+            part = self.tokenize.column(texts[i:i + self.chunk], c, rows=self.chunk)
+            batch = {k: to_global(v[lo:lo + n], sharding) for k, v in part.items()}
+            out.append(np.asarray(self._embed(params, batch)))
+        return np.concatenate(out)[:len(texts)]
+
+    def __call__(self, params) -> dict:
+        m = retrieval_metrics(self._column(params, 0), self._column(params, 1))
+        return {"eval_mrr": m["mrr"], "eval_recall@1": m["recall@1"]}
+
+
+class _FinetuneInfo:
+    """What run.json records in the place of a distillation teacher."""
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def to_dict(self) -> dict:
+        return {"finetune": {"model": self.model}}
+
+
+def train(config: FinetuneConfig, workdir: str, *, max_steps: int | None = None,
+          resume: bool = False, allow_config_change: bool = False,
+          config_text: str | None = None) -> dict[str, Any]:
+    """Run (or resume) fine-tuning in ``workdir``; returns the last logged metrics.
+
+    Args:
+      max_steps: stop once the state reaches this step (absolute; the learning-rate
+        schedule still spans ``train.steps``). None = ``train.steps``.
+      resume: continue from the latest checkpoint (state and data position); a
+        changed config is refused unless ``allow_config_change``.
+    """
+    prep = prepare(config)
+    workdir = os.path.abspath(workdir)
+    end = config.train.steps if max_steps is None else min(max_steps, config.train.steps)
+    mesh = shd.make_mesh(config.mesh.data, config.mesh.fsdp)
+    rows = config.loss.mini_batch_size or config.data.batch_size
+    if rows % mesh.size:
+        raise FinetuneConfigError(
+            f"the rows embedded at once (loss.mini_batch_size, else data.batch_size: {rows}) "
+            f"must split evenly over the {mesh.size} devices of the mesh")
+    # The same run-folder rules as distillation: no fresh start over checkpoints, a
+    # resume whose config changes the math refused unless allowed (then recorded).
+    mngr = open_checkpoints(config, workdir, resume, config_text=config_text,
+                             allow_config_change=allow_config_change)
+    tx, schedule = make_optimizer(config.optimizer, config.train.steps)
+    data = PairBatches(prep.train_rows, prep.tokenize, config.data.batch_size, config.data.seed,
+                       jax.process_index(), jax.process_count())
+    if resume:
+        abstract, state_sh = abstract_sharded_state(prep.model.params, tx, mesh)
+        state, position = ckpt.restore(mngr, None, abstract)
+        data.set_state(position)
+    else:
+        ckpt.clear_run(workdir)
+        state, state_sh = create_state(prep.model.params, tx, mesh)
+        ckpt.write_run_files(workdir, config_dict=config.to_dict(), config_text=config_text,
+                             student=prep.model.config,
+                             teacher=_FinetuneInfo(config.model.model),
+                             student_meta=prep.model.meta,
+                             student_tokenizer_folder=prep.model.folder)
+    step_cfg = FinetuneStepConfig(model=prep.model.config, loss=config.loss,
+                                  dtype=config.model.dtype,
+                                  attention=config.model.attention or None,
+                                  remat=config.model.remat)
+    columns = len(config.data.columns)
+    step_fn = make_finetune_step(step_cfg, tx, schedule, mesh, state_sh, columns)
+    evaluator = RetrievalEvaluator(prep, mesh, state_sh["params"]) if prep.eval_rows else None
+    batch_sh = shd.batch_sharding(mesh)
+
+    step = int(jax.device_get(state["step"]))
+    writer = MetricsWriter(workdir, total_steps=end, start_step=step,
+                           tensorboard=config.logging.tensorboard,
+                           progress=config.logging.progress)
+    last: dict[str, Any] = {}
+    if evaluator is not None and step == 0:
+        last = writer.write(0, evaluator(state["params"]))
+    window: list[dict] = []
+    tokens, t0 = 0, time.perf_counter()
+    try:
+        while step < end:
+            host = next(data)
+            tokens += sum(int(np.count_nonzero(c["segment_ids"])) for c in host) \
+                * jax.process_count()
+            batch = [{k: to_global(v, batch_sh) for k, v in c.items()} for c in host]
+            state, metrics = step_fn(state, batch)
+            window.append(metrics)
+            step += 1
+            writer.advance()
+            do_eval = evaluator is not None and (
+                step == end or (config.train.eval_every and step % config.train.eval_every == 0))
+            if step % config.train.log_every == 0 or step == end or do_eval:
+                metrics = window_mean(jax.device_get(window))
+                window = []
+                metrics["tokens_per_s"] = tokens / max(time.perf_counter() - t0, 1e-9)
+                metrics["epoch"] = data.epoch
+                if do_eval:
+                    metrics.update(evaluator(state["params"]))
+                last = writer.write(step, metrics)
+                tokens, t0 = 0, time.perf_counter()
+            if step % config.checkpoint.every == 0 or step == end:
+                ckpt.save(mngr, step, state, data.get_state())
+        mngr.wait_until_finished()
+    finally:
+        mngr.close()
+        writer.close()
+    return {"step": step, **last}

@@ -1,0 +1,90 @@
+"""The one jitted contrastive fine-tuning step, on the distillation loop's sharded state.
+
+State, its shardings and its birth come from :mod:`tarka_jax.distill.step`
+(``{"step", "params", "opt_state"}``, born sharded, donated to the step); the
+optimizer is :func:`tarka_jax.distill.optim.make_optimizer`. A batch is a list of
+token columns ``[anchor, positive, negative...]``, each a dict of int32
+``input_ids``, ``segment_ids``, ``positions`` ``[B, T_c]`` whose rows are split
+over every chip (the mesh's data and fsdp axes). The loss sees the global batch
+(:mod:`tarka_jax.finetune.loss`): every anchor is ranked against the candidates
+of all chips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from tarka_jax.config import ModelConfig
+from tarka_jax.distill import sharding as shd
+from tarka_jax.finetune.loss import ContrastiveLossConfig, loss_and_grads
+from tarka_jax.model import embed
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneStepConfig:
+    """Static pieces the step closes over."""
+
+    model: ModelConfig
+    loss: ContrastiveLossConfig
+    dtype: str = "float32"  # compute dtype; params stay float32
+    attention: str | None = None
+    remat: bool = False
+
+
+def embed_fn(cfg: FinetuneStepConfig) -> Callable:
+    """``(params, tokens) -> [B, dim]`` float32 sentence embeddings (one text per row)."""
+    def fn(params, tokens):
+        return embed(params, tokens, cfg.model, dtype=cfg.dtype, attention=cfg.attention,
+                     remat=cfg.remat)[:, 0]
+
+    return fn
+
+
+def column_shardings(mesh: Mesh, num_columns: int) -> list[dict]:
+    s = shd.batch_sharding(mesh)
+    return [{"input_ids": s, "segment_ids": s, "positions": s} for _ in range(num_columns)]
+
+
+def contrastive_grads(cfg: FinetuneStepConfig, params, columns, mesh: Mesh | None = None):
+    """``(loss, grads)`` of one global batch; with ``mesh``, mini-batch stacks stay sharded."""
+    constrain = None
+    if mesh is not None:
+        stacked = NamedSharding(mesh, P(None, shd.RULES["batch"]))
+
+        def constrain(x):
+            return jax.lax.with_sharding_constraint(x, stacked)
+
+    return loss_and_grads(embed_fn(cfg), params, columns, cfg.loss, constrain)
+
+
+def make_finetune_step(cfg: FinetuneStepConfig, tx, schedule: Callable, mesh: Mesh,
+                       state_sh: dict, num_columns: int) -> Callable:
+    """``step(state, columns) -> (state, metrics)``, jitted, state donated."""
+
+    def step(state, columns):
+        params = state["params"]
+        loss, grads = contrastive_grads(cfg, params, columns, mesh)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "update_norm": optax.tree.norm(updates),
+            "param_norm": optax.tree.norm(new_params),
+            "lr": jnp.asarray(schedule(state["step"]), jnp.float32),
+        }
+        return {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}, metrics
+
+    return jax.jit(
+        step,
+        in_shardings=(state_sh, column_shardings(mesh, num_columns)),
+        out_shardings=(state_sh, shd.replicated(mesh)),
+        donate_argnums=(0,),
+    )
