@@ -79,7 +79,8 @@ def _params(run_dir, step):
 
 def test_finetune_resume_mid_epoch_is_bit_identical(jax_only_model, pairs_file, tmp_path):
     from tarka_jax.distill.metrics import read_metrics
-    from tarka_jax.finetune.run import _check_resume_config, train
+    from tarka_jax.distill.resume_check import read_changes
+    from tarka_jax.finetune.run import train
 
     config, _ = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=10))
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
@@ -101,9 +102,11 @@ def test_finetune_resume_mid_epoch_is_bit_identical(jax_only_model, pairs_file, 
         train(config, whole)
     changed, _ = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=12),
                        "changed.toml")
-    with pytest.raises(ValueError, match=r"config differs from the run's \(train.steps\)"):
+    with pytest.raises(ValueError, match=r"differs from the run's \(train.steps: 10 -> 12\)"):
         train(changed, split, resume=True)
-    _check_resume_config(split, changed, allow_change=True)  # what --allow-config-change does
+    train(changed, split, resume=True, allow_config_change=True)  # recorded, not rewritten
+    (change,) = read_changes(split)
+    assert change["step"] == 10 and change["changes"]["train.steps"] == {"old": 10, "new": 12}
 
 
 def test_finetune_cli_learns_the_pairs(jax_only_model, pairs_file, tmp_path, capsys):
