@@ -9,9 +9,10 @@ multiples, packed segments, rows of all padding, float32 and bfloat16.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import zlib
+import importlib.util
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,59 +21,23 @@ import pytest
 from tarka_jax.kernels import attention
 from tarka_jax.kernels.pallas_triton import attention_pallas_triton, key_ranges
 
+# The float64 reference, the case type and the tolerances are shared with the other
+# implementations' tests: tests/kernel_suite.py (tests/ is not a package: loaded by path).
+_spec = importlib.util.spec_from_file_location(
+    "kernel_suite", Path(__file__).with_name("kernel_suite.py"))
+suite = sys.modules.setdefault("kernel_suite", importlib.util.module_from_spec(_spec))
+if not hasattr(suite, "reference"):
+    _spec.loader.exec_module(suite)
+
 # jax >= 0.11 warns that Pallas Triton is deprecated; it still ships and is what we test.
 pytestmark = pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")
 ON_CPU = jax.default_backend() == "cpu"
 # pallas_triton refuses float32 on a GPU (spills; docs/kernels.md): those checks are CPU-only.
 f32_pallas = pytest.mark.skipif(not ON_CPU, reason="pallas_triton refuses float32 on a GPU")
 IMPLEMENTATIONS = ("xla", "pallas_triton")
-TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2}  # relative L2 vs the float64 reference
-
-
-def reference(q, k, v, segment_ids, window, scale, d_out):
-    """Dense masked softmax attention and its gradients, written out in float64 numpy.
-
-    Returns out, dq, dk, dv. A query that sees no key has output 0 and gradient 0.
-    """
-    q, k, v, d_out = (np.asarray(x, np.float64) for x in (q, k, v, d_out))
-    b, t, hq, d = q.shape
-    groups = hq // k.shape[2]
-    seg = np.ones((b, t), np.int64) if segment_ids is None else np.asarray(segment_ids)
-    seen = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)  # [B, Tq, Tk]
-    if window is not None:
-        offset = np.arange(t)[None, :] - np.arange(t)[:, None]  # j - i
-        seen &= (offset >= -window[0]) & (offset <= window[1])
-    mask = seen[:, None]  # [B, 1, Tq, Tk]
-    k_rep, v_rep = np.repeat(k, groups, axis=2), np.repeat(v, groups, axis=2)  # head h -> h // G
-    s = np.einsum("bihd,bjhd->bhij", q, k_rep) * scale
-    s = np.where(mask, s, -np.inf)
-    s_max = s.max(axis=-1, keepdims=True)
-    e = np.where(mask, np.exp(s - np.where(np.isfinite(s_max), s_max, 0.0)), 0.0)
-    total = e.sum(axis=-1, keepdims=True)
-    p = e / np.where(total > 0, total, 1.0)
-    out = np.einsum("bhij,bjhd->bihd", p, v_rep)
-    dp = np.einsum("bihd,bjhd->bhij", d_out, v_rep)
-    delta = np.einsum("bihd,bihd->bhi", d_out, out)[..., None]
-    ds = p * (dp - delta)
-    dq = scale * np.einsum("bhij,bjhd->bihd", ds, k_rep)
-    dk = scale * np.einsum("bhij,bihd->bjhd", ds, q).reshape(b, t, -1, groups, d).sum(3)
-    dv = np.einsum("bhij,bihd->bjhd", p, d_out).reshape(b, t, -1, groups, d).sum(3)
-    return out, dq, dk, dv
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    name: str
-    b: int
-    t: int
-    hq: int
-    hkv: int
-    d: int
-    dtype: str = "float32"
-    window: tuple[int, int] | None = None
-    segments: str = "padded"  # "none" | "padded" | "packed"
-    scale: float | None = None
-    arch: str | None = None  # block table to run in interpret mode (None: small tiles)
+TOLERANCE = suite.TOLERANCE
+reference, Case, segment_ids_for = suite.reference, suite.Case, suite.segment_ids_for
+_inputs, _rel_l2 = suite.inputs, suite.rel_l2
 
 
 CASES = [
@@ -91,33 +56,6 @@ CASES = [
     Case("bf16_mqa_d256_window_sm80", 2, 130, 3, 1, 256, dtype="bfloat16", window=(40, 40),
          segments="packed", arch="sm80"),
 ]
-
-
-def segment_ids_for(case: Case):
-    """None, or int32 [B, T] with a ragged tail of padding, whole rows of padding, packing."""
-    if case.segments == "none":
-        return None
-    b, t = case.b, case.t
-    seg = np.zeros((b, t), np.int32)
-    for row in range(b):
-        if case.segments == "padded":
-            # Row 0 full, the last row (when B > 2) all padding, others ragged.
-            length = t if row == 0 else (0 if row == b - 1 and b > 2 else t - 7 * row - 3)
-            seg[row, :length] = 1
-        else:
-            # Runs of different lengths, a segment of one token, then padding.
-            cuts = [0, t // 3 + row, t // 3 + row + 1, (3 * t) // 4, t - 2 - row]
-            for sid, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]), start=1):
-                seg[row, lo:hi] = sid
-    return seg
-
-
-def _inputs(case: Case):
-    rng = np.random.default_rng(zlib.crc32(case.name.encode()))
-    shapes = [(case.b, case.t, case.hq, case.d), (case.b, case.t, case.hkv, case.d),
-              (case.b, case.t, case.hkv, case.d), (case.b, case.t, case.hq, case.d)]
-    # Round to the input dtype first: the reference sees exactly the kernel's values.
-    return [jnp.asarray(rng.standard_normal(s), jnp.float32).astype(case.dtype) for s in shapes]
 
 
 def _attend(case: Case, implementation: str):
@@ -150,11 +88,6 @@ def _results(case: Case, implementation: str):
     inputs = _inputs(case)
     run = _attend(case, implementation)
     return inputs, run, jax.device_get(run(*inputs))
-
-
-def _rel_l2(x, ref):
-    x = np.asarray(x, np.float64)
-    return float(np.linalg.norm(x - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)

@@ -231,16 +231,22 @@ def parse_config(data: dict, base_dir: str = ".") -> DistillConfig:
     return config
 
 
-def load_config(path: str) -> DistillConfig:
-    """Read and check a TOML file (no model or data is touched yet)."""
+def read_toml(path: str, error: type[Exception] = DistillConfigError) -> tuple[dict, str]:
+    """(parsed TOML, the folder relative paths in it are resolved against), or a clear
+    ``error`` naming the file."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as e:
-        raise DistillConfigError(f"{path} is not valid TOML: {e}") from None
-    return parse_config(data, os.path.dirname(os.path.abspath(path)))
+        raise error(f"{path} is not valid TOML: {e}") from None
+    return data, os.path.dirname(os.path.abspath(path))
+
+
+def load_config(path: str) -> DistillConfig:
+    """Read and check a TOML file (no model or data is touched yet)."""
+    return parse_config(*read_toml(path))
 
 
 def _check(c: DistillConfig) -> None:

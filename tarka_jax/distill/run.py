@@ -296,39 +296,61 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
 
 def _loop(config: DistillConfig, state, step_fn, teacher_params, data: TextBatches, cache_rows,
           mesh, end: int, evaluator, writer: MetricsWriter, mngr) -> dict[str, Any]:
-    """Steps until ``end``: batch, step, log (windowed means), evaluate, checkpoint."""
+    """Distillation's steps: global batches (teacher-cache rows added) through ``step_fn``."""
     batch_sh = shd.batch_sharding(mesh)
-    step = int(jax.device_get(state["step"]))
-    last: dict[str, Any] = {}
-    if evaluator is not None and step == 0:
-        last = writer.write(0, evaluator(state["params"]))
-    window: list[dict] = []
-    tokens, t0 = 0, time.perf_counter()
-    while step < end:
+
+    def next_batch():
         host = next(data)
         index = host.pop("index")
-        tokens += int(np.count_nonzero(host["student"]["segment_ids"])) * jax.process_count()
+        tokens = int(np.count_nonzero(host["student"]["segment_ids"])) * jax.process_count()
         batch = {name: {k: to_global(v, batch_sh) for k, v in part.items()}
                  for name, part in host.items()}
         if cache_rows is not None:  # rows of the memory-mapped cache, in this host's order
             batch["teacher_embeddings"] = to_global(np.asarray(cache_rows[index], np.float32),
                                                   batch_sh)
-        state, metrics = step_fn(state, teacher_params, batch)
+        return batch, tokens
+
+    return train_loop(config, state, lambda st, b: step_fn(st, teacher_params, b), next_batch,
+                      data, end, evaluator, writer, mngr)
+
+
+def train_loop(config, state, step, next_batch, data, end: int, evaluator,
+               writer: MetricsWriter, mngr) -> dict[str, Any]:
+    """Steps until ``end`` -- batch, step, log (windowed means), evaluate, checkpoint -- for
+    every loop on this core (distillation, fine-tuning).
+
+    Args:
+      config: has ``train.log_every`` / ``eval_every`` and ``checkpoint.every``.
+      step: ``(state, global batch) -> (state, metrics)``, the jitted step.
+      next_batch: ``() -> (global batch, tokens in it over all processes)``.
+      data: the iterator whose ``epoch`` is logged and ``get_state()`` checkpointed.
+      evaluator: None or ``params -> metrics`` (also run at step 0 of a fresh run).
+    """
+    step_no = int(jax.device_get(state["step"]))
+    last: dict[str, Any] = {}
+    if evaluator is not None and step_no == 0:
+        last = writer.write(0, evaluator(state["params"]))
+    window: list[dict] = []
+    tokens, t0 = 0, time.perf_counter()
+    while step_no < end:
+        batch, n_tokens = next_batch()
+        tokens += n_tokens
+        state, metrics = step(state, batch)
         window.append(metrics)
-        step += 1
+        step_no += 1
         writer.advance()
         do_eval = evaluator is not None and (
-            step == end or (config.train.eval_every and step % config.train.eval_every == 0))
-        if step % config.train.log_every == 0 or step == end or do_eval:
+            step_no == end or (config.train.eval_every and step_no % config.train.eval_every == 0))
+        if step_no % config.train.log_every == 0 or step_no == end or do_eval:
             metrics = window_mean(jax.device_get(window))
             window = []
             metrics["tokens_per_s"] = tokens / max(time.perf_counter() - t0, 1e-9)
             metrics["epoch"] = data.epoch
             if do_eval:
                 metrics.update(evaluator(state["params"]))
-            last = writer.write(step, metrics)
+            last = writer.write(step_no, metrics)
             tokens, t0 = 0, time.perf_counter()
-        if step % config.checkpoint.every == 0 or step == end:
-            ckpt.save(mngr, step, state, data.get_state())
+        if step_no % config.checkpoint.every == 0 or step_no == end:
+            ckpt.save(mngr, step_no, state, data.get_state())
     mngr.wait_until_finished()
-    return {"step": step, **last}
+    return {"step": step_no, **last}

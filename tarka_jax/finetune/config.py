@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 
 from tarka_jax.distill.config import (
     CheckpointSection,
@@ -47,6 +46,7 @@ from tarka_jax.distill.config import (
     LoggingSection,
     MeshSection,
     TrainSection,
+    read_toml,
 )
 from tarka_jax.distill.config import _build as build_table
 from tarka_jax.distill.optim import OptimizerConfig
@@ -118,14 +118,7 @@ def parse_config(data: dict, base_dir: str = ".") -> FinetuneConfig:
 
 def load_config(path: str) -> FinetuneConfig:
     """Read and check a TOML file (no model or data is touched yet)."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise FinetuneConfigError(f"{path} is not valid TOML: {e}") from None
-    return parse_config(data, os.path.dirname(os.path.abspath(path)))
+    return parse_config(*read_toml(path, FinetuneConfigError))
 
 
 def _check(c: FinetuneConfig) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from typing import Any
 
 import jax
@@ -23,7 +22,7 @@ from tarka_jax.distill import checkpointing as ckpt
 from tarka_jax.distill import sharding as shd
 from tarka_jax.distill.metrics import MetricsWriter
 from tarka_jax.distill.optim import make_optimizer
-from tarka_jax.distill.run import open_checkpoints, to_global, window_mean
+from tarka_jax.distill.run import open_checkpoints, to_global, train_loop
 from tarka_jax.distill.step import abstract_sharded_state, create_state, make_embed_fn
 from tarka_jax.finetune.config import FinetuneConfig, FinetuneConfigError
 from tarka_jax.finetune.data import ColumnTokenizer, PairBatches, check_files, read_rows
@@ -186,36 +185,14 @@ def train(config: FinetuneConfig, workdir: str, *, max_steps: int | None = None,
     writer = MetricsWriter(workdir, total_steps=end, start_step=step,
                            tensorboard=config.logging.tensorboard,
                            progress=config.logging.progress)
-    last: dict[str, Any] = {}
-    if evaluator is not None and step == 0:
-        last = writer.write(0, evaluator(state["params"]))
-    window: list[dict] = []
-    tokens, t0 = 0, time.perf_counter()
+
+    def next_batch():
+        host = next(data)  # one dict of int32 arrays per column
+        tokens = sum(int(np.count_nonzero(c["segment_ids"])) for c in host) * jax.process_count()
+        return [{k: to_global(v, batch_sh) for k, v in c.items()} for c in host], tokens
+
     try:
-        while step < end:
-            host = next(data)
-            tokens += sum(int(np.count_nonzero(c["segment_ids"])) for c in host) \
-                * jax.process_count()
-            batch = [{k: to_global(v, batch_sh) for k, v in c.items()} for c in host]
-            state, metrics = step_fn(state, batch)
-            window.append(metrics)
-            step += 1
-            writer.advance()
-            do_eval = evaluator is not None and (
-                step == end or (config.train.eval_every and step % config.train.eval_every == 0))
-            if step % config.train.log_every == 0 or step == end or do_eval:
-                metrics = window_mean(jax.device_get(window))
-                window = []
-                metrics["tokens_per_s"] = tokens / max(time.perf_counter() - t0, 1e-9)
-                metrics["epoch"] = data.epoch
-                if do_eval:
-                    metrics.update(evaluator(state["params"]))
-                last = writer.write(step, metrics)
-                tokens, t0 = 0, time.perf_counter()
-            if step % config.checkpoint.every == 0 or step == end:
-                ckpt.save(mngr, step, state, data.get_state())
-        mngr.wait_until_finished()
+        return train_loop(config, state, step_fn, next_batch, data, end, evaluator, writer, mngr)
     finally:
         mngr.close()
         writer.close()
-    return {"step": step, **last}
