@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cpu_encode import full_size_reference, mixed_texts, timed  # noqa: E402
+from cpu_encode import full_size_reference, mix_texts, timed  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -48,10 +48,11 @@ def main(argv=None) -> None:
         folder = os.path.join(args.results_dir, "e2e_tiny_model")
         if not os.path.exists(os.path.join(folder, "modules.json")):
             build_reference_model(folder, TinySpec(max_seq_length=64))
-        texts, dtype, device = mixed_texts(12, max_words=40), "float32", "cpu"
+        texts, dtype, device = mix_texts("queries", 12, 1.0), "float32", "cpu"
     else:
         folder = full_size_reference("/tmp/tarka_jax_bench_full_2048", 2048)
-        texts, dtype, device = mixed_texts(args.texts, max_words=1500), "bfloat16", "cuda"
+        # The log-uniform 5..2048-token mix of benchmarks/cpu_encode.py (the real context).
+        texts, dtype, device = mix_texts("loguniform", args.texts, 1.3), "bfloat16", "cuda"
     torch_dtype = torch.float32 if dtype == "float32" else torch.bfloat16
     st = SentenceTransformer(folder, device=device,
                              model_kwargs={"attn_implementation": "sdpa"}).to(torch_dtype)
