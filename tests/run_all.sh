@@ -44,9 +44,9 @@ echo "== ruff check (pinned in the test extras)"
 
 status=0
 echo "== leg 1: $("$ROOT/.venv/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
-"$ROOT/.venv/bin/python" -m pytest -q "$@" || status=$?
+"$ROOT/.venv/bin/python" -m pytest -q --durations=20 "$@" || status=$?
 echo "== leg 2: $("$ROOT/.venv312/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
-"$ROOT/.venv312/bin/python" -m pytest -q -m "not torch and not slow" "$@" || status=$((status ? status : $?))
+"$ROOT/.venv312/bin/python" -m pytest -q --durations=10 -m "not torch and not slow" "$@" || status=$((status ? status : $?))
 echo "== kernel legs (jax 0.11.2 kernels; PTX compile report of the GPU tables)"
 bash ci/kernel_legs.sh all || status=$((status ? status : $?))
 exit $status
