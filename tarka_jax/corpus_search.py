@@ -71,14 +71,15 @@ def search_index(folder: str, queries: np.ndarray, top_k: int = 10, *,
     rows_per_chunk = min(chunk_rows, n)
     best = (jnp.full((len(queries), k), -jnp.inf, jnp.float32),
             jnp.full((len(queries), k), -1, jnp.int32))
-    pad = np.zeros((rows_per_chunk, dim), np.float32)
     for first, shard in emb.chunks():
         for start in range(0, len(shard), rows_per_chunk):
             part = shard[start:start + rows_per_chunk]
             valid = len(part)
             if valid < rows_per_chunk:  # one shape for every chunk: pad, mask the rest
-                pad[:valid] = part
-                part = pad
+                # A fresh array each time: on CPU jax may alias a numpy buffer and run
+                # asynchronously, so refilling one shared pad raced with the previous chunk.
+                part = np.concatenate([part, np.zeros((rows_per_chunk - valid, dim),
+                                                      np.float32)])
             best = _merge_chunk(*best, q, np.asarray(part), np.int32(first + start),
                                 np.int32(valid), k=k, cosine=cosine)
     scores, rows = jax.device_get(best)
