@@ -267,10 +267,14 @@ def run(args: argparse.Namespace) -> int:
     distributed.initialize(args)  # before any backend exists
     from tarka_jax.embedder import Embedder
 
+    import jax
+
     t0 = time.perf_counter()
-    # One process embeds its own shards on its own devices: no cross-process arrays.
+    # One process embeds its own shards on its own devices (rows split over them): no
+    # cross-process arrays, so processes never wait on each other between barriers.
     model = Embedder.from_pretrained(args.model, dtype=args.dtype, attention=args.attention,
-                                     max_seq_length=args.max_seq_length, revision=args.revision)
+                                     max_seq_length=args.max_seq_length, revision=args.revision,
+                                     devices=jax.local_devices())
     kind = "query" if args.query else "document" if args.document else None
     manifest = embed_corpus(
         model, args.input, args.output, model_name=args.model, text_field=args.text_field,
@@ -278,8 +282,6 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, shard_size=args.shard_size, truncate_dim=args.truncate_dim,
         normalize=args.normalize, resume=args.resume, force=args.force,
         progress=not args.no_progress)
-    import jax
-
     if jax.process_index() == 0:
         print(f"{manifest['records']} records, {manifest['shards']} shards of "
               f"[<= {manifest['shard_size']}, {manifest['dim']}] in {args.output} "

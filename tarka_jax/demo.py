@@ -318,13 +318,14 @@ def with_params(model: str, params=None, *, seed: int = 0, **kwargs):
     import jax
 
     from tarka_jax.convert import open_model
-    from tarka_jax.embedder import Embedder, _tokenizer_for
+    from tarka_jax.embedder import Embedder
+    from tarka_jax.loading import tokenizer_for
     from tarka_jax.model import init_params
 
     ckpt = open_model(model)
     if params is None:
         params = jax.device_get(init_params(ckpt.config, jax.random.key(seed)))
-    return Embedder(ckpt.config, params, _tokenizer_for(ckpt, kwargs.pop("max_seq_length", None)),
+    return Embedder(ckpt.config, params, tokenizer_for(ckpt, kwargs.pop("max_seq_length", None)),
                     prompts=ckpt.meta.prompts, default_prompt_name=ckpt.meta.default_prompt_name,
                     **kwargs)
 

@@ -13,8 +13,10 @@ import jax
 import numpy as np
 
 from tarka_jax import batching, similarity, st_args
+from tarka_jax.loading import load, tokenizer_for
 from tarka_jax.model import embed, token_embeddings
 from tarka_jax.numerics import l2_normalize, resolve_dtype
+from tarka_jax.placement import Placement
 from tarka_jax.quantize import quantize_embeddings
 from tarka_jax.text_input import check_encodable
 from tarka_jax.tokenizer import TextTokenizer, check_texts, length_buckets
@@ -29,31 +31,12 @@ _DOCUMENT_PROMPTS = ("document", "passage", "corpus")
 _AUTO_PROGRESS_BATCHES = 8  # show_progress_bar=None shows a bar above this many batches
 
 
-def load(path_or_hub_id, *, max_seq_length: int | None = None, revision: str | None = None,
-         cache_dir: str | None = None, token: str | bool | None = None):
-    """``(config, params, tokenizer)`` for the functional API.
-
-    ``params`` is a float32 numpy tree for :func:`tarka_jax.embed`; ``tokenizer``
-    a :class:`~tarka_jax.tokenizer.TextTokenizer` producing its batches.
-    """
-    from tarka_jax.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path_or_hub_id, revision=revision, cache_dir=cache_dir, token=token)
-    return ckpt.config, ckpt.params, _tokenizer_for(ckpt, max_seq_length)
-
-
-def _tokenizer_for(ckpt, max_seq_length: int | None) -> TextTokenizer:
-    positions = ckpt.config.max_position_embeddings
-    max_seq_length = st_args.check_max_seq_length(max_seq_length, positions)
-    return TextTokenizer.from_folder(
-        ckpt.folder, ckpt.meta.max_seq_length if max_seq_length is None else max_seq_length,
-        max_position_embeddings=positions)
-
-
 class Embedder:
     """Sentence embeddings with the sentence-transformers calling conventions.
 
-    Build it with :meth:`from_pretrained`. Outputs are float32 numpy arrays.
+    Build it with :meth:`from_pretrained`. Outputs are float32 numpy arrays. It runs on
+    every local device by default, rows split over them (``device=`` / ``devices=`` /
+    ``mesh=``: :mod:`tarka_jax.placement`, docs/devices.md).
     """
 
     def __init__(self, config, params, tokenizer: TextTokenizer, *, prompts=None,
@@ -61,7 +44,7 @@ class Embedder:
                  dtype: Any = "float32", attention: str | None = None,
                  truncate_dim: int | None = None, pack: bool = True,
                  pack_segments: int | None = None, buckets_per_octave: int = 1,
-                 device: Any = None):
+                 device: Any = None, devices: Any = None, mesh: Any = None):
         self.dtype = resolve_dtype(dtype).name
         _check_attention(attention)
         self.config = config
@@ -79,12 +62,14 @@ class Embedder:
                               else st_args.check_int("pack_segments", pack_segments))
         self.buckets_per_octave = st_args.check_int("buckets_per_octave", buckets_per_octave)
         self.compiled_shapes: set[tuple[int, int, int]] = set()
+        self.placement = Placement.build(device, devices, mesh)
+        self.mesh = self.placement.mesh
+        self.device = self.placement.device  # the one device (None on several)
+        self.params = self.placement.put_params(params)
         # Shape policy knobs (tarka_jax.batching): partial passes round to a multiple of
-        # _row_multiple rows; every row count divides by _devices (a data-parallel mesh).
+        # _row_multiple rows; every row count divides by _devices (the mesh's batch axes).
         self._row_multiple = 8
-        self._devices = 1
-        self.device = st_args.single_device(device)  # None: jax's default device
-        self.params = jax.device_put(params, self.device)
+        self._devices = self.placement.rows
         self.source_folder: str | None = None  # the folder from_pretrained read (for save)
         self._set_buckets()
 
@@ -93,7 +78,8 @@ class Embedder:
                         attention: str | None = None, max_seq_length: int | None = None,
                         revision: str | None = None, cache_dir: str | None = None,
                         token: str | bool | None = None, truncate_dim: int | None = None, *,
-                        device: Any = None, prompts: dict[str, str] | None = None,
+                        device: Any = None, devices: Any = None, mesh: Any = None,
+                        prompts: dict[str, str] | None = None,
                         default_prompt_name: str | None = None,
                         similarity_fn_name: str | None = None, cache_folder: str | None = None,
                         trust_remote_code: bool = False, local_files_only: bool = False,
@@ -104,7 +90,9 @@ class Embedder:
         """Load an HF / sentence-transformers folder, a ``hf_to_flax`` folder, or a hub id.
 
         Takes sentence-transformers' constructor keywords too (docs/st_dropin.md):
-        ``device`` ("cpu", "cuda", "cuda:1", a jax.Device), ``cache_folder`` (=
+        ``device`` ("cpu", "cuda", "cuda:1", a jax.Device: one device instead of the
+        default, every local device; ``devices=`` a list, ``mesh=`` a ("data"[, "fsdp"])
+        mesh: docs/devices.md; one of the three at most), ``cache_folder`` (=
         ``cache_dir``), ``local_files_only`` (no download), ``model_kwargs`` (its
         ``torch_dtype`` / ``dtype`` picks the compute dtype; other keys are ignored
         with a warning), ``prompts`` (merged over the saved ones), ``default_prompt_name``
@@ -128,16 +116,17 @@ class Embedder:
             model_kwargs=model_kwargs, trust_remote_code=trust_remote_code, backend=backend,
             processor_kwargs=processor_kwargs, config_kwargs=config_kwargs,
             model_card_data=model_card_data)
-        resolve_dtype(dtype)  # refuse float16 before reading any weights
+        resolve_dtype(dtype)  # refuse float16 and a bad placement before reading any weights
+        mesh = Placement.build(device, devices, mesh).mesh
         _check_attention(attention)
         ckpt = open_model(model_name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         merged = {**ckpt.meta.prompts, **(prompts or {})}  # ST: the caller's win per name
-        model = cls(ckpt.config, ckpt.params, _tokenizer_for(ckpt, max_seq_length),
+        model = cls(ckpt.config, ckpt.params, tokenizer_for(ckpt, max_seq_length),
                     prompts=merged,
                     default_prompt_name=default_prompt_name or ckpt.meta.default_prompt_name,
                     similarity_fn_name=similarity_fn_name or ckpt.meta.similarity_fn_name,
                     dtype=dtype, attention=attention, truncate_dim=truncate_dim,
-                    device=device, **kwargs)
+                    mesh=mesh, **kwargs)
         model.source_folder = ckpt.folder
         return model
 
@@ -204,8 +193,8 @@ class Embedder:
             :func:`tarka_jax.quantize.quantize_embeddings` (int8 / uint8 calibrate on
             this call's embeddings, so they need more than one text).
           convert_to_numpy: True: one numpy array; False: a list of per-text arrays.
-          convert_to_tensor: one ``jax.Array`` on the model's device.
-          device: None or the model's own device (one model, one device).
+          convert_to_tensor: one ``jax.Array`` replicated on the model's devices.
+          device: None, or the model's own device(s) (it is placed when built).
           normalize_embeddings: L2-normalise the returned vectors (after truncation).
           truncate_dim: keep the first ``truncate_dim`` dimensions (Matryoshka),
             after the model's own normalisation; default: the constructor's.
@@ -221,14 +210,14 @@ class Embedder:
         truncate_dim = (st_args.check_truncate_dim(truncate_dim, self.config.embedding_dim)
                         or self.truncate_dim)
         batch_size = st_args.check_int("batch_size", batch_size)
-        st_args.check_encode_options(output_value, precision, pool, chunk_size, device,
-                                     self._device_or_default())
+        st_args.check_encode_options(output_value, precision, pool, chunk_size)
+        self.placement.check_encode_device(device)
         if output_value == "token_embeddings":
             out = self._token_embeddings(texts, prompt, batch_size)
             if precision != "float32" and out:
                 out = quantize_embeddings(out, precision)
             if convert_to_tensor:
-                out = [jax.device_put(x, self.device) for x in out]
+                out = [self.placement.put_output(x) for x in out]
             return out[0] if single else out
         if not texts:
             out = np.zeros((0, truncate_dim or self.embedding_dim), np.float32)
@@ -246,9 +235,9 @@ class Embedder:
             if precision != "float32":
                 out = quantize_embeddings(out, precision)
         if convert_to_tensor:
-            out = jax.device_put(out, self.device)
+            out = self.placement.put_output(out)
         elif not convert_to_numpy:
-            out = [jax.device_put(row, self.device) for row in out]
+            out = [self.placement.put_output(row) for row in out]
         return out[0] if single else out
 
     def encode_query(self, inputs, prompt_name: str | None = None, prompt: str | None = None,
@@ -345,17 +334,16 @@ class Embedder:
             return self.prompts.get(self.default_prompt_name)
         return None
 
-    def _device_or_default(self):
-        return self.device if self.device is not None else jax.devices()[0]
-
     def _token_embeddings(self, texts, prompt, batch_size) -> list[np.ndarray]:
         """One float32 ``[tokens_i, hidden]`` array per text (one text per row, as planned
         by :func:`tarka_jax.batching.plan_sorted`), in input order."""
         ids = self.tokenizer.encode(texts, prompt=prompt)
         out: list[np.ndarray | None] = [None] * len(ids)
         for p in batching.plan_sorted(ids, batch_size, self.buckets, **self._policy()):
-            hidden = np.asarray(_tokens_jit(self.params, p.arrays, self.config, dtype=self.dtype,
-                                            attention=self.attention), np.float32)
+            with self.placement.context():
+                hidden = _tokens_jit(self.params, self.placement.put_batch(p.arrays),
+                                     self.config, dtype=self.dtype, attention=self.attention)
+            hidden = np.asarray(hidden, np.float32)
             for i, r in zip(p.texts, p.row):
                 out[i] = hidden[r, :len(ids[i])].copy()
         return out
@@ -363,9 +351,11 @@ class Embedder:
     def _forward(self, batch: dict[str, np.ndarray], segments: int):
         rows, width = batch["input_ids"].shape
         self.compiled_shapes.add((rows, width, segments))
-        arrays = {k: batch[k] for k in ("input_ids", "segment_ids", "positions")}
-        return _embed_jit(self.params, arrays, self.config, dtype=self.dtype,
-                          attention=self.attention, segments_per_row=segments)
+        arrays = self.placement.put_batch(
+            {k: batch[k] for k in ("input_ids", "segment_ids", "positions")})
+        with self.placement.context():
+            return _embed_jit(self.params, arrays, self.config, dtype=self.dtype,
+                              attention=self.attention, segments_per_row=segments)
 
     def _policy(self) -> dict[str, int]:
         return dict(pad_id=self.tokenizer.pad_token_id, row_multiple=self._row_multiple,

@@ -85,8 +85,8 @@ def single_device(device: Any):
     if devices is None:
         return None
     if len(devices) > 1:
-        raise ValueError(f"device={device!r} names {len(devices)} devices; tarka-jax encodes "
-                         "on one device per model (no multi-process pool): pass one device")
+        raise ValueError(f"device={device!r} names {len(devices)} devices; device= is one "
+                         "device: pass several as devices=[...] (docs/devices.md)")
     return devices[0]
 
 
@@ -189,9 +189,9 @@ def check_truncate_dim(truncate_dim, dim: int) -> int | None:
     return int(truncate_dim)
 
 
-def check_encode_options(output_value, precision, pool, chunk_size, device,
-                         model_device) -> None:
-    """``encode``'s sentence-transformers options we serve, or a clear refusal."""
+def check_encode_options(output_value, precision, pool, chunk_size) -> None:
+    """``encode``'s sentence-transformers options we serve, or a clear refusal
+    (``device`` is the model's placement's to check: ``Placement.check_encode_device``)."""
     from tarka_jax.quantize import PRECISIONS
 
     if output_value not in ("sentence_embedding", "token_embeddings"):
@@ -201,10 +201,8 @@ def check_encode_options(output_value, precision, pool, chunk_size, device,
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if pool is not None or chunk_size is not None:
         raise ValueError("pool / chunk_size (multi-process encoding) are not supported: one "
-                         "model encodes on one device; batch_size sets the work per step")
-    if device is not None and single_device(device) != model_device:
-        raise ValueError(f"encode(device={device!r}): this model lives on {model_device}; "
-                         "build it with device=... instead")
+                         "model encodes on its devices (devices= / mesh=, docs/devices.md); "
+                         "batch_size sets the work per step")
 
 
 def from_pretrained_options(path, *, dtype, device, revision, cache_dir, cache_folder, token,

@@ -1,0 +1,150 @@
+"""Where an :class:`~tarka_jax.Embedder` runs: a mesh, its param and batch shardings.
+
+Why a module: the Embedder's job is texts -> embeddings; which devices hold the
+params and how a pass's rows are split is a separate decision, made once here
+(docs/devices.md).
+
+* default (``device=None, devices=None, mesh=None``): every local device of the
+  default backend (``jax.local_devices()``) on one ``"data"`` axis; params
+  replicated, each pass's rows split evenly (the shape policy of
+  :mod:`tarka_jax.batching` rounds every row count to a multiple of
+  :attr:`Placement.rows`);
+* ``device=``: one device (sentence-transformers' spelling); ``devices=``: a list;
+* ``mesh=``: a user mesh with a ``"data"`` axis and optionally an ``"fsdp"`` axis:
+  params sharded by the distillation rules table (:mod:`tarka_jax.sharding_rules`),
+  rows split over both axes.
+
+Several processes (``jax.distributed``): the default is this process's own devices,
+and each process encodes its own texts (what ``tarka-jax embed-corpus`` does). A mesh
+spanning processes is refused: every process would have to run the same passes in
+lock step, which ``encode`` on per-process texts cannot promise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from tarka_jax import st_args
+from tarka_jax.sharding_rules import param_shardings
+
+BATCH_AXES = ("data", "fsdp")  # a pass's rows split over these (those the mesh has)
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """A mesh of this process's devices with a ``"data"`` (and maybe ``"fsdp"``) axis."""
+
+    mesh: Mesh
+
+    @classmethod
+    def build(cls, device: Any = None, devices: Any = None, mesh: Any = None) -> Placement:
+        """From at most one of ``device`` / ``devices`` / ``mesh`` (module docstring).
+
+        Raises:
+          ValueError: two of them at once (naming both), an empty or repeated device
+            list, devices of several platforms or of other processes, a mesh without a
+            ``"data"`` axis or with another axis.
+        """
+        given = [n for n, v in (("device", device), ("devices", devices), ("mesh", mesh))
+                 if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(f'{n}=' for n in given)} given: pass one of "
+                             "device= (one device), devices= (a list) or mesh=")
+        if mesh is not None:
+            return cls(_check_mesh(mesh))
+        if device is not None:
+            found = [st_args.single_device(device)]
+        elif devices is not None:
+            found = st_args.resolve_device(devices)
+        else:
+            found = jax.local_devices()
+        _check_devices(found, "devices")
+        return cls(Mesh(np.asarray(found, dtype=object), ("data",)))
+
+    @property
+    def devices(self) -> list:
+        return list(self.mesh.devices.flat)
+
+    @property
+    def device(self):
+        """The one device, or None when there are several."""
+        return self.devices[0] if self.mesh.size == 1 else None
+
+    @property
+    def rows(self) -> int:
+        """Every pass's row count divides by this: the size of the batch axes."""
+        return math.prod(self.mesh.shape[a] for a in self._batch_axes)
+
+    @property
+    def _batch_axes(self) -> tuple[str, ...]:
+        return tuple(a for a in BATCH_AXES if a in self.mesh.axis_names)
+
+    def put_params(self, params):
+        """Replicated on a ``"data"`` mesh; sharded by the rules table with ``"fsdp"``."""
+        if "fsdp" in self.mesh.axis_names:
+            return jax.device_put(params, param_shardings(params, self.mesh))
+        return jax.device_put(params, NamedSharding(self.mesh, P()))
+
+    def put_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """``[rows, T]`` int32 arrays, rows split over the batch axes (asynchronous)."""
+        return jax.device_put(arrays, NamedSharding(self.mesh, P(self._batch_axes)))
+
+    def put_output(self, x):
+        """``convert_to_tensor``'s placement: replicated on every device of the mesh."""
+        return jax.device_put(x, NamedSharding(self.mesh, P()))
+
+    def context(self):
+        """The mesh in context around a jitted call (kernels then run per batch shard,
+        docs/kernels.md); nothing for one device."""
+        import contextlib
+
+        return jax.set_mesh(self.mesh) if self.mesh.size > 1 else contextlib.nullcontext()
+
+    def check_encode_device(self, device: Any) -> None:
+        """``encode(device=...)``: None, or exactly the devices the model lives on."""
+        if device is None:
+            return
+        if set(st_args.resolve_device(device)) != set(self.devices):
+            where = self.device or f"{self.mesh.size} devices {dict(self.mesh.shape)}"
+            raise ValueError(f"encode(device={device!r}): this model lives on {where}; "
+                             "build it with device= / devices= / mesh= instead")
+
+
+def _check_devices(found: list, what: str) -> None:
+    if not found:
+        raise ValueError(f"{what}=[] names no device")
+    if len(set(found)) != len(found):
+        raise ValueError(f"{what} names a device twice: {found}")
+    platforms = sorted({d.platform for d in found})
+    if len(platforms) > 1:
+        raise ValueError(f"{what} mixes platforms {platforms}: one backend per model")
+    here = jax.process_index()
+    others = sorted({d.process_index for d in found} - {here})
+    if others:
+        raise ValueError(
+            f"{what} includes devices of process(es) {others} (this is process {here}): an "
+            "Embedder runs on this process's devices only; build one per process on "
+            "jax.local_devices() and give each its own texts (docs/devices.md)")
+
+
+def _check_mesh(mesh: Any) -> Mesh:
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    names = tuple(mesh.axis_names)
+    extra = [a for a in names if a not in BATCH_AXES]
+    if "data" not in names or extra:
+        raise ValueError(f"mesh axes {names}: an Embedder mesh has a 'data' axis and "
+                         "optionally an 'fsdp' axis, nothing else")
+    _check_devices(list(mesh.devices.flat), "mesh")
+    # Auto axes: the forward is written for GSPMD propagation, not explicit sharding.
+    return Mesh(mesh.devices, names, axis_types=(AxisType.Auto,) * len(names))
+
+
+__all__ = ["BATCH_AXES", "Placement"]
