@@ -119,9 +119,12 @@ class TarkaEncoder(AbsEncoder):
             self.model = model_name_or_path
             source = None
         else:
-            self.model = Embedder.from_pretrained(model_name_or_path, dtype=dtype,
-                                                  attention=attention, revision=revision,
-                                                  device=self.device, **kwargs)
+            import jax
+
+            with jax.default_device(self.device):
+                self.model = Embedder.from_pretrained(model_name_or_path, dtype=dtype,
+                                                      attention=attention, revision=revision,
+                                                      **kwargs)
             source = str(model_name_or_path)
         self.batch_size = batch_size
         # What a SentenceTransformer of this folder holds, and what mteb makes of it.

@@ -5,7 +5,8 @@ params and how a pass's rows are split is a separate decision, made once here
 (docs/devices.md).
 
 * default (``device=None, devices=None, mesh=None``): every local device of the
-  default backend (``jax.local_devices()``) on one ``"data"`` axis; params
+  default backend (``jax.local_devices()``; only the one device of a
+  ``jax.default_device`` in force) on one ``"data"`` axis; params
   replicated, each pass's rows split evenly (the shape policy of
   :mod:`tarka_jax.batching` rounds every row count to a multiple of
   :attr:`Placement.rows`);
@@ -63,6 +64,8 @@ class Placement:
             found = [st_args.single_device(device)]
         elif devices is not None:
             found = st_args.resolve_device(devices)
+        elif jax.config.jax_default_device is not None:  # `with jax.default_device(d):`
+            found = [st_args.single_device(jax.config.jax_default_device)]
         else:
             found = jax.local_devices()
         _check_devices(found, "devices")

@@ -74,6 +74,9 @@ def _worker(model_path: str, out_dir: str) -> None:
     except ValueError as e:
         meta["device_check"] = str(e)
     models["four"].encode(texts[:1], device=list(reversed(devs)))  # the same set: accepted
+    with jax.default_device(devs[2]):  # honoured by the default placement
+        meta["default_device"] = str(Embedder.from_pretrained(model_path).device)
+    meta["devs2"] = str(devs[2])
     np.savez(os.path.join(out_dir, "out.npz"), **out)
     with open(os.path.join(out_dir, "meta.json"), "w") as f:
         json.dump(meta, f)
@@ -117,6 +120,7 @@ def test_params_replicated_by_default_sharded_on_fsdp(four_devices):
     assert meta["four"]["q_proj_spec"] == []  # P(): replicated
     assert meta["fsdp"]["q_proj_spec"] == ["fsdp", None]  # the rules table's embed axis
     assert "lives on 4 devices" in meta["device_check"]
+    assert meta["default_device"] == meta["devs2"]
 
 
 def test_placement_errors(jax_only_model):
