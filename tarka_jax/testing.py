@@ -174,3 +174,16 @@ def scale_relative_error(ours, ref) -> float:
     if ours.shape != ref.shape:
         raise ValueError(f"shapes differ: {ours.shape} vs {ref.shape}")
     return float(np.max(np.abs(ours - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+
+
+def docstring_sts_rows(pairs: list[dict]) -> list[dict]:
+    """STS rows ``{"sentence1", "sentence2", "score"}`` from docstring pairs (held-out
+    evaluator tests): a summary with its own body (gold 5), then with the next pair's body
+    (2 when both come from the same module ``source``, else 0)."""
+    rows = []
+    for i, p in enumerate(pairs):
+        other = pairs[(i + 1) % len(pairs)]
+        rows.append({"sentence1": p["summary"], "sentence2": p["body"], "score": 5})
+        rows.append({"sentence1": p["summary"], "sentence2": other["body"],
+                     "score": 2 if other["source"] == p["source"] else 0})
+    return rows

@@ -36,7 +36,7 @@ LAYERS = {
     "tarka_jax.embedder": 4, "tarka_jax.placement": 4, "tarka_jax.loading": 4,
     "tarka_jax.mteb": 4, "tarka_jax.corpus": 4, "tarka_jax.corpus_job": 4,
     "tarka_jax.corpus_search": 4, "tarka_jax.evaluators": 4, "tarka_jax.st_args": 4, "tarka_jax.sentence_transformer": 4, "tarka_jax.demo": 4,
-    "tarka_jax.distill": 5,
+    "tarka_jax.distill": 5, "tarka_jax.distill.heldout": 5,
     "tarka_jax.recipe": 6, "tarka_jax.finetune": 6,
     "tarka_jax.cli": 7, "tarka_jax.mteb_cli": 7, "tarka_jax.cli_inference": 7, "tarka_jax.__main__": 7,
     "tarka_jax.distill.cli": 7, "tarka_jax.finetune.cli": 7, "tarka_jax.convert.cli": 7,

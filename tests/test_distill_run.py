@@ -144,34 +144,83 @@ def test_distill_exported_step_loads_in_sentence_transformers(tiny_models, tmp_p
     np.testing.assert_allclose(theirs, ours, atol=2e-5)
 
 
-def test_run_step_exports_without_training_code_and_round_trips(tiny_models, tmp_path):
+def _heldout_files(tmp_path):
+    """(config lines, held-out pairs, STS rows): 24 held-out docstring pairs (5 train rows
+    the ``where`` filter drops) and 24 STS rows built from them."""
+    import gzip
+
+    from tarka_jax.testing import docstring_sts_rows
+
+    with gzip.open(os.path.join(EXAMPLES, "data", "stdlib", "pairs.jsonl.gz"), "rt",
+                   encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    held = [r for r in records if r["split"] == "heldout"][:24]
+    dropped = [r for r in records if r["split"] == "train"][:5]
+    sts_rows = docstring_sts_rows(held[:12])
+    pairs, sts = tmp_path / "pairs.jsonl", tmp_path / "sts.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in dropped + held))
+    sts.write_text("".join(json.dumps(r) + "\n" for r in sts_rows))
+    lines = textwrap.dedent(f"""\
+        eval_pairs = [{json.dumps(str(pairs))}]
+        eval_pairs_columns = ["summary", "body"]
+        eval_pairs_where = {{split = "heldout"}}
+        eval_sts = [{json.dumps(str(sts))}]
+        eval_batch_size = 16
+        """)
+    return lines, held, sts_rows
+
+
+def test_run_step_exports_without_training_code_and_round_trips(tiny_models, jax_only_model,
+                                                                tmp_path):
     """run -> ST folder (flax_to_hf, in a process that never imports distill) -> Embedder
-    gives the run step's embeddings (<= 1e-6: a storage round trip, nothing recomputed)."""
+    gives the run step's embeddings (<= 1e-6: a storage round trip, nothing recomputed), and
+    the held-out retrieval / STS the loop logged (eval_pairs, eval_sts) is what
+    ``tarka_jax.evaluators`` gives on that Embedder (<= 1e-6), with the student's query /
+    document / STS prompts (EmbeddingGemma's: the student is ``jax_only_model``)."""
     import subprocess
     import sys
 
     from tarka_jax import Embedder
     from tarka_jax.convert import open_model
+    from tarka_jax.distill.metrics import read_metrics
     from tarka_jax.distill.run import train
+    from tarka_jax.evaluators import evaluate_retrieval, evaluate_sts
     from tarka_jax.tokenizer import TextTokenizer
 
-    teacher, student = tiny_models
-    config, _ = _load(tmp_path, _config_text(teacher, student, TRAIN, steps=2, every=1))
+    lines, held, sts_rows = _heldout_files(tmp_path)
+    text = _config_text(tiny_models[0], jax_only_model, TRAIN, steps=2, every=1)
+    text = text.replace("buckets = [16, 32]\n", "buckets = [16, 32]\n" + lines, 1)
+    config, _ = _load(tmp_path, text)
     run = str(tmp_path / "run")
     train(config, run)
     out = str(tmp_path / "st")
     script = ("import sys; from tarka_jax.convert.flax_to_hf import flax_to_hf; "
-              f"flax_to_hf({run!r}, {out!r}, step=1); "
+              f"flax_to_hf({run!r}, {out!r}, step=2); "
               "bad = sorted(m for m in sys.modules if m.startswith(('tarka_jax.distill', "
               "'tarka_jax.recipe', 'optax'))); assert not bad, bad")
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
-    ck = open_model(run, step=1)
-    assert ck.kind == "run" and ck.step == 1
+    ck = open_model(run, step=2)
+    assert ck.kind == "run" and ck.step == 2
     texts = open(EVAL).read().splitlines()[:6]
     step_model = Embedder(ck.config, ck.params, TextTokenizer.from_folder(ck.folder),
                           prompts=ck.meta.prompts)
     exported = Embedder.from_pretrained(out)
     assert np.abs(exported.encode(texts) - step_model.encode(texts)).max() <= 1e-6
+
+    logged = {r["step"]: r for r in read_metrics(run) if "eval_mrr" in r}
+    assert sorted(logged) == [0, 2]  # train.eval_every = 0: the start and the end
+    start = Embedder.from_pretrained(jax_only_model)
+    assert np.abs(start.encode(texts) - exported.encode(texts)).max() > 1e-3  # it trained
+    for step, model in [(0, start), (2, exported)]:
+        want = evaluate_retrieval(model, [r["summary"] for r in held],
+                                  [r["body"] for r in held], recall_at=(1, 10))
+        want.update(evaluate_sts(model, [r["sentence1"] for r in sts_rows],
+                                 [r["sentence2"] for r in sts_rows],
+                                 [r["score"] for r in sts_rows]))
+        for key in ("eval_ndcg@10", "eval_mrr@10", "eval_mrr", "eval_recall@1",
+                    "eval_recall@10", "eval_sts_spearman"):
+            assert abs(logged[step][key] - want[key]) <= 1e-6, (step, key, logged[step][key],
+                                                                 want[key])
 
 
 def test_distill_config_errors_name_the_key(tmp_path):
@@ -184,11 +233,33 @@ def test_distill_config_errors_name_the_key(tmp_path):
         (good.replace("steps = 3", 'steps = "3"'), "train.steps"),
         (good + "[bogus]\nx = 1\n", "bogus"),
         (good.replace("batch_size = 8", "batch_size = 1"), "batch_size"),
+        (good.replace("buckets = [16, 32]", 'buckets = [16, 32]\neval_pairs_columns = ["q"]'),
+         "data.eval_pairs_columns needs 2 distinct fields"),
+        (good.replace("buckets = [16, 32]", 'buckets = [16, 32]\neval_sts_where = 1'),
+         "data.eval_sts_where must be a table"),
     ]:
         with pytest.raises(DistillConfigError, match=needle.replace(".", r"\.")):
             _load(tmp_path, text)
     with pytest.raises(DistillConfigError, match="temperature"):
         _load(tmp_path, good.replace("kl = 1.0", "kl = 1.0\ntemperature = 0"))
+
+
+def test_heldout_files_errors_name_file_line_and_field(tmp_path):
+    from tarka_jax.distill.data import DataError
+    from tarka_jax.distill.heldout import read_pairs, read_sts
+
+    sts = tmp_path / "sts.jsonl"
+    sts.write_text('{"a": "x", "b": "y", "score": 1}\n{"a": "x", "b": "z", "score": "high"}\n')
+    with pytest.raises(DataError, match=r"sts.jsonl:2 needs a numeric 'score' field"):
+        read_sts([str(sts)], ["a", "b", "score"], {}, "data.eval_sts")
+    with pytest.raises(DataError, match=r"sts.jsonl:1 needs non-empty string field\(s\) "
+                                        r"\['query'\] \(data.eval_pairs_columns"):
+        read_pairs([str(sts)], ["query", "b"], {}, "data.eval_pairs")
+    with pytest.raises(DataError, match=r"hold no rows where \{'split': 'heldout'\}"):
+        read_pairs([str(sts)], ["a", "b"], {"split": "heldout"}, "data.eval_pairs")
+    with pytest.raises(DataError, match="at least 2 rows"):
+        read_sts([str(sts)], ["a", "b", "score"], {"b": "y"}, "data.eval_sts")
+    assert read_pairs([str(sts)], ["a", "b"], {}, "data.eval_pairs") == (["x", "x"], ["y", "z"])
 
 
 def test_distill_errors_before_compute(tiny_models, tmp_path):
@@ -214,3 +285,4 @@ def test_distill_errors_before_compute(tiny_models, tmp_path):
                                              loss="cosine = 1.0\nmatryoshka_dims = [48]"))
     with pytest.raises(DistillConfigError, match=r"matryoshka_dims \[48\] exceed"):
         train(config, str(tmp_path / "w3"))
+

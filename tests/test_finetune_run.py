@@ -21,13 +21,17 @@ PAIRS = os.path.join(ROOT, "examples", "data", "stdlib", "pairs.jsonl.gz")
 
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory):
-    """60 train and 20 held-out (summary, body) pairs as .jsonl."""
+    """60 train and 20 held-out (summary, body) pairs as .jsonl; sts.jsonl beside it."""
+    from tarka_jax.testing import docstring_sts_rows
+
     with gzip.open(PAIRS, "rt", encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     train = [r for r in records if r["split"] == "train"][:60]
     held = [r for r in records if r["split"] == "heldout"][:20]
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in train + held))
+    (path.parent / "sts.jsonl").write_text("".join(json.dumps(r) + "\n"
+                                                   for r in docstring_sts_rows(train[:16])))
     return str(path)
 
 
@@ -113,23 +117,49 @@ def test_finetune_cli_learns_the_pairs(jax_only_model, pairs_file, tmp_path, cap
     from tarka_jax.distill.metrics import read_metrics
     from tarka_jax.finetune.cli import main
 
+    from tarka_jax import Embedder
+    from tarka_jax.convert.flax_to_hf import flax_to_hf
+    from tarka_jax.demo import retrieval_metrics
+    from tarka_jax.evaluators import evaluate_retrieval, evaluate_sts
+    from tarka_jax.finetune.data import read_rows
+
     # Evaluated on the training pairs: the loop must fit them (generalisation is the
     # demo's BENCHMARKS number, not a unit test's).
-    _, path = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=40, batch=16,
-                                           every=40, log_every=10, eval_where="train",
-                                           extra_data="eval_batch_size = 32\n"))
+    sts = os.path.join(os.path.dirname(pairs_file), "sts.jsonl")
+    _, path = _load(tmp_path, _config_text(
+        jax_only_model, pairs_file, steps=40, batch=16, every=40, log_every=10,
+        eval_where="train", extra_data=f"eval_batch_size = 32\neval_sts = [{json.dumps(sts)}]\n"))
     workdir = str(tmp_path / "run")
     assert main(["--config", path, "--workdir", workdir]) == 0
-    assert "step 40" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "step 40" in out and "eval_ndcg@10=" in out and "eval_sts_spearman=" in out
     records = read_metrics(workdir)
     evals = [r["eval_mrr"] for r in records if "eval_mrr" in r]
     losses = [r["loss"] for r in records if "loss" in r]
     assert records[0]["step"] == 0 and len(evals) == 2
     assert evals[-1] > evals[0] + 0.2, evals
     assert losses[-1] < 0.5 * losses[0], losses
-    for key in ("grad_norm", "update_norm", "param_norm", "lr", "tokens_per_s", "epoch",
-                "eval_recall@1"):
+    for key in ("grad_norm", "update_norm", "param_norm", "lr", "tokens_per_s", "epoch"):
         assert key in records[-1], key
+
+    # The logged scores are the exported model's, as `tarka-jax evaluate --pairs` computes
+    # them (Embedder.encode_query / encode_document / the STS prompt), and eval_mrr is the
+    # demo's full MRR (ties against the model) on the same embeddings.
+    model = Embedder.from_pretrained(flax_to_hf(workdir, str(tmp_path / "st")))
+    rows = read_rows([pairs_file], ["summary", "body"], {"split": "train"})
+    expected = evaluate_retrieval(model, [r[0] for r in rows], [r[1] for r in rows],
+                                  recall_at=(1, 10))
+    sts_records = [json.loads(line) for line in open(sts)]
+    expected.update(evaluate_sts(model, [r["sentence1"] for r in sts_records],
+                                 [r["sentence2"] for r in sts_records],
+                                 [r["score"] for r in sts_records]))
+    for key in ("eval_ndcg@10", "eval_mrr@10", "eval_mrr", "eval_recall@1", "eval_recall@10",
+                "eval_sts_spearman"):
+        assert abs(records[-1][key] - expected[key]) <= 1e-6, (key, records[-1][key],
+                                                                expected[key])
+    demo_mrr = retrieval_metrics(model.encode_query([r[0] for r in rows]),
+                                 model.encode_document([r[1] for r in rows]))["mrr"]
+    assert abs(records[-1]["eval_mrr"] - demo_mrr) <= 1e-6
     assert main(["--config", path, "--workdir", workdir, "--allow-config-change"]) == 2
     assert "only applies with --resume" in capsys.readouterr().err
 

@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from tarka_jax.distill.config import load_config
     from tarka_jax.distill.run import train
 
-    return run_training(args, load_config, train, ("loss", "cosine", "kl", "eval_cosine"))
+    return run_training(args, load_config, train, ("loss", "cosine", "kl", "eval_cosine",
+                                                   "eval_mrr", "eval_ndcg@10",
+                                                   "eval_sts_spearman"))
 
 
 COMMAND = Command("distill", HELP, add_arguments, run, description=DESCRIPTION)

@@ -14,6 +14,11 @@ Example (``examples/distill_tiny.toml`` is a runnable one)::
     [data]
     train = ["corpus.txt", "more.jsonl", "shard.parquet"]   # relative to this file
     eval = ["heldout.txt"]                   # optional: held-out cosine to the teacher
+    eval_pairs = ["pairs.jsonl.gz"]          # optional: held-out retrieval (nDCG@10, MRR, ...)
+    eval_pairs_columns = ["query", "document"]
+    eval_pairs_where = {split = "heldout"}   # keep rows whose fields equal these values
+    eval_sts = ["sts.jsonl"]                 # optional: held-out STS (Spearman)
+    eval_sts_columns = ["sentence1", "sentence2", "score"]
     text_field = "text"                      # .jsonl / .parquet field
     batch_size = 64                          # global batch (all hosts, all micro-batches)
     seed = 0                                 # shuffle seed (order per epoch)
@@ -102,6 +107,14 @@ class DataSection:
     teacher_prompt: str = ""
     # name -> weight; "none" = no prompt. Each text draws one (seeded), the same for both models.
     prompt_mix: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Held-out retrieval pairs / STS rows (tarka_jax.distill.heldout), with the student's prompts.
+    eval_pairs: tuple[str, ...] = ()
+    eval_pairs_columns: tuple[str, ...] = ("query", "document")
+    eval_pairs_where: dict[str, object] = dataclasses.field(default_factory=dict)
+    eval_sts: tuple[str, ...] = ()
+    eval_sts_columns: tuple[str, ...] = ("sentence1", "sentence2", "score")
+    eval_sts_where: dict[str, object] = dataclasses.field(default_factory=dict)
+    eval_batch_size: int = 0  # rows per held-out forward pass; 0 = batch_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +127,7 @@ class MeshSection:
 class TrainSection:
     steps: int
     log_every: int = 1
-    eval_every: int = 0  # 0 = only at the end (when [data] eval is set)
+    eval_every: int = 0  # 0 = only at the end (when [data] eval / eval_pairs / eval_sts is set)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,8 +262,21 @@ def load_config(path: str) -> DistillConfig:
     return parse_config(*read_toml(path))
 
 
+def check_eval_columns(d, error: type[Exception] = DistillConfigError) -> None:
+    """``data.eval_pairs_columns`` (query, document) / ``data.eval_sts_columns`` (text,
+    text, score): right count, distinct (a section without the key checks nothing)."""
+    for key, n, what in (("eval_pairs_columns", 2, "query and document"),
+                         ("eval_sts_columns", 3, "two text fields and the score")):
+        columns = getattr(d, key, None)
+        if columns is not None and (len(columns) != n or len(set(columns)) != n):
+            raise error(f"data.{key} needs {n} distinct fields ({what}), got {list(columns)}")
+    if getattr(d, "eval_batch_size", 0) < 0:
+        raise error("data.eval_batch_size must be >= 0")
+
+
 def _check(c: DistillConfig) -> None:
     """Cheap consistency checks; file and model checks happen in ``run.prepare``."""
+    check_eval_columns(c.data)
     if bool(c.model.teacher) == bool(c.model.teacher_cache):
         raise DistillConfigError("set exactly one of model.teacher (a model) and "
                                  "model.teacher_cache (a `tarka-jax cache-teacher` folder)")

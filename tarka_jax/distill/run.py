@@ -12,13 +12,14 @@ import numpy as np
 
 from tarka_jax.convert import Checkpoint, open_model
 from tarka_jax.distill import checkpointing as ckpt
-from tarka_jax.distill import resume_check
+from tarka_jax.distill import heldout, resume_check
 from tarka_jax.distill import sharding as shd
 from tarka_jax.distill.config import DistillConfig, DistillConfigError
 from tarka_jax.distill.data import PairTokenizer, TextBatches, check_files, read_corpus
 from tarka_jax.distill.loss import LossConfigError
 from tarka_jax.distill.metrics import MetricsWriter, agreement
 from tarka_jax.distill.optim import make_optimizer
+from tarka_jax.distill.sharding import to_global
 from tarka_jax.distill.step import (
     StepConfig,
     abstract_sharded_state,
@@ -54,6 +55,8 @@ class Prepared:
     cache: TeacherCache | None = None
     train_prompts: list[str] | None = None  # per text, prepended for both models
     eval_prompts: list[str] | None = None
+    pairs: tuple[list[str], list[str]] | None = None  # held-out (queries, documents)
+    sts: tuple[list[str], list[str], list[float]] | None = None  # held-out STS rows
 
     @property
     def teacher_dim(self) -> int:
@@ -66,6 +69,11 @@ def prepare(config: DistillConfig) -> Prepared:
     eval_files = [config.resolve(p) for p in config.data.eval]
     check_files(train_files, "data.train")
     check_files(eval_files, "data.eval")
+    d = config.data
+    pair_files = [config.resolve(p) for p in d.eval_pairs]
+    sts_files = [config.resolve(p) for p in d.eval_sts]
+    heldout.check_files(pair_files, "data.eval_pairs")
+    heldout.check_files(sts_files, "data.eval_sts")
     student = open_model(config.resolve_model(config.model.student))
     if config.model.student_output_dim:
         s_config, s_params = resize_output(student.config, student.params,
@@ -112,8 +120,12 @@ def prepare(config: DistillConfig) -> Prepared:
                                        prompts)
         eval_prompts = prompt_strings(*assign_prompts(len(eval_texts), mix, seed, EVAL_STREAM),
                                       prompts)
+    pairs = (heldout.read_pairs(pair_files, d.eval_pairs_columns, d.eval_pairs_where,
+                                "data.eval_pairs") if pair_files else None)
+    sts = (heldout.read_sts(sts_files, d.eval_sts_columns, d.eval_sts_where, "data.eval_sts")
+           if sts_files else None)
     return Prepared(config, student, teacher, pair, train_texts, eval_texts, cache,
-                    train_prompts, eval_prompts)
+                    train_prompts, eval_prompts, pairs, sts)
 
 
 class _CachedTeacherInfo:
@@ -125,11 +137,6 @@ class _CachedTeacherInfo:
     def to_dict(self) -> dict:
         return {"teacher_cache": {k: self.manifest[k] for k in
                                   ("teacher", "backend", "dim", "prompt_mix", "seed")}}
-
-
-def to_global(x: np.ndarray, sharding) -> jax.Array:
-    """This host's rows -> one global array (single host: the whole batch)."""
-    return jax.make_array_from_process_local_data(sharding, x)
 
 
 class Evaluator:
@@ -181,6 +188,25 @@ class Evaluator:
         s = np.concatenate([np.asarray(self._student(params, self._batch(b, p, "student")))
                             for b, p in self._chunks()])[:len(self.texts)]
         return agreement(s, self._teacher, self.dim)
+
+
+def heldout_evaluator(prep: Prepared, mesh, param_sh):
+    """Held-out retrieval / STS of the student as it would be exported (its own tokenizer,
+    length and query/document/STS prompts) under the training mesh; None without data."""
+    if prep.pairs is None and prep.sts is None:
+        return None
+    cfg, student = prep.config, prep.student
+    tok, buckets = heldout.eval_tokenizer(student.folder, student.config.max_position_embeddings,
+                                          cfg.data.buckets)
+    encoder = heldout.MeshEncoder(student.config, tok, buckets, dtype=cfg.model.dtype,
+                                  attention=cfg.model.attention or None, mesh=mesh,
+                                  param_sh=param_sh,
+                                  rows=cfg.data.eval_batch_size or cfg.data.batch_size)
+    prompts = heldout.model_prompts(student.meta.prompts, student.meta.default_prompt_name)
+    return heldout.HeldOutEvaluator(
+        encoder,
+        None if prep.pairs is None else (*prep.pairs, prompts["query"], prompts["document"]),
+        None if prep.sts is None else (*prep.sts, prompts["sts"]))
 
 
 def window_mean(window: list[dict]) -> dict:
@@ -280,8 +306,10 @@ def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
                           accumulation_steps=config.optimizer.accumulation_steps,
                           teacher_dim=prep.teacher_dim)
     step_fn = make_train_step(step_cfg, tx, schedule, mesh, state_sh, teacher_sh, cached)
-    evaluator = (Evaluator(prep, mesh, state_sh["params"], teacher_params, teacher_sh)
-                 if prep.eval_texts else None)
+    evaluator = heldout.chain(
+        Evaluator(prep, mesh, state_sh["params"], teacher_params, teacher_sh)
+        if prep.eval_texts else None,
+        heldout_evaluator(prep, mesh, state_sh["params"]))
     writer = MetricsWriter(workdir, total_steps=end,
                            start_step=int(jax.device_get(state["step"])),
                            tensorboard=config.logging.tensorboard,

@@ -23,6 +23,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(RULES["batch"]))
 
 
+def to_global(x: np.ndarray, sharding) -> jax.Array:
+    """This host's rows -> one global array (single host: the whole batch)."""
+    return jax.make_array_from_process_local_data(sharding, x)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

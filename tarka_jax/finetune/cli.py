@@ -19,7 +19,7 @@ DESCRIPTION = (
     "Fine-tune an embedding model with in-batch multiple-negatives ranking (optional hard "
     "negatives, Matryoshka dims, GradCache mini-batches) as the TOML config describes "
     "(schema: tarka_jax/finetune/config.py; example: examples/finetune_demo.toml). The run "
-    "folder holds checkpoints, metrics.jsonl (with held-out retrieval MRR) and what "
+    "folder holds checkpoints, metrics.jsonl (with held-out retrieval MRR, nDCG@10, recall@k and STS Spearman) and what "
     "`python convert/flax_to_hf.py RUN_DIR OUT [--step N]` needs to export a step.")
 
 
@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from tarka_jax.finetune.config import load_config
     from tarka_jax.finetune.run import train
 
-    return run_training(args, load_config, train, ("loss", "eval_mrr", "eval_recall@1"))
+    return run_training(args, load_config, train, ("loss", "eval_mrr", "eval_ndcg@10",
+                                                      "eval_recall@1", "eval_sts_spearman"))
 
 
 COMMAND = Command("finetune", HELP, add_arguments, run, description=DESCRIPTION)

@@ -10,10 +10,11 @@ Example (``examples/finetune_demo.toml`` is a runnable one)::
 
     [data]
     train = ["pairs.jsonl.gz"]           # .jsonl / .jsonl.gz / .parquet, relative to this file
-    eval = ["pairs.jsonl.gz"]            # optional: held-out pairs (retrieval MRR)
+    eval = ["pairs.jsonl.gz"]            # optional: held-out pairs (retrieval)
     columns = ["summary", "body"]        # anchor, positive, then any hard negatives
     train_where = {split = "train"}      # keep rows whose fields equal these values
-    eval_where = {split = "heldout"}
+    eval_where = {split = "heldout"}     # held-out retrieval: nDCG@10, MRR, recall@k
+    eval_sts = []                        # optional: STS rows, eval_sts_columns / eval_sts_where
     prompt_names = {summary = "query", body = "document"}  # names in the model's prompts
     prompts = {}                         # or literal prompt strings per column
     batch_size = 64                      # global batch; no text twice in a batch
@@ -46,6 +47,7 @@ from tarka_jax.distill.config import (
     LoggingSection,
     MeshSection,
     TrainSection,
+    check_eval_columns,
     read_toml,
 )
 from tarka_jax.distill.config import _build as build_table
@@ -83,6 +85,11 @@ class DataSection:
     max_seq_length: int = 0
     buckets: tuple[int, ...] = ()
     eval_batch_size: int = 0  # rows per eval forward pass; 0 = batch_size
+    # Held-out STS rows (tarka_jax.distill.heldout): two texts and a gold score, the model's
+    # STS prompt (else its default one), as tarka_jax.evaluators.evaluate_sts.
+    eval_sts: tuple[str, ...] = ()
+    eval_sts_columns: tuple[str, ...] = ("sentence1", "sentence2", "score")
+    eval_sts_where: dict[str, object] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +131,7 @@ def load_config(path: str) -> FinetuneConfig:
 def _check(c: FinetuneConfig) -> None:
     """Cheap consistency checks; file and model checks happen in ``run.prepare``."""
     d = c.data
+    check_eval_columns(d, FinetuneConfigError)
     if not d.train:
         raise FinetuneConfigError("data.train lists no files")
     if len(d.columns) < 2 or len(set(d.columns)) != len(d.columns):

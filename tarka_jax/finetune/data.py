@@ -31,46 +31,14 @@ contiguous rows.
 
 from __future__ import annotations
 
-import gzip
 import itertools
-import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tarka_jax.distill import data as distill_data
 from tarka_jax.distill.data import DataError
+from tarka_jax.distill.heldout import read_records, text_columns
 from tarka_jax.tokenizer import TextTokenizer, bucket_for, length_buckets
-
-SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
-
-
-def check_files(paths: Sequence[str], what: str) -> None:
-    """Existence and format of pair files, before any model is loaded."""
-    distill_data.check_files(paths, what, SUFFIXES)
-
-
-def _records(path: str) -> list[tuple[str, dict]]:
-    """``[(where, record)]`` of a file; ``where`` names file and line for errors."""
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-        return [(f"{path} row {i}", r) for i, r in enumerate(rows)]
-    opener = gzip.open if path.endswith(".gz") else open
-    out = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n} is not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{n} is not a JSON object")
-            out.append((f"{path}:{n}", record))
-    return out
 
 
 def read_rows(paths: Sequence[str], columns: Sequence[str], where: Mapping[str, object] | None = None,
@@ -81,25 +49,11 @@ def read_rows(paths: Sequence[str], columns: Sequence[str], where: Mapping[str, 
     error naming the file and line (nothing is dropped silently). ``where``
     filters rows first (``{"split": "train"}``).
     """
-    check_files(paths, what)
-    where = dict(where or {})
-    rows = []
-    for path in paths:
-        for loc, record in _records(path):
-            if any(record.get(k) != v for k, v in where.items()):
-                continue
-            missing = [c for c in columns
-                       if not isinstance(record.get(c), str) or not record[c].strip()]
-            if missing:
-                raise DataError(f"{loc} needs non-empty string field(s) {missing} "
-                                f"(data.columns = {list(columns)})")
-            row = tuple(record[c] for c in columns)
-            if row[1] in row[2:]:
-                raise DataError(f"{loc}: a negative equals the positive")
-            rows.append(row)
-    if not rows:
-        raise DataError(f"{what} files {list(paths)} hold no rows"
-                        + (f" where {where}" if where else ""))
+    records = read_records(paths, where, what)
+    rows = text_columns(records, columns, "data.columns")
+    for (loc, _), row in zip(records, rows):
+        if row[1] in row[2:]:
+            raise DataError(f"{loc}: a negative equals the positive")
     return rows
 
 

@@ -17,15 +17,16 @@ import jax
 import numpy as np
 
 from tarka_jax.convert import Checkpoint, open_model
-from tarka_jax.demo import retrieval_metrics
 from tarka_jax.distill import checkpointing as ckpt
+from tarka_jax.distill import heldout
 from tarka_jax.distill import sharding as shd
 from tarka_jax.distill.metrics import MetricsWriter
 from tarka_jax.distill.optim import make_optimizer
-from tarka_jax.distill.run import open_checkpoints, to_global, train_loop
-from tarka_jax.distill.step import abstract_sharded_state, create_state, make_embed_fn
+from tarka_jax.distill.run import open_checkpoints, train_loop
+from tarka_jax.distill.sharding import to_global
+from tarka_jax.distill.step import abstract_sharded_state, create_state
 from tarka_jax.finetune.config import FinetuneConfig, FinetuneConfigError
-from tarka_jax.finetune.data import ColumnTokenizer, PairBatches, check_files, read_rows
+from tarka_jax.finetune.data import ColumnTokenizer, PairBatches, read_rows
 from tarka_jax.finetune.loss import ContrastiveLossError
 from tarka_jax.finetune.step import FinetuneStepConfig, make_finetune_step
 from tarka_jax.tokenizer import TextTokenizer
@@ -40,7 +41,10 @@ class Prepared:
     tokenize: ColumnTokenizer
     train_rows: list[tuple[str, ...]]
     eval_rows: list[tuple[str, ...]]
-    eval_tokenize: ColumnTokenizer  # the model's own max_seq_length: as the exported model
+    prompts: list[str]  # per column ("" = none)
+    eval_tokenizer: TextTokenizer  # the model's own max_seq_length: as the exported model
+    eval_buckets: tuple[int, ...]
+    sts: tuple[list[str], list[str], list[float]] | None = None  # held-out STS rows
 
 
 def column_prompts(config: FinetuneConfig, prompts: dict[str, str]) -> list[str]:
@@ -64,8 +68,10 @@ def prepare(config: FinetuneConfig) -> Prepared:
     d = config.data
     train_files = [config.resolve(p) for p in d.train]
     eval_files = [config.resolve(p) for p in d.eval]
-    check_files(train_files, "data.train")
-    check_files(eval_files, "data.eval")
+    sts_files = [config.resolve(p) for p in d.eval_sts]
+    heldout.check_files(train_files, "data.train")
+    heldout.check_files(eval_files, "data.eval")
+    heldout.check_files(sts_files, "data.eval_sts")
     model = open_model(config.resolve_model(config.model.model))
     try:
         config.loss.dims_and_weights(model.config.embedding_dim)
@@ -76,51 +82,43 @@ def prepare(config: FinetuneConfig) -> Prepared:
                                     max_position_embeddings=model.config.max_position_embeddings)
     # data.max_seq_length truncates training texts only; evaluation embeds as the model
     # (and the exported model) does, with its own length.
-    eval_tok = TextTokenizer.from_folder(model.folder, None,
-                                         max_position_embeddings=model.config.max_position_embeddings)
-    eval_buckets = ()
-    if d.buckets:
-        eval_buckets = sorted(set(d.buckets) | {eval_tok.max_seq_length or max(d.buckets)})
+    eval_tok, eval_buckets = heldout.eval_tokenizer(model.folder,
+                                                    model.config.max_position_embeddings,
+                                                    d.buckets)
     train_rows = read_rows(train_files, d.columns, d.train_where, "data.train")
     eval_rows = (read_rows(eval_files, d.columns[:2], d.eval_where, "data.eval")
                  if eval_files else [])
+    sts = (heldout.read_sts(sts_files, d.eval_sts_columns, d.eval_sts_where, "data.eval_sts")
+           if sts_files else None)
     return Prepared(config, model, ColumnTokenizer(tok, prompts, d.buckets), train_rows,
-                    eval_rows, ColumnTokenizer(eval_tok, prompts[:2], eval_buckets))
+                    eval_rows, prompts, eval_tok, eval_buckets, sts)
 
 
-class RetrievalEvaluator:
-    """Held-out retrieval: every held-out positive is a candidate for every held-out anchor.
+def make_evaluator(prep: Prepared, mesh, param_sh):
+    """Held-out retrieval (every held-out positive a candidate for every held-out anchor,
+    each column with its training prompt) and STS (the model's STS prompt as
+    ``tarka_jax.evaluators.evaluate_sts``) under the training mesh; None without eval data.
 
-    Full MRR and recall@1 with ties counted against the model
-    (:func:`tarka_jax.demo.retrieval_metrics`, the function behind the demo's
-    BENCHMARKS table); reported as ``eval_mrr`` and ``eval_recall@1``.
+    Logs ``eval_mrr`` (full MRR, ties against the model: the BENCHMARKS figure),
+    ``eval_ndcg@10``, ``eval_mrr@10``, ``eval_recall@1``, ``eval_recall@10`` and
+    ``eval_sts_spearman`` (:mod:`tarka_jax.distill.heldout`).
     """
-
-    def __init__(self, prep: Prepared, mesh, param_sh):
-        cfg = prep.config
-        self.rows = prep.eval_rows
-        self.tokenize = prep.eval_tokenize
-        self.mesh = mesh
-        n = cfg.data.eval_batch_size or cfg.data.batch_size
-        self.chunk = -(-n // mesh.size) * mesh.size  # a multiple of the devices
-        self._embed = make_embed_fn(prep.model.config, cfg.model.dtype,
-                                    cfg.model.attention or None, mesh, param_sh)
-
-    def _column(self, params, c: int) -> np.ndarray:
-        texts = [r[c] for r in self.rows]
-        sharding = shd.batch_sharding(self.mesh)
-        n = self.chunk // jax.process_count()
-        lo = jax.process_index() * n
-        out = []
-        for i in range(0, len(texts), self.chunk):
-            part = self.tokenize.column(texts[i:i + self.chunk], c, rows=self.chunk)
-            batch = {k: to_global(v[lo:lo + n], sharding) for k, v in part.items()}
-            out.append(np.asarray(self._embed(params, batch)))
-        return np.concatenate(out)[:len(texts)]
-
-    def __call__(self, params) -> dict:
-        m = retrieval_metrics(self._column(params, 0), self._column(params, 1))
-        return {"eval_mrr": m["mrr"], "eval_recall@1": m["recall@1"]}
+    if not prep.eval_rows and prep.sts is None:
+        return None
+    cfg = prep.config
+    encoder = heldout.MeshEncoder(prep.model.config, prep.eval_tokenizer, prep.eval_buckets,
+                                  dtype=cfg.model.dtype, attention=cfg.model.attention or None,
+                                  mesh=mesh, param_sh=param_sh,
+                                  rows=cfg.data.eval_batch_size or cfg.data.batch_size)
+    retrieval = None
+    if prep.eval_rows:
+        retrieval = ([r[0] for r in prep.eval_rows], [r[1] for r in prep.eval_rows],
+                     prep.prompts[0], prep.prompts[1])
+    sts = None
+    if prep.sts is not None:
+        sts = (*prep.sts, heldout.model_prompts(prep.model.meta.prompts,
+                                                prep.model.meta.default_prompt_name)["sts"])
+    return heldout.HeldOutEvaluator(encoder, retrieval, sts)
 
 
 class _FinetuneInfo:
@@ -178,7 +176,7 @@ def train(config: FinetuneConfig, workdir: str, *, max_steps: int | None = None,
                                   remat=config.model.remat)
     columns = len(config.data.columns)
     step_fn = make_finetune_step(step_cfg, tx, schedule, mesh, state_sh, columns)
-    evaluator = RetrievalEvaluator(prep, mesh, state_sh["params"]) if prep.eval_rows else None
+    evaluator = make_evaluator(prep, mesh, state_sh["params"])
     batch_sh = shd.batch_sharding(mesh)
 
     step = int(jax.device_get(state["step"]))
