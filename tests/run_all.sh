@@ -42,11 +42,15 @@ setup_venv "$ROOT/.venv312" "$PY312" ci/constraints-py312.txt test-light,train n
 echo "== ruff check (pinned in the test extras)"
 "$ROOT/.venv/bin/ruff" check .
 
+# Two pytest-xdist workers (whole files per worker, so module fixtures are built once):
+# most of a test's time is single-threaded (compiles, imports, subprocess start-up), so two
+# workers on two cores roughly halve the wall time. TARKA_JAX_TEST_WORKERS=0 runs serially.
+WORKERS=(-n "${TARKA_JAX_TEST_WORKERS:-2}" --dist loadfile)
 status=0
 echo "== leg 1: $("$ROOT/.venv/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
-"$ROOT/.venv/bin/python" -m pytest -q --durations=20 "$@" || status=$?
+"$ROOT/.venv/bin/python" -m pytest -q "${WORKERS[@]}" --durations=25 "$@" || status=$?
 echo "== leg 2: $("$ROOT/.venv312/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
-"$ROOT/.venv312/bin/python" -m pytest -q --durations=10 -m "not torch and not slow" "$@" || status=$((status ? status : $?))
+"$ROOT/.venv312/bin/python" -m pytest -q "${WORKERS[@]}" --durations=15 -m "not torch and not slow" "$@" || status=$((status ? status : $?))
 echo "== kernel legs (jax 0.11.2 kernels; PTX compile report of the GPU tables)"
 bash ci/kernel_legs.sh all || status=$((status ? status : $?))
 exit $status
