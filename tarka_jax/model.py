@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from tarka_jax.config import LayerSpec, ModelConfig
 from tarka_jax.kernels import attention as attention_op
 from tarka_jax.numerics import l2_normalize, matmul_precision, resolve_dtype
+from tarka_jax.scan_layers import layer_runs, scan_runs, stack_runs
 
 __all__ = ["RMSNorm", "Linear", "rotary", "Attention", "MLP", "DecoderLayer", "Encoder",
            "EmbeddingModel", "mean_pool", "embed", "token_embeddings", "init_params",
@@ -158,12 +159,19 @@ class DecoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Token ids -> final-norm hidden states ``[B, T, E]`` (HF's last_hidden_state)."""
+    """Token ids -> final-norm hidden states ``[B, T, E]`` (HF's last_hidden_state).
+
+    ``scan_layers=True`` runs the layers under ``lax.scan`` (one traced and
+    compiled body per layer type instead of one per layer; when it pays is in
+    docs/compile.md); the parameter tree stays ``layers_{i}`` and the result
+    equals the unrolled loop to float rounding.
+    """
 
     config: ModelConfig
     dtype: Any = jnp.float32
     attention: str | None = None
     remat: bool = False
+    scan_layers: bool = False
 
     @nn.compact
     def __call__(self, input_ids, segment_ids, positions):
@@ -173,11 +181,29 @@ class Encoder(nn.Module):
         # HF multiplies by sqrt(E) cast to the weight dtype first (27.75 in bf16).
         x = embed(input_ids).astype(self.dtype) * jnp.asarray(
             math.sqrt(cfg.hidden_size), jnp.float32).astype(self.dtype)
-        layer_cls = nn.remat(DecoderLayer) if self.remat else DecoderLayer
-        for i in range(cfg.num_layers):
-            x = layer_cls(cfg, cfg.layer(i), self.dtype, self.attention, name=f"layers_{i}")(
-                x, segment_ids, positions)
+        if self.scan_layers and not self.is_initializing():
+            x = self._scanned_layers(x, segment_ids, positions)
+        else:  # init always takes this path, so the tree is layers_{i} either way
+            layer_cls = nn.remat(DecoderLayer) if self.remat else DecoderLayer
+            for i in range(cfg.num_layers):
+                x = layer_cls(cfg, cfg.layer(i), self.dtype, self.attention, name=f"layers_{i}")(
+                    x, segment_ids, positions)
         return RMSNorm(cfg.rms_norm_eps, name="norm")(x)
+
+    def _scanned_layers(self, x, segment_ids, positions):
+        """The layer loop as tarka_jax.scan_layers.scan_runs over this scope's layers_{i} params."""
+        cfg = self.config
+        stacked = stack_runs(self.variables["params"], cfg)  # a copy of the layer weights
+        bodies = []
+        for start, _ in layer_runs(cfg):
+            # parent=None: a free module applied to explicit params, not a child of this scope.
+            layer = DecoderLayer(cfg, cfg.layer(start), self.dtype, self.attention, parent=None)
+
+            def body(x, p, layer=layer):
+                return layer.apply({"params": p}, x, segment_ids, positions)
+            # nn.remat's policy (save nothing); prevent_cse is unneeded inside a scan.
+            bodies.append(jax.checkpoint(body, prevent_cse=False) if self.remat else body)
+        return scan_runs(x, stacked, bodies)
 
 
 def mean_pool(hidden: Array, segment_ids: Array, segments_per_row: int) -> Array:
@@ -211,9 +237,11 @@ class EmbeddingModel(nn.Module):
     dtype: Any = jnp.float32
     attention: str | None = None
     remat: bool = False
+    scan_layers: bool = False
 
     def setup(self):
-        self.encoder = Encoder(self.config, self.dtype, self.attention, self.remat)
+        self.encoder = Encoder(self.config, self.dtype, self.attention, self.remat,
+                               self.scan_layers)
         # A list attribute named `dense` gives params dense_0, dense_1, ...
         self.dense = [
             nn.Dense(spec.out_features, use_bias=spec.bias, dtype=self.dtype,
@@ -238,7 +266,7 @@ class EmbeddingModel(nn.Module):
 
 
 def embed(params, batch, config: ModelConfig, *, dtype="float32", attention=None,
-          segments_per_row: int = 1, remat: bool = False) -> Array:
+          segments_per_row: int = 1, remat: bool = False, scan_layers: bool = False) -> Array:
     """Pure, differentiable sentence embeddings.
 
     Args:
@@ -251,19 +279,25 @@ def embed(params, batch, config: ModelConfig, *, dtype="float32", attention=None
         normalisation stay float32).
       attention: attention implementation name or None (best for the platform).
       segments_per_row: S, how many packed texts a row may hold (1 = unpacked).
+      remat: recompute each layer in the backward pass (saves activation memory).
+      scan_layers: run the layers under ``lax.scan`` (static): one traced and
+        compiled body per layer type instead of 24 layers; equal to the
+        unrolled loop to float rounding. Off by default: on XLA:CPU it cuts
+        tracing, not compiling, and each call pays for stacking the layer
+        weights (measurements in docs/compile.md).
 
     Returns:
       float32 ``[B, S, dim]``. Works under jit, grad and vmap.
     """
-    model = EmbeddingModel(config, resolve_dtype(dtype), attention, remat)
+    model = EmbeddingModel(config, resolve_dtype(dtype), attention, remat, scan_layers)
     return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
                        batch["positions"], segments_per_row)
 
 
 def token_embeddings(params, batch, config: ModelConfig, *, dtype="float32",
-                     attention=None) -> Array:
-    """The backbone's last hidden state ``[B, T, E]`` (before pooling)."""
-    model = EmbeddingModel(config, resolve_dtype(dtype), attention)
+                     attention=None, scan_layers: bool = False) -> Array:
+    """The backbone's last hidden state ``[B, T, E]`` (before pooling); options as :func:`embed`."""
+    model = EmbeddingModel(config, resolve_dtype(dtype), attention, scan_layers=scan_layers)
     return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
                        batch["positions"], method=EmbeddingModel.token_embeddings)
 
