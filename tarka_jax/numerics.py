@@ -48,6 +48,16 @@ def matmul_precision(dtype) -> jax.lax.Precision:
 
 
 def l2_normalize(x, axis: int = -1, eps: float = NORM_EPS):
-    """``x / max(||x||, eps)`` along ``axis``; numpy in gives numpy out, jax in gives jax out."""
-    xp = jnp if isinstance(x, jax.Array) else np
-    return x / xp.maximum(xp.linalg.norm(x, axis=axis, keepdims=True), eps)
+    """``x / max(||x||, eps)`` along ``axis``; numpy in gives numpy out, jax in gives jax out.
+
+    The jax form has finite gradients at an all-zero vector (an empty packed slot, a fully
+    padded row): ``max(sqrt(s), eps)`` would send its zero cotangent through ``sqrt``'s
+    infinite slope at 0 (0 * inf = NaN into every parameter), so the square root only ever
+    sees sums above ``eps**2`` (the "double where"); the forward values are unchanged.
+    """
+    if not isinstance(x, jax.Array):
+        return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), eps)
+    sumsq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+    big = sumsq > eps * eps
+    norm = jnp.where(big, jnp.sqrt(jnp.where(big, sumsq, 1.0)), eps)
+    return x / norm
