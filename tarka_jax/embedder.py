@@ -219,7 +219,7 @@ class Embedder:
             if convert_to_tensor:
                 out = [self.placement.put_output(x) for x in out]
             return out[0] if single else out
-        if not texts:
+        if not texts and not self.placement.spans_processes:  # (else a collective: join it)
             out = np.zeros((0, truncate_dim or self.embedding_dim), np.float32)
         else:
             ids = self.tokenizer.encode(texts, prompt=prompt)
@@ -337,6 +337,7 @@ class Embedder:
     def _token_embeddings(self, texts, prompt, batch_size) -> list[np.ndarray]:
         """One float32 ``[tokens_i, hidden]`` array per text (one text per row, as planned
         by :func:`tarka_jax.batching.plan_sorted`), in input order."""
+        self.placement.check_local("encode(output_value='token_embeddings')")
         ids = self.tokenizer.encode(texts, prompt=prompt)
         out: list[np.ndarray | None] = [None] * len(ids)
         for p in batching.plan_sorted(ids, batch_size, self.buckets, **self._policy()):
@@ -354,8 +355,9 @@ class Embedder:
         arrays = self.placement.put_batch(
             {k: batch[k] for k in ("input_ids", "segment_ids", "positions")})
         with self.placement.context():
-            return _embed_jit(self.params, arrays, self.config, dtype=self.dtype,
-                              attention=self.attention, segments_per_row=segments)
+            out = _embed_jit(self.params, arrays, self.config, dtype=self.dtype,
+                             attention=self.attention, segments_per_row=segments)
+        return self.placement.local_rows(out)  # over processes: this process's rows
 
     def _policy(self) -> dict[str, int]:
         return dict(pad_id=self.tokenizer.pad_token_id, row_multiple=self._row_multiple,
@@ -373,6 +375,7 @@ class Embedder:
     def _run(self, passes, n_texts: int, show_progress_bar) -> np.ndarray:
         """Run the planned passes (pipelined) and put each embedding back at its input index."""
         out = np.empty((n_texts, self.embedding_dim), np.float32)
+        passes = self.placement.schedule(passes, self.tokenizer.pad_token_id)
         show = (len(passes) > _AUTO_PROGRESS_BATCHES if show_progress_bar is None
                 else show_progress_bar)
         batches = ((p, p.arrays) for p in passes)

@@ -16,14 +16,20 @@ params and how a pass's rows are split is a separate decision, made once here
   rows split over both axes.
 
 Several processes (``jax.distributed``): the default is this process's own devices,
-and each process encodes its own texts (what ``tarka-jax embed-corpus`` does). A mesh
-spanning processes is refused: every process would have to run the same passes in
-lock step, which ``encode`` on per-process texts cannot promise.
+and each process encodes its own texts (what ``tarka-jax embed-corpus`` does). A
+``mesh=`` / ``devices=`` spanning processes (every process, the same number of devices
+each) makes ``encode`` a collective: every process calls it the same number of times
+with the same options, each with its own texts, and gets its own texts' embeddings.
+The processes agree on one pass schedule (:mod:`tarka_jax.process_passes`), each feeds
+its rows of a pass (``jax.make_array_from_process_local_data``) and reads back only
+those (its addressable shards).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -32,7 +38,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tarka_jax import st_args
+from tarka_jax import process_passes, st_args
 from tarka_jax.sharding_rules import param_shardings
 
 BATCH_AXES = ("data", "fsdp")  # a pass's rows split over these (those the mesh has)
@@ -40,7 +46,8 @@ BATCH_AXES = ("data", "fsdp")  # a pass's rows split over these (those the mesh 
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """A mesh of this process's devices with a ``"data"`` (and maybe ``"fsdp"``) axis."""
+    """A mesh with a ``"data"`` (and maybe ``"fsdp"``) axis: this process's devices, or
+    the same number of devices of every process."""
 
     mesh: Mesh
 
@@ -50,8 +57,9 @@ class Placement:
 
         Raises:
           ValueError: two of them at once (naming both), an empty or repeated device
-            list, devices of several platforms or of other processes, a mesh without a
-            ``"data"`` axis or with another axis.
+            list, devices of several platforms, devices of some other processes but not
+            of all, or not as many of each, a mesh without a ``"data"`` axis or with
+            another axis.
         """
         given = [n for n, v in (("device", device), ("devices", devices), ("mesh", mesh))
                  if v is not None]
@@ -80,10 +88,17 @@ class Placement:
         """The one device, or None when there are several."""
         return self.devices[0] if self.mesh.size == 1 else None
 
+    @functools.cached_property
+    def spans_processes(self) -> bool:
+        """True when the mesh holds devices of other processes (``encode`` is collective)."""
+        return len({d.process_index for d in self.devices}) > 1
+
     @property
     def rows(self) -> int:
-        """Every pass's row count divides by this: the size of the batch axes."""
-        return math.prod(self.mesh.shape[a] for a in self._batch_axes)
+        """Every pass's row count (this process's rows) divides by this: the size of the
+        batch axes, shared out over the processes."""
+        return (math.prod(self.mesh.shape[a] for a in self._batch_axes)
+                // len({d.process_index for d in self.devices}))
 
     @property
     def _batch_axes(self) -> tuple[str, ...]:
@@ -91,17 +106,55 @@ class Placement:
 
     def put_params(self, params):
         """Replicated on a ``"data"`` mesh; sharded by the rules table with ``"fsdp"``."""
+        if self.spans_processes:  # every process holds the same values: place from the host
+            params = jax.tree.map(np.asarray, params)
         if "fsdp" in self.mesh.axis_names:
             return jax.device_put(params, param_shardings(params, self.mesh))
         return jax.device_put(params, NamedSharding(self.mesh, P()))
 
+    def schedule(self, passes: list, pad_id: int) -> list:
+        """The passes to run: as planned, or on the schedule every process agrees on
+        (a collective, when the mesh spans processes)."""
+        return process_passes.agree(passes, pad_id) if self.spans_processes else passes
+
     def put_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """``[rows, T]`` int32 arrays, rows split over the batch axes (asynchronous)."""
-        return jax.device_put(arrays, NamedSharding(self.mesh, P(self._batch_axes)))
+        """``[rows, T]`` int32 arrays, rows split over the batch axes (asynchronous).
+
+        Over processes the arrays are this process's rows of the global batch."""
+        sharding = self._batch_sharding
+        if self.spans_processes:
+            return jax.make_array_from_process_local_data(sharding, arrays)
+        return jax.device_put(arrays, sharding)
+
+    def local_rows(self, x: jax.Array):
+        """A pass's output ``[rows, ...]``: itself, or over processes this process's rows
+        (those its :meth:`put_batch` fed), fetched when ``np.asarray`` reads them."""
+        if not self.spans_processes:
+            return x
+        sharding = self._batch_sharding
+        if not x.sharding.is_equivalent_to(sharding, x.ndim):
+            x = _reshard(sharding)(x)
+        return _LocalRows(x)
 
     def put_output(self, x):
-        """``convert_to_tensor``'s placement: replicated on every device of the mesh."""
+        """``convert_to_tensor``'s placement: replicated on every device of the mesh
+        (over processes: on this process's devices of it, holding its own texts)."""
+        if self.spans_processes:
+            local = [d for d in self.devices if d.process_index == jax.process_index()]
+            mesh = Mesh(np.asarray(local, dtype=object), ("data",))
+            return jax.device_put(x, NamedSharding(mesh, P()))
         return jax.device_put(x, NamedSharding(self.mesh, P()))
+
+    def check_local(self, what: str) -> None:
+        """Refuse ``what`` on a mesh spanning processes (it has no collective path)."""
+        if self.spans_processes:
+            raise ValueError(f"{what} runs on one process's devices only; this model's mesh "
+                             "spans processes: build one on jax.local_devices() for it "
+                             "(docs/devices.md)")
+
+    @property
+    def _batch_sharding(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P(self._batch_axes))
 
     def context(self):
         """The mesh in context around a jitted call (kernels then run per batch shard,
@@ -129,12 +182,36 @@ def _check_devices(found: list, what: str) -> None:
     if len(platforms) > 1:
         raise ValueError(f"{what} mixes platforms {platforms}: one backend per model")
     here = jax.process_index()
-    others = sorted({d.process_index for d in found} - {here})
-    if others:
+    per_process = collections.Counter(d.process_index for d in found)
+    if set(per_process) == {here}:
+        return
+    missing = sorted(set(range(jax.process_count())) - set(per_process))
+    if missing:
         raise ValueError(
-            f"{what} includes devices of process(es) {others} (this is process {here}): an "
-            "Embedder runs on this process's devices only; build one per process on "
-            "jax.local_devices() and give each its own texts (docs/devices.md)")
+            f"{what} includes devices of process(es) {sorted(set(per_process) - {here})} "
+            f"but none of {missing} (this is process {here}): a mesh over processes takes "
+            "devices of every process, or use this process's devices only (docs/devices.md)")
+    if len(set(per_process.values())) > 1:
+        raise ValueError(f"{what} has unequal device counts per process {dict(per_process)}: "
+                         "each process feeds an equal share of every pass's rows")
+
+
+class _LocalRows:
+    """This process's rows of a global ``[rows, ...]`` array sharded over the batch axes,
+    in the order ``make_array_from_process_local_data`` took them (global row order)."""
+
+    def __init__(self, x: jax.Array):
+        self.x = x
+
+    def __array__(self, dtype=None, copy=None):
+        shards = {s.index[0].start or 0: s.data for s in self.x.addressable_shards}
+        out = np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])
+        return out if dtype is None else out.astype(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _reshard(sharding: NamedSharding):
+    return jax.jit(lambda x: x, out_shardings=sharding)
 
 
 def _check_mesh(mesh: Any) -> Mesh:

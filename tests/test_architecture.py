@@ -33,7 +33,8 @@ LAYERS = {
     "tarka_jax.convert": 3, "tarka_jax.tokenizer": 3, "tarka_jax.tokenizer_train": 3,
     "tarka_jax.prompts": 3, "tarka_jax.checkpoint": 3, "tarka_jax.batching": 3, "tarka_jax.corpus_reader": 3,
     "tarka_jax": 4,  # the package facade (re-exports the inference API)
-    "tarka_jax.embedder": 4, "tarka_jax.placement": 4, "tarka_jax.loading": 4,
+    "tarka_jax.embedder": 4, "tarka_jax.placement": 4, "tarka_jax.process_passes": 4,
+    "tarka_jax.loading": 4,
     "tarka_jax.mteb": 4, "tarka_jax.corpus": 4, "tarka_jax.corpus_job": 4,
     "tarka_jax.corpus_search": 4, "tarka_jax.evaluators": 4, "tarka_jax.st_args": 4, "tarka_jax.sentence_transformer": 4, "tarka_jax.demo": 4,
     "tarka_jax.distill": 5, "tarka_jax.distill.heldout": 5,
