@@ -113,6 +113,12 @@ def test_cache_teacher_then_distill_from_the_cache(tiny_models, eval_file, tmp_p
     assert main(["cache-teacher", "--teacher", teacher, "--out", cache, "--train", train,
                  "--eval", eval_file, "--prompt-mix", MIX, "--max-seq-length", "32"]) == 0
     assert "cached train 48, eval" in capsys.readouterr().out
+    again = ["cache-teacher", "--teacher", teacher, "--out", cache, "--train", train,
+             "--eval", eval_file, "--prompt-mix", MIX, "--max-seq-length", "32"]
+    assert main(again) == 2  # an existing cache is never overwritten silently
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert main(again + ["--force"]) == 0  # ours, holding only its own files: replaced
+    capsys.readouterr()
     c = TeacherCache(cache)
     assert c.manifest["backend"] == "jax" and c.embeddings("train").shape == (48, 24)
 

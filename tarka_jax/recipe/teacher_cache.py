@@ -108,9 +108,18 @@ def build_cache(out_dir: str, model: str, train_files: Sequence[str],
                 prompt_mix: Mapping[str, float] | None = None, seed: int = 0,
                 backend: str = "auto", dtype: str = "float32",
                 max_seq_length: int | None = None, batch_size: int = 32,
-                device: str | None = None) -> dict:
-    """Compute and write a cache; returns its manifest."""
+                device: str | None = None, force: bool = False) -> dict:
+    """Compute and write a cache; returns its manifest.
+
+    ``out_dir`` gets the same protection as every model writer (docs/safety.md): an
+    existing non-empty folder is refused unless ``force`` and tarka-jax wrote it; the
+    files appear only when complete (written into a temporary sibling, then renamed).
+    """
+    from tarka_jax.convert.safe_write import check_output, output_folder
     from tarka_jax.distill.data import read_corpus
+
+    sources = [model, *train_files, *eval_files]
+    check_output(out_dir, sources=sources, force=force, what="cache folder")  # before any work
 
     if backend not in ("auto", "jax", "torch"):
         raise ValueError(f"backend must be auto, jax or torch, got {backend!r}")
@@ -124,24 +133,26 @@ def build_cache(out_dir: str, model: str, train_files: Sequence[str],
                else _TorchTeacher(model, dtype, max_seq_length, device))
     prompts = prompt_table(teacher.prompts)
     check_mix(mix, prompts)
-    os.makedirs(out_dir, exist_ok=True)
     manifest = {"format": FORMAT, "version": VERSION, "teacher": str(model),
                 "backend": backend, "dtype": dtype, "dim": teacher.dim,
                 "max_seq_length": teacher.max_seq_length, "prompt_mix": mix, "seed": int(seed),
                 "prompt_names": None, "prompts": {}, "splits": {}}
     files = {"train": list(train_files), "eval": list(eval_files)}
+    arrays = {}  # file name -> array, written once every split is computed
     for split, texts in splits.items():
         names, choice = assign_prompts(len(texts), mix, seed, SPLITS[split])
         emb = _embed_split(teacher, texts, names, choice, prompts, batch_size)
         if not np.all(np.isfinite(emb)):
             raise CacheError(f"the teacher gave non-finite embeddings for the {split} split")
-        np.save(os.path.join(out_dir, f"{split}.npy"), emb)
-        np.save(os.path.join(out_dir, f"{split}_prompts.npy"), choice)
+        arrays[f"{split}.npy"], arrays[f"{split}_prompts.npy"] = emb, choice
         manifest["prompt_names"] = names
         manifest["prompts"] = {k: prompts.get(k, "") for k in names}
         manifest["splits"][split] = {"files": [os.path.abspath(f) for f in files[split]],
                                      "count": len(texts), "corpus_sha256": corpus_sha256(texts)}
-    write_json(os.path.join(out_dir, MANIFEST), manifest, atomic=True)
+    with output_folder(out_dir, sources=sources, force=force, kind="teacher cache") as tmp:
+        for name, array in arrays.items():
+            np.save(os.path.join(tmp, name), array)
+        write_json(os.path.join(tmp, MANIFEST), manifest, atomic=True)
     return manifest
 
 
@@ -179,13 +190,15 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seq-length", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, help="torch device (default cpu)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing cache folder (only one tarka-jax wrote)")
 
 
 def _run(args) -> int:
     m = build_cache(args.out, args.teacher, args.train, args.eval, text_field=args.text_field,
                     prompt_mix=parse_mix(args.prompt_mix), seed=args.seed, backend=args.backend,
                     dtype=args.dtype, max_seq_length=args.max_seq_length,
-                    batch_size=args.batch_size, device=args.device)
+                    batch_size=args.batch_size, device=args.device, force=args.force)
     counts = ", ".join(f"{k} {v['count']}" for k, v in m["splits"].items())
     print(f"cached {counts} embeddings of dim {m['dim']} ({m['backend']} backend) in {args.out}")
     return 0
