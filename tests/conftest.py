@@ -48,6 +48,16 @@ def tiny_st(tiny_reference):
 
     return SentenceTransformer(tiny_reference, device="cpu")
 
+def pytest_collection_modifyitems(config, items):
+    """Files holding a ``slow`` test run first (stable order otherwise).
+
+    tests/run_all.sh gives whole files to two pytest-xdist workers; started last (they sort
+    late by name), the long multi-process and 8-device files ended each leg on one worker.
+    """
+    heavy = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in heavy)
+
+
 # ---- (helpers: add your shared fixtures below this line, in marked sections) ----
 
 

@@ -70,6 +70,7 @@ def _params(run_dir, step):
     return jax.tree_util.tree_flatten_with_path(load_run_step(run_dir, step)[1])[0]
 
 
+@pytest.mark.slow  # leg 1 only (the loop on the newer jax: test_distill_cli_learns_the_teacher)
 def test_distill_resume_mid_epoch_is_bit_identical(tiny_models, tmp_path):
     from tarka_jax.distill.metrics import read_metrics
     from tarka_jax.distill.run import train

@@ -41,6 +41,7 @@ def _columns(n_cols, b=12, seed=0):
     return out
 
 
+@pytest.mark.slow  # leg 1 only (~40-80 s: two losses, four mini-batch sizes compiled)
 def test_finetune_cached_loss_equals_uncached(model):
     import jax
 

@@ -81,6 +81,7 @@ def _params(run_dir, step):
     return jax.tree_util.tree_flatten_with_path(load_run_step(run_dir, step)[1])[0]
 
 
+@pytest.mark.slow  # leg 1 only (the loop on the newer jax: test_finetune_cli_learns_the_pairs)
 def test_finetune_resume_mid_epoch_is_bit_identical(jax_only_model, pairs_file, tmp_path):
     from tarka_jax.distill.metrics import read_metrics
     from tarka_jax.distill.resume_check import read_changes
