@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from tarka_jax.convert import Checkpoint, open_model
+from tarka_jax.distributed import barrier
 from tarka_jax.distill import checkpointing as ckpt
 from tarka_jax.distill import heldout, resume_check
 from tarka_jax.distill import sharding as shd
@@ -223,6 +224,10 @@ def open_checkpoints(config: DistillConfig, workdir: str, resume: bool, *,
     the math (unless ``allow_config_change``, which records the change)."""
     if not resume:
         resume_check.check_new_run_folder(workdir, ckpt.RUN_FILE)
+    # Every process checks the folder before any process writes into it (the manager makes
+    # files): without this, a slower process saw process 0's first files and refused the
+    # folder as "not a run folder", leaving process 0 stuck in its collectives.
+    barrier("tarka-jax: run folder checked")
     mngr = ckpt.manager(workdir, keep=config.checkpoint.keep,
                         async_save=config.checkpoint.async_save)
     latest = mngr.latest_step()
