@@ -14,6 +14,7 @@ HF names (torch layout)                       Flax path
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import jax
@@ -50,12 +51,26 @@ def flax_path_to_hf(path: tuple[str, ...]) -> tuple[str, bool]:
 
 
 def expected_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Flax path -> shape for a config, without allocating or computing anything."""
+    """Flax path -> shape for a config, without allocating or computing anything.
+
+    Every decoder layer has the same parameters (sliding and full layers differ only
+    in their mask and RoPE), so the shapes come from tracing the model's init with
+    *one* layer and repeating ``layers_0`` for each layer: tracing all 24 layers cost
+    1.5-3 s of every model load here (tests/test_convert.py checks the two agree).
+    """
     from tarka_jax.model import init_params  # lazy: model imports are heavier
 
-    tree = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
+    one_layer = dataclasses.replace(config, num_layers=1, layer_types=config.layer_types[:1])
+    tree = jax.eval_shape(lambda: init_params(one_layer, jax.random.key(0)))
+    shapes = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = tuple(k.key for k in path)
+        if keys[:2] == ("encoder", "layers_0"):
+            for i in range(config.num_layers):
+                shapes[("encoder", f"layers_{i}") + keys[2:]] = tuple(leaf.shape)
+        else:
+            shapes[keys] = tuple(leaf.shape)
+    return shapes
 
 
 def check_params(params, config: ModelConfig, *, source: str = "Flax params") -> dict:

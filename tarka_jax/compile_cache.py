@@ -10,6 +10,10 @@ Environment variable ``TARKA_JAX_COMPILATION_CACHE``:
   ``0`` / ``off`` / ``false``  do not enable the cache
   any other value  the directory to use
 
+The same directory keeps the Embedder's exported forward programs (``programs/``,
+:mod:`tarka_jax.program_cache`): with both, a second process neither traces nor
+compiles a shape it has seen.
+
 The cache holds compiled machine code and is trusted by JAX: keep it in a
 directory only you can write to (the default is under your home directory).
 """
@@ -22,6 +26,7 @@ from pathlib import Path
 
 ENV_VAR = "TARKA_JAX_COMPILATION_CACHE"
 _OFF = {"0", "off", "false", "no"}
+PROGRAMS_SUBDIR = "programs"  # exported forward programs (jax's own files end in -cache)
 
 
 def user_cache_dir() -> Path:
@@ -48,17 +53,25 @@ def cache_path(path: str | os.PathLike | None = None) -> Path | None:
     return user_cache_dir() / "tarka-jax" / "jax-compilation"
 
 
-def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
+def enable_compilation_cache(path: str | os.PathLike | None = None, *,
+                             programs: bool = True) -> Path | None:
     """Turn on JAX's persistent compilation cache; returns its directory (None: off).
 
     Every compiled program is cached (no minimum compile time or size): the
-    programs an Embedder compiles are few and each costs seconds.
+    programs an Embedder compiles are few and each costs seconds. ``programs``
+    also keeps the Embedder's traced forward programs (:mod:`tarka_jax.program_cache`)
+    in ``<directory>/programs``, so a new process skips tracing the model too.
     """
     import jax
 
+    from tarka_jax import program_cache
+
     directory = cache_path(path)
     if directory is None:
+        program_cache.disable()
         return None
+    if programs:
+        program_cache.enable(directory / PROGRAMS_SUBDIR)
     directory.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

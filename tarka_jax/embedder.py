@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from tarka_jax import batching, similarity, st_args
+from tarka_jax import batching, program_cache, similarity, st_args
 from tarka_jax.loading import load, tokenizer_for
 from tarka_jax.model import embed, token_embeddings
 from tarka_jax.numerics import l2_normalize, resolve_dtype
@@ -354,9 +354,14 @@ class Embedder:
         self.compiled_shapes.add((rows, width, segments))
         arrays = self.placement.put_batch(
             {k: batch[k] for k in ("input_ids", "segment_ids", "positions")})
+        static = dict(config=self.config, dtype=self.dtype, attention=self.attention,
+                      segments_per_row=segments)
         with self.placement.context():
-            out = _embed_jit(self.params, arrays, self.config, dtype=self.dtype,
-                             attention=self.attention, segments_per_row=segments)
+            programs = program_cache.active()
+            program = (programs.program(embed, static, (self.params, arrays))
+                       if programs is not None and not self.placement.spans_processes else None)
+            out = (program(self.params, arrays) if program is not None
+                   else _embed_jit(self.params, arrays, **static))
         return self.placement.local_rows(out)  # over processes: this process's rows
 
     def _policy(self) -> dict[str, int]:

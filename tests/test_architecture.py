@@ -27,7 +27,7 @@ LAYERS = {
     "tarka_jax.kernels": 1,
     "tarka_jax._version": 2, "tarka_jax.errors": 2, "tarka_jax.textfiles": 2,
     "tarka_jax.numerics": 2, "tarka_jax.config": 2, "tarka_jax.model": 2,
-    "tarka_jax.command": 2, "tarka_jax.compile_cache": 2,
+    "tarka_jax.command": 2, "tarka_jax.compile_cache": 2, "tarka_jax.program_cache": 2,
     "tarka_jax.text_input": 2, "tarka_jax.distributed": 2, "tarka_jax.similarity": 2, "tarka_jax.quantize": 2, "tarka_jax.scan_layers": 2,
     "tarka_jax.sharding_rules": 2,
     "tarka_jax.convert": 3, "tarka_jax.tokenizer": 3, "tarka_jax.tokenizer_train": 3,

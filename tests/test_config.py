@@ -117,3 +117,19 @@ def test_all_full_attention_config_loads_in_transformers():
     cfg = tarka_150m().replace(layer_types=(FULL,) * 24, sliding_window=None)
     hf = Gemma3TextConfig(**cfg.to_hf_config())  # transformers halves sliding_window: never null
     assert ModelConfig(**backbone_from_hf(hf.to_dict())).layer_types == (FULL,) * 24
+
+
+@pytest.mark.parametrize("make", [lambda: _config(), tarka_150m,
+                                  lambda: _config(layer_types=["full_attention"] * 7)])
+def test_expected_shapes_equal_the_full_init(make):
+    """The one-layer shortcut of ``expected_shapes`` gives exactly the whole model's tree."""
+    import jax
+
+    from tarka_jax.convert.mapping import expected_shapes
+    from tarka_jax.model import init_params
+
+    cfg = make()
+    tree = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+    full = {tuple(k.key for k in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    assert expected_shapes(cfg) == full

@@ -103,14 +103,14 @@ def pair():
             t_cfg, jax.device_get(init_params(t_cfg, jax.random.key(1))), batch)
 
 
-def _run(pair, *, loss, accumulation=1, dtype="float32", remat=False, steps=2):
+def _run(pair, *, loss, accumulation=1, dtype="float32", remat=False, steps=2, **optimizer):
     from tarka_jax.distill import sharding as shd
     from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
     from tarka_jax.distill.step import StepConfig, create_state, make_train_step, shard_params
 
     s_cfg, s_params, t_cfg, t_params, batch = pair
-    tx, sched = make_optimizer(OptimizerConfig(learning_rate=1e-2, accumulation_steps=accumulation),
-                               steps)
+    tx, sched = make_optimizer(OptimizerConfig(learning_rate=1e-2, accumulation_steps=accumulation,
+                                               **optimizer), steps)
     mesh = shd.make_mesh(1, 1, devices=jax.devices()[:1])
     state, state_sh = create_state(s_params, tx, mesh)
     teacher, t_sh = shard_params(t_params, mesh)
@@ -241,3 +241,38 @@ def test_state_shardings_give_optimizer_moments_their_parameter_sharding(pair):
         # The shardings tree has the abstract state's structure exactly.
         structure = jax.tree.structure(abstract_state(s_params, tx))
         assert jax.tree.structure(sh) == structure
+
+
+def test_frozen_parameters_stay_put_and_the_rest_trains(pair):
+    """optimizer.freeze: matching params bit-identical after steps, no Adam moments for
+    them, shardings still the abstract state's structure; the others move."""
+    from tarka_jax.distill import sharding as shd
+    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.distill.step import abstract_state, state_shardings
+
+    start = pair[1]
+    state, _ = _run(pair, loss=LossConfig(), freeze=("encoder/embed_tokens", r"dense_0/bias$"))
+    flat = lambda t: {jax.tree_util.keystr(k): np.asarray(v)  # noqa: E731
+                      for k, v in jax.tree_util.tree_flatten_with_path(t)[0]}
+    before, after = flat(start), flat(state["params"])
+    frozen = [k for k in before if "embed_tokens" in k or k.endswith("['dense_0']['bias']")]
+    assert len(frozen) == 2
+    for k in before:
+        same = np.array_equal(before[k], after[k])
+        assert same == (k in frozen), k
+    tx, _ = make_optimizer(OptimizerConfig(freeze=("embed_tokens",)), 4)
+    mesh = shd.make_mesh(1, 1, devices=jax.devices()[:1])
+    sh = state_shardings(start, tx, mesh)
+    assert jax.tree.structure(sh) == jax.tree.structure(abstract_state(start, tx))
+    n_params = len(jax.tree.leaves(start))
+    assert len(jax.tree.leaves(abstract_state(start, tx)["opt_state"])) == 2 * (n_params - 1) + 2
+
+
+def test_freeze_patterns_are_checked(pair):
+    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
+
+    with pytest.raises(ValueError, match="not a regular expression"):
+        OptimizerConfig(freeze=("encoder/(",))
+    tx, _ = make_optimizer(OptimizerConfig(freeze=("encoder/embed_token$",)), 4)
+    with pytest.raises(ValueError, match=r"\['encoder/embed_token\$'\] match no parameter"):
+        tx.init(pair[1])

@@ -5,11 +5,17 @@ the learning rate, bias-corrected moments, eps outside the square root); the
 parity test checks it step by step. Weight decay skips every 1-D parameter: the
 RMSNorm offsets (decaying them pulls the scale ``1 + w`` towards 1, not towards
 zero, and is not what the teacher was trained with) and the Dense biases.
+
+``freeze`` keeps the parameters whose path matches one of its regular expressions
+fixed (``optax.multi_transform`` with ``set_to_zero``: no Adam moments, no decay,
+not counted in the clipping norm), e.g. ``["encoder/embed_tokens"]`` to fine-tune
+a small model on few pairs without moving its token embeddings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import jax
 import optax
@@ -30,6 +36,8 @@ class OptimizerConfig:
       weight_decay: decoupled decay on matrices (never norms or biases).
       clip_norm: global gradient-norm clip; 0 disables it.
       accumulation_steps: micro-batches per update (the global batch is split).
+      freeze: regular expressions (``re.search``) over parameter paths such as
+        ``encoder/layers_0/mlp/up_proj/kernel``; matching parameters are not updated.
     """
 
     learning_rate: float = 1e-4
@@ -42,8 +50,16 @@ class OptimizerConfig:
     weight_decay: float = 0.01
     clip_norm: float = 1.0
     accumulation_steps: int = 1
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "freeze", tuple(self.freeze))
+        for pattern in self.freeze:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"optimizer.freeze: {pattern!r} is not a regular expression "
+                                 f"({e})") from None
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"optimizer.schedule must be 'cosine' or 'constant', "
                              f"got {self.schedule!r}")
@@ -75,6 +91,24 @@ def decay_mask(params):
     return jax.tree.map(lambda p: len(p.shape) >= 2, params)
 
 
+def freeze_labels(patterns: tuple[str, ...]):
+    """params -> the same tree of "frozen" / "train" labels; a pattern matching nothing
+    is an error (a misspelt path would otherwise train everything silently)."""
+
+    def labels(params):
+        paths = {path: "/".join(str(getattr(k, "key", k)) for k in path)
+                 for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+        unused = [p for p in patterns if not any(re.search(p, name) for name in paths.values())]
+        if unused and paths:  # (optax.tree_map_params passes a tree without leaves)
+            raise ValueError(f"optimizer.freeze: {unused} match no parameter (paths look like "
+                             f"{next(iter(paths.values()))!r})")
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "frozen" if any(re.search(p, paths[path]) for p in patterns)
+            else "train", params)
+
+    return labels
+
+
 def make_optimizer(config: OptimizerConfig, total_steps: int):
     """(optax transformation, schedule)."""
     schedule = learning_rate_schedule(config, total_steps)
@@ -83,4 +117,8 @@ def make_optimizer(config: OptimizerConfig, total_steps: int):
         parts.append(optax.clip_by_global_norm(config.clip_norm))
     parts.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
                              weight_decay=config.weight_decay, mask=decay_mask))
-    return optax.chain(*parts), schedule
+    tx = optax.chain(*parts)
+    if config.freeze:
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                                   freeze_labels(config.freeze))
+    return tx, schedule

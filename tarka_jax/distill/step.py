@@ -72,7 +72,11 @@ def state_shardings(params_shape, tx, mesh: Mesh) -> dict:
     """
     state = abstract_state(params_shape, tx)
     p_sh = shd.param_shardings(state["params"], mesh)
-    o_sh = optax.tree_map_params(tx, lambda _, sharding: sharding, state["opt_state"], p_sh,
+    # A frozen parameter (optimizer.freeze) has an empty ``MaskedNode`` where the others
+    # have moments: it stays one (nothing to shard).
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+    o_sh = optax.tree_map_params(tx, lambda x, sharding: x if masked(x) else sharding,
+                                 state["opt_state"], p_sh, is_leaf=masked,
                                  transform_non_params=lambda _: shd.replicated(mesh))
     return {"step": shd.replicated(mesh), "params": p_sh, "opt_state": o_sh}
 

@@ -29,6 +29,8 @@ Example (``examples/finetune_demo.toml`` is a runnable one)::
 
     [optimizer]                          # the distillation loop's OptimizerConfig
     learning_rate = 2e-5
+    freeze = []                          # regexes of param paths kept fixed, e.g.
+                                         # ["encoder/embed_tokens"]
 
     [mesh] / [train] / [checkpoint] / [logging]   # as for distillation
 
