@@ -80,11 +80,16 @@ class ProgramCache:
         Loads the exported program from disk, or exports and stores it; None when the
         program cannot be exported (the caller then runs ``fn`` itself).
         """
-        key = program_key(fn, static, args)
-        if key not in self._programs:
+        leaves, treedef = jax.tree.flatten(args)
+        # In-process memo on hashable parts: the file key's text form walks every leaf's
+        # path and sharding (~20 ms at full size), too slow for every forward pass.
+        memo = (fn, tuple(sorted(static.items())), treedef,
+                tuple((x.shape, x.dtype, getattr(x, "sharding", None)) for x in leaves))
+        if memo not in self._programs:
+            key = program_key(fn, static, args)
             exported = self._load(key) or self._export(key, fn, static, args)
-            self._programs[key] = None if exported is None else jax.jit(exported.call)
-        return self._programs[key]
+            self._programs[memo] = None if exported is None else jax.jit(exported.call)
+        return self._programs[memo]
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}{_SUFFIX}"
