@@ -92,6 +92,7 @@ def profile(ours, shape, dtype: str) -> dict:
     import jax.numpy as jnp
     from tarka_jax.kernels import attention
 
+    from tarka_jax.batching import SlotCost
     from tarka_jax.embedder import _embed_jit
 
     rows, width, segments = shape
@@ -112,10 +113,7 @@ def profile(ours, shape, dtype: str) -> dict:
                                                            implementation=ours.attention))
         f(q, kv).block_until_ready()
         attn_s += windows.count(window) * timed(lambda: f(q, kv).block_until_ready(), 2)
-    hidden, inter = cfg.hidden_size, cfg.intermediate_size
-    heads_dim = cfg.num_heads * cfg.head_dim + 2 * cfg.num_kv_heads * cfg.head_dim
-    per_token = 2 * (hidden * heads_dim + cfg.num_heads * cfg.head_dim * hidden
-                     + 3 * hidden * inter) * cfg.num_layers
+    per_token = SlotCost.of(cfg).dense  # FLOPs per token outside attention, every layer
     dense_gflops = per_token * rows * width / max(forward_s - attn_s, 1e-9) / 1e9
     return {"shape": list(shape), "forward_s": forward_s, "attention_s": attn_s,
             "attention_share": attn_s / forward_s, "dense_gflops": dense_gflops}

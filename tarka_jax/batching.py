@@ -10,34 +10,50 @@ Row lengths
   padded by at most 64 (128) tokens, not up to 2x as with powers of two.
 
 Packing (``pack=True``)
-  A text of ``n`` tokens goes into the length group whose row length ``W`` is
-  the smallest of :func:`pack_widths` (powers of two from 64, and
-  ``max_length``) with ``W >= 2 n``, capped at ``max_length``: two or more texts
-  share a row, a text shares it only with texts of similar length (the group
-  holds ``n`` in ``(W/4, W/2]``; the smallest and the largest group take
-  everything below / above), and a 20-token query never rides in a 2048 row,
-  where the full-attention layers would cost it ~32x more. Within a group rows
-  are filled best-fit, longest first, at most ``segments_per_row`` texts each.
+  Texts are placed longest first, best-fit: a text goes into the fullest open
+  row that still has room for it, else it opens a row of the smallest width that
+  holds it. A row that a long text opened is already paid for, so shorter texts
+  fill its free end; a short text never *opens* a wide row, where the
+  full-attention layers would cost each of its tokens up to 32x more. A row of
+  width ``W`` holds at most :func:`segments_for` texts (``W / 8``, 4 to 32).
+
+  The widths rows may open at are chosen per call among candidates, by an
+  estimate of the work (:class:`SlotCost`: rows x width x FLOPs per token slot,
+  attention counted by the keys each layer reaches, rounding included): the
+  powers of two of :func:`pack_widths` (wide steps leave free ends that the next
+  texts fill: passages) or its fine steps (to 256, then every 128 to 1024, then
+  every 256: a long text alone in a row wastes less: long documents), each with
+  a floor (texts
+  shorter than the floor open rows of the floor: a small call fills a few
+  wider rows instead of several partly empty passes), and with passes cut per
+  width or across widths (each pass padded to its widest row). Each pass is
+  also charged 256 token slots (a dispatch, and one more program to compile):
+  32 log-uniform texts then run in 3 passes instead of 9, for ~7% more
+  estimated work. Planning is
+  plain Python, about 0.5 s per 100k texts per candidate; calls of more than
+  4096 texts choose on a sample.
 
 Rows per pass
-  Full passes have ``batch_size`` rows. A group's last, partial pass is padded
+  Full passes have ``batch_size`` rows. A width's last, partial pass is padded
   to :func:`round_rows`: the next power of two below ``row_multiple`` (default
-  8), a multiple of ``row_multiple`` above it, so at most ``row_multiple - 1``
+  4), a multiple of ``row_multiple`` above it, so at most ``row_multiple - 1``
   empty rows instead of up to half the batch. Every row count is a multiple of
   ``devices`` (a data-parallel mesh splits rows evenly); with ``devices > 1``
   ``batch_size`` itself is rounded up to a multiple of it.
 
 Compile bound
   A process compiles at most :func:`compile_bound` programs per dtype /
-  attention / ``batch_size`` setting: ``len(widths) * len(row_counts)``. For
-  ``max_length`` 2048 and ``batch_size`` 32 that is 7 x 7 = 49 packed and
-  23 x 7 = 161 unpacked; a single call uses one or two per group it touches.
+  attention / ``batch_size`` setting: ``len(widths) * len(row_counts)`` (the
+  texts per row follow from the width), ``widths`` the union of the candidate
+  sets. For ``max_length`` 2048 and ``batch_size`` 32 that is 13 x 10 = 130
+  packed and 22 x 10 = 220 unpacked; a single call uses one or two per width it
+  touches.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -57,26 +73,63 @@ def row_lengths(max_length: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def pack_widths(max_length: int) -> tuple[int, ...]:
-    """Packed row lengths: powers of two from 64 below ``max_length``, then ``max_length``."""
+def pack_widths(max_length: int, fine: bool = False) -> tuple[int, ...]:
+    """Packed row lengths: powers of two from 64 (``fine``: to 256, then every 128 to 1024,
+    then every 256), then ``max_length``."""
     out, n = [], 64
     while n < max_length:
         out.append(n)
-        n *= 2
+        n = n * 2 if not fine or n < 256 else n + (128 if n < 1024 else 256)
     return (*out, max_length)
 
 
-def pack_width_for(n: int, widths: Sequence[int]) -> int:
-    """The group row length for a text of ``n`` tokens: smallest width >= 2n, capped."""
-    return max(bucket_for(2 * n, widths), n)
+def pack_width_sets(max_length: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The candidate width sets the Embedder packs with: powers of two, and the fine steps."""
+    return pack_widths(max_length), pack_widths(max_length, fine=True)
 
 
-def default_segments(width: int, widths: Sequence[int]) -> int:
-    """Texts per row: 8 in the smallest group (texts up to W/2 long), else 4 (texts > W/4)."""
-    return 8 if width == widths[0] else 4
+def segments_for(width: int) -> int:
+    """Most texts a packed row of ``width`` holds: ``width / 8``, at least 4, at most 32."""
+    return min(32, max(4, width // 8))
 
 
-def round_rows(n: int, batch_size: int, row_multiple: int = 8, devices: int = 1) -> int:
+@dataclasses.dataclass(frozen=True)
+class SlotCost:
+    """Estimated work of one token slot in a row of a given width (relative units).
+
+    ``dense`` is the FLOPs per token outside attention (all layers);
+    ``attention`` the FLOPs per (query, key) pair of one layer; ``keys`` how many
+    keys each layer reaches (None: the whole row, a full-attention layer).
+    Attention counts ``attention_weight`` times its FLOPs: on this CPU it runs at
+    about half the dense layers' FLOP rate (BENCHMARKS.md, "where the time goes").
+    """
+
+    dense: float
+    attention: float
+    keys: tuple[int | None, ...]
+    attention_weight: float = 2.0
+
+    @classmethod
+    def of(cls, config) -> SlotCost:
+        """From a ModelConfig: Q/K/V/O projections, the gated MLP, the windows."""
+        q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+        per_layer = 2 * config.hidden_size * (q + 2 * kv + q + 3 * config.intermediate_size)
+        keys = []
+        for layer in range(config.num_layers):
+            window = config.window_for(layer)
+            keys.append(None if window is None else window[0] + window[1] + 1)
+        return cls(dense=per_layer * config.num_layers, attention=4 * q, keys=tuple(keys))
+
+    def __call__(self, width: int) -> float:
+        reached = sum(width if k is None else min(width, k) for k in self.keys)
+        return self.dense + self.attention_weight * self.attention * reached
+
+
+def _slot_count(width: int) -> float:
+    return 1.0
+
+
+def round_rows(n: int, batch_size: int, row_multiple: int = 4, devices: int = 1) -> int:
     """Rows to run ``n`` real rows with (``n <= batch_size``); see the module docstring."""
     if n >= batch_size:
         rows = batch_size
@@ -88,13 +141,13 @@ def round_rows(n: int, batch_size: int, row_multiple: int = 8, devices: int = 1)
     return -(-rows // devices) * devices
 
 
-def row_counts(batch_size: int, row_multiple: int = 8, devices: int = 1) -> tuple[int, ...]:
+def row_counts(batch_size: int, row_multiple: int = 4, devices: int = 1) -> tuple[int, ...]:
     """Every row count :func:`round_rows` can return."""
     return tuple(sorted({round_rows(n, batch_size, row_multiple, devices)
                          for n in range(1, batch_size + 1)}))
 
 
-def compile_bound(widths: Sequence[int], batch_size: int, row_multiple: int = 8,
+def compile_bound(widths: Sequence[int], batch_size: int, row_multiple: int = 4,
                   devices: int = 1) -> int:
     """Most distinct programs one setting compiles: widths x row counts."""
     return len(widths) * len(row_counts(batch_size, row_multiple, devices))
@@ -141,7 +194,7 @@ def _full_batch(batch_size: int, devices: int) -> int:
 
 
 def plan_sorted(ids, batch_size: int, widths: Sequence[int], *, pad_id: int = 0,
-                row_multiple: int = 8, devices: int = 1) -> list[Pass]:
+                row_multiple: int = 4, devices: int = 1) -> list[Pass]:
     """One text per row, longest first, each pass padded to the bucket of its longest text."""
     lengths = np.array([len(x) for x in ids])
     order = np.argsort(-lengths, kind="stable")
@@ -155,25 +208,69 @@ def plan_sorted(ids, batch_size: int, widths: Sequence[int], *, pad_id: int = 0,
     return passes
 
 
-def plan_packed(ids, batch_size: int, widths: Sequence[int], *, pad_id: int = 0,
-                segments: int | None = None, row_multiple: int = 8,
-                devices: int = 1) -> list[Pass]:
-    """Texts packed per length group (module docstring); passes longest group first."""
-    lengths = [len(x) for x in ids]
-    groups: dict[int, list[int]] = {}
-    for i, n in enumerate(lengths):
-        groups.setdefault(pack_width_for(max(n, 1), widths), []).append(i)
+def _fill(lengths: Sequence[int], widths: Sequence[int],
+          floor: int, per_row: Callable[[int], int]) -> list[tuple[int, list[int]]]:
+    """Best-fit rows (tokenizer.pack_rows), a new row at the smallest width >= max(n, floor).
+
+    Returns ``(width, texts)`` per row, widest first.
+    """
+    width_for = lambda n: max(bucket_for(max(n, floor), widths), n)
+    rows = [(width_for(lengths[row[0]]), row)  # row[0]: the text that opened it
+            for row in pack_rows(lengths, width_for, per_row)]
+    return sorted(rows, key=lambda r: -r[0])
+
+
+def _passes(rows: list[tuple[int, list[int]]], full: int,
+            by_width: bool) -> list[tuple[int, list[list[int]]]]:
+    """Cut widest-first rows into passes of at most ``full`` rows: per width (each width's
+    last pass partial), or across widths (each pass padded to its widest row)."""
+    if not by_width:
+        return [(rows[s][0], [r for _, r in rows[s:s + full]])
+                for s in range(0, len(rows), full)]
+    out = []
+    for width in sorted({w for w, _ in rows}, reverse=True):
+        same = [r for w, r in rows if w == width]
+        out += [(width, same[s:s + full]) for s in range(0, len(same), full)]
+    return out
+
+
+def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pad_id: int = 0,
+                segments: int | None = None, row_multiple: int = 4, devices: int = 1,
+                slot_cost: Callable[[int], float] = _slot_count, pass_slots: int = 256,
+                search_sample: int = 4096) -> list[Pass]:
+    """Texts packed into rows (module docstring); passes widest first.
+
+    ``width_sets``: the candidate row-width sets (:func:`pack_width_sets`). Every set, floor and way of cutting passes
+    is tried; the plan of least estimated work wins. Calls of more than
+    ``search_sample`` texts choose on a seeded random sample of them (the choice
+    is about row fill, which a sample shows). ``segments`` fixes the texts per
+    row (default :func:`segments_for`); ``slot_cost(width)`` weighs a token slot
+    (default 1: count slots, padding included); each pass is charged ``pass_slots``
+    more slots of a 512-wide row (its dispatch, and a program to compile once).
+    """
+    lengths = [max(len(x), 1) for x in ids]
+    if not lengths:
+        return []
     full = _full_batch(batch_size, devices)
+    per_row = (lambda width: segments) if segments else segments_for
+    rounded = lambda n: round_rows(n, full, row_multiple, devices)
+
+    def estimate(passes) -> float:
+        return (sum(rounded(len(rows)) * width * slot_cost(width) for width, rows in passes)
+                + len(passes) * pass_slots * slot_cost(512))
+
+    sample = lengths
+    if len(lengths) > search_sample:
+        pick = np.random.default_rng(0).choice(len(lengths), search_sample, replace=False)
+        sample = [lengths[i] for i in pick]
+    candidates = [(widths, floor) for widths in width_sets for floor in widths
+                  if floor == widths[0] or floor <= bucket_for(max(sample), widths)]
+    best = min(((c, by_width) for c in candidates for by_width in (True, False)),
+               key=lambda cb: estimate(_passes(_fill(sample, *cb[0], per_row), full, cb[1])))
+    (widths, floor), by_width = best
     passes = []
-    for width in sorted(groups, reverse=True):
-        members = groups[width]
-        per_row = segments or default_segments(width, widths)
-        rows = [[members[j] for j in row]
-                for row in pack_rows([lengths[i] for i in members], width, per_row)]
-        for start in range(0, len(rows), full):
-            part = rows[start:start + full]
-            n_rows = round_rows(len(part), full, row_multiple, devices)
-            passes.append(_layout(ids, part, width, n_rows, per_row, pad_id))
+    for width, part in _passes(_fill(lengths, widths, floor, per_row), full, by_width):
+        passes.append(_layout(ids, part, width, rounded(len(part)), per_row(width), pad_id))
     return passes
 
 

@@ -67,8 +67,9 @@ class Embedder:
         self.device = self.placement.device  # the one device (None on several)
         self.params = self.placement.put_params(params)
         # Shape policy knobs (tarka_jax.batching): partial passes round to a multiple of
-        # _row_multiple rows; every row count divides by _devices (the mesh's batch axes).
-        self._row_multiple = 8
+        # _row_multiple rows; every row count divides by _devices (the mesh's batch axes);
+        # packed plans are ranked by this model's estimated work per token slot.
+        self._row_multiple, self._slot_cost = 4, batching.SlotCost.of(config)
         self._devices = self.placement.rows
         self.source_folder: str | None = None  # the folder from_pretrained read (for save)
         self._set_buckets()
@@ -161,7 +162,7 @@ class Embedder:
             self.buckets = length_buckets(top, per_octave=self.buckets_per_octave)
         else:
             self.buckets = batching.row_lengths(top)
-        self.pack_widths = batching.pack_widths(top)
+        self.pack_width_sets = batching.pack_width_sets(top)
 
     # ---- encoding ---------------------------------------------------------------------------
 
@@ -373,8 +374,8 @@ class Embedder:
                          len(ids), show_progress_bar)
 
     def _run_packed(self, ids, batch_size, show_progress_bar) -> np.ndarray:
-        plan = batching.plan_packed(ids, batch_size, self.pack_widths,
-                                    segments=self.pack_segments, **self._policy())
+        plan = batching.plan_packed(ids, batch_size, self.pack_width_sets, segments=self.pack_segments,
+                                    slot_cost=self._slot_cost, **self._policy())
         return self._run(plan, len(ids), show_progress_bar)
 
     def _run(self, passes, n_texts: int, show_progress_bar) -> np.ndarray:

@@ -9,9 +9,8 @@
 * the post-processor is tokenizer.json's, whatever ``add_bos_token`` /
   ``add_eos_token`` in ``tokenizer_config.json`` say: transformers 5.24 pops those
   flags when a tokenizer.json exists (``PreTrainedTokenizerBase._from_pretrained``,
-  tokenization_utils_base.py l.1818), so ``TokenizersBackend`` never sees them and
-  never rebuilds the post-processor (checked against ``AutoTokenizer`` in the tests;
-  an earlier reading expected a rebuild). A null post-processor adds nothing;
+  tokenization_utils_base.py l.1818), so ``TokenizersBackend`` never rebuilds the
+  post-processor (checked against ``AutoTokenizer`` in the tests). A null one adds nothing;
 * truncation to ``max_seq_length`` happens *before* the post-processor, so a
   truncated text still ends with its special tokens (``tokenizers`` reserves the
   special-token budget itself);
@@ -42,7 +41,7 @@ import bisect
 import json
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -318,32 +317,35 @@ class TextTokenizer:
         return batch
 
 
-def pack_rows(lengths: Sequence[int], row_length: int,
-              max_segments: int | None = None) -> list[list[int]]:
+def pack_rows(lengths: Sequence[int], row_length: int | Callable[[int], int],
+              max_segments: int | Callable[[int], int] | None = None) -> list[list[int]]:
     """Assign texts to rows: best-fit, longest first.
 
-    Each text goes to the fullest row that still has room for it (and fewer than
-    ``max_segments`` texts), else to a new row. Rows list text indices in the order
-    they were placed. O(n log n) up to the list inserts.
+    Each text goes to the fullest row with room for it (and fewer than ``max_segments``
+    texts), else to a new row. ``row_length``: one width, or a new row's width from its
+    first (longest) text's length; ``max_segments``: a number or a function of the row's
+    width. Rows list text indices in the order placed. O(n log n) up to list inserts.
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    rows: list[list[int]] = []
+    width_for = row_length if callable(row_length) else (lambda n: row_length)
+    cap = max_segments if callable(max_segments) else (lambda width: max_segments)
+    rows: list[tuple[list[int], int | None]] = []  # (texts, most texts it may hold)
     free: list[tuple[int, int]] = []  # sorted (free space, row) of rows that may take more
-    for i in order:
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         n = lengths[i]
-        if n > row_length:
-            raise ValueError(f"a text of {n} tokens does not fit a row of {row_length}")
         k = bisect.bisect_left(free, (n, -1))
         if k < len(free):
             space, r = free.pop(k)
+        elif n > (space := width_for(n)):
+            raise ValueError(f"a text of {n} tokens does not fit a row of {space}")
         else:
-            r, space = len(rows), row_length
-            rows.append([])
-        rows[r].append(i)
+            r = len(rows)
+            rows.append(([], cap(space)))
+        members, most = rows[r]
+        members.append(i)
         space -= n
-        if space > 0 and (max_segments is None or len(rows[r]) < max_segments):
+        if space > 0 and (most is None or len(members) < most):
             bisect.insort(free, (space, r))
-    return rows
+    return [members for members, _ in rows]
 
 
 def _round_length(n: int, multiple: int | None, buckets: Sequence[int] | None) -> int:
