@@ -158,6 +158,15 @@ def _legacy_module_types(folder: str) -> None:
 # ---- tolerances ------------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a test's ``jax.distributed`` coordinator)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def scale_relative_error(ours, ref) -> float:
     """``max |ours - ref| / max |ref|``: the error relative to the tensor's own scale.
 

@@ -20,18 +20,12 @@ import time
 import numpy as np
 import pytest
 
+from tarka_jax.testing import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "data", "tiny_train.txt")
 STEPS = 24
 TIMEOUT = 420  # seconds, per process
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

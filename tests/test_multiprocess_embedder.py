@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -74,9 +73,9 @@ def _worker(model_path: str, out_dir: str, port: str, process: int) -> None:
 def test_two_processes_each_get_their_own_embeddings(jax_only_model, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
                HF_HUB_OFFLINE="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    with socket.socket() as s:  # a free port for process 0's coordinator
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    from tarka_jax.testing import free_port
+
+    port = str(free_port())  # for process 0's coordinator
     procs = [subprocess.Popen([sys.executable, __file__, jax_only_model, str(tmp_path), port,
                                str(i)], env=env, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
