@@ -240,8 +240,9 @@ def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pa
                 search_sample: int = 4096) -> list[Pass]:
     """Texts packed into rows (module docstring); passes widest first.
 
-    ``width_sets``: the candidate row-width sets (:func:`pack_width_sets`). Every set, floor and way of cutting passes
-    is tried; the plan of least estimated work wins. Calls of more than
+    ``width_sets``: the candidate row-width sets (:func:`pack_width_sets`). Every
+    set, floor and way of cutting passes is tried; the plan of least estimated
+    work wins. Calls of more than
     ``search_sample`` texts choose on a seeded random sample of them (the choice
     is about row fill, which a sample shows). ``segments`` fixes the texts per
     row (default :func:`segments_for`); ``slot_cost(width)`` weighs a token slot
@@ -263,13 +264,15 @@ def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pa
     if len(lengths) > search_sample:
         pick = np.random.default_rng(0).choice(len(lengths), search_sample, replace=False)
         sample = [lengths[i] for i in pick]
-    candidates = [(widths, floor) for widths in width_sets for floor in widths
-                  if floor == widths[0] or floor <= bucket_for(max(sample), widths)]
-    best = min(((c, by_width) for c in candidates for by_width in (True, False)),
-               key=lambda cb: estimate(_passes(_fill(sample, *cb[0], per_row), full, cb[1])))
-    (widths, floor), by_width = best
+    fills = {(widths, floor): _fill(sample, widths, floor, per_row)
+             for widths in dict.fromkeys(map(tuple, width_sets)) for floor in widths
+             if floor == widths[0] or floor <= bucket_for(max(sample), widths)}
+    (widths, floor), by_width = min(
+        ((c, by_width) for c in fills for by_width in (True, False)),
+        key=lambda cb: estimate(_passes(fills[cb[0]], full, cb[1])))
+    rows = fills[widths, floor] if sample is lengths else _fill(lengths, widths, floor, per_row)
     passes = []
-    for width, part in _passes(_fill(lengths, widths, floor, per_row), full, by_width):
+    for width, part in _passes(rows, full, by_width):
         passes.append(_layout(ids, part, width, rounded(len(part)), per_row(width), pad_id))
     return passes
 
