@@ -6,10 +6,10 @@ Runtime code (``tarka_jax.distill.tiny``) and the test helpers
 
 from __future__ import annotations
 
+import collections
 import os
 
-from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
-                        trainers)
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from tarka_jax.prompts import TASK_PROMPTS
 from tarka_jax.textfiles import write_json
@@ -40,18 +40,23 @@ def long_text(n_words: int, seed: int = 0) -> str:
 
 
 def train_tokenizer(vocab_size: int, out_dir: str) -> Tokenizer:
-    """A WordPiece tokenizer with Gemma's special-token ids: <pad>=0, <eos>=1, <bos>=2."""
+    """A WordPiece tokenizer with Gemma's special-token ids: <pad>=0, <eos>=1, <bos>=2.
+
+    The vocabulary is the same in every process (:func:`_word_piece_vocab`); the
+    ``tokenizers`` trainers break ties between equally frequent pairs in hash order, which
+    changes from run to run, and tests that compare vocabularies (init-student) then drift.
+    """
     tok = Tokenizer(models.WordPiece(unk_token="<unk>", max_input_chars_per_word=100))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
-        min_frequency=1, show_progress=False,
-    )
     corpus = [long_text(40, s) for s in range(50)] + list(SAMPLE_TEXTS)
     corpus += list(TASK_PROMPTS.values()) + ["abcdefghijklmnopqrstuvwxyz0123456789'?,.|:!"]
-    tok.train_from_iterator(corpus, trainer)
+    words = collections.Counter(
+        word for text in corpus
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
+    vocab = _word_piece_vocab(words, vocab_size, ["<pad>", "<eos>", "<bos>", "<unk>"])
+    tok.model = models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=100)
+    tok.decoder = decoders.WordPiece()
     tok.post_processor = processors.TemplateProcessing(
         single="<bos> $A <eos>", pair="<bos> $A <eos> $B <eos>",
         special_tokens=[("<bos>", 2), ("<eos>", 1)],
@@ -59,6 +64,45 @@ def train_tokenizer(vocab_size: int, out_dir: str) -> Tokenizer:
     os.makedirs(out_dir, exist_ok=True)
     tok.save(os.path.join(out_dir, "tokenizer.json"))
     return tok
+
+
+def _word_piece_vocab(words: collections.Counter, vocab_size: int,
+                      specials: list[str]) -> dict[str, int]:
+    """Byte-pair merges over ``words`` (word -> count), ties broken by the pair's text.
+
+    Pieces after a word's first carry WordPiece's ``##`` prefix. The vocabulary is the
+    specials, every character piece (so any word of the corpus alphabet tokenises), then
+    the merged pieces in merge order until ``vocab_size``.
+    """
+    spelled = {w: [w[0]] + ["##" + c for c in w[1:]] for w in words}
+    pieces = list(specials) + sorted({p for s in spelled.values() for p in s})
+    if len(pieces) > vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} is below the {len(pieces)} specials and "
+                         "character pieces of the tokenizer corpus")
+    known = set(pieces)
+    while len(pieces) < vocab_size:
+        pairs: collections.Counter = collections.Counter()
+        for w, s in spelled.items():
+            for pair in zip(s, s[1:]):
+                pairs[pair] += words[w]
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merged = a + b[2:]
+        for w, s in spelled.items():
+            i, out = 0, []
+            while i < len(s):
+                if i + 1 < len(s) and s[i] == a and s[i + 1] == b:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            spelled[w] = out
+        if merged not in known:
+            known.add(merged)
+            pieces.append(merged)
+    return {p: i for i, p in enumerate(pieces)}
 
 
 def write_tokenizer_config(out_dir: str, max_length: int,
