@@ -220,24 +220,39 @@ def _fill(lengths: Sequence[int], widths: Sequence[int],
     return sorted(rows, key=lambda r: -r[0])
 
 
-def _passes(rows: list[tuple[int, list[int]]], full: int,
+def _passes(rows: list[tuple[int, list[int]]], rows_for: Callable[[int], int],
             by_width: bool) -> list[tuple[int, list[list[int]]]]:
-    """Cut widest-first rows into passes of at most ``full`` rows: per width (each width's
-    last pass partial), or across widths (each pass padded to its widest row)."""
-    if not by_width:
-        return [(rows[s][0], [r for _, r in rows[s:s + full]])
-                for s in range(0, len(rows), full)]
+    """Cut widest-first rows into passes of at most ``rows_for(width)`` rows: per width
+    (each width's last pass partial), or across widths (each pass padded to its widest row)."""
+    groups = [rows] if not by_width else [
+        [r for r in rows if r[0] == width] for width in sorted({w for w, _ in rows}, reverse=True)]
     out = []
-    for width in sorted({w for w, _ in rows}, reverse=True):
-        same = [r for w, r in rows if w == width]
-        out += [(width, same[s:s + full]) for s in range(0, len(same), full)]
+    for group in groups:
+        start = 0
+        while start < len(group):
+            width = group[start][0]
+            part = group[start:start + rows_for(width)]
+            out.append((width, [r for _, r in part]))
+            start += len(part)
     return out
+
+
+def pass_rows(width: int, full: int, pass_tokens: int | None, row_multiple: int = 4,
+              devices: int = 1) -> int:
+    """Rows of a full pass at ``width``: ``full``, or with ``pass_tokens`` the largest row
+    count of :func:`row_counts` within ``pass_tokens / width`` token slots (at least the
+    smallest), so capped passes reuse the row counts the compile bound already counts."""
+    if pass_tokens is None:
+        return full
+    counts = row_counts(full, row_multiple, devices)
+    within = [n for n in counts if n * width <= pass_tokens]
+    return within[-1] if within else counts[0]
 
 
 def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pad_id: int = 0,
                 segments: int | None = None, row_multiple: int = 4, devices: int = 1,
                 slot_cost: Callable[[int], float] = _slot_count, pass_slots: int = 256,
-                search_sample: int = 4096) -> list[Pass]:
+                pass_tokens: int | None = None, search_sample: int = 4096) -> list[Pass]:
     """Texts packed into rows (module docstring); passes widest first.
 
     ``width_sets``: the candidate row-width sets (:func:`pack_width_sets`). Every
@@ -248,6 +263,8 @@ def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pa
     row (default :func:`segments_for`); ``slot_cost(width)`` weighs a token slot
     (default 1: count slots, padding included); each pass is charged ``pass_slots``
     more slots of a 512-wide row (its dispatch, and a program to compile once).
+    ``pass_tokens`` caps a pass's token slots (:func:`pass_rows`; None: ``batch_size``
+    rows at every width).
     """
     lengths = [max(len(x), 1) for x in ids]
     if not lengths:
@@ -255,6 +272,7 @@ def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pa
     full = _full_batch(batch_size, devices)
     per_row = (lambda width: segments) if segments else segments_for
     rounded = lambda n: round_rows(n, full, row_multiple, devices)
+    rows_for = lambda width: pass_rows(width, full, pass_tokens, row_multiple, devices)
 
     def estimate(passes) -> float:
         return (sum(rounded(len(rows)) * width * slot_cost(width) for width, rows in passes)
@@ -269,10 +287,10 @@ def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pa
              if floor == widths[0] or floor <= bucket_for(max(sample), widths)}
     (widths, floor), by_width = min(
         ((c, by_width) for c in fills for by_width in (True, False)),
-        key=lambda cb: estimate(_passes(fills[cb[0]], full, cb[1])))
+        key=lambda cb: estimate(_passes(fills[cb[0]], rows_for, cb[1])))
     rows = fills[widths, floor] if sample is lengths else _fill(lengths, widths, floor, per_row)
     passes = []
-    for width, part in _passes(rows, full, by_width):
+    for width, part in _passes(rows, rows_for, by_width):
         passes.append(_layout(ids, part, width, rounded(len(part)), per_row(width), pad_id))
     return passes
 

@@ -71,11 +71,13 @@ def _word_piece_vocab(words: collections.Counter, vocab_size: int,
     """Byte-pair merges over ``words`` (word -> count), ties broken by the pair's text.
 
     Pieces after a word's first carry WordPiece's ``##`` prefix. The vocabulary is the
-    specials, every character piece (so any word of the corpus alphabet tokenises), then
+    specials, every character of the corpus alphabet alone and as a ``##`` piece (so any word
+    spelled in it tokenises, e.g. "17" though no corpus word starts with a digit), then
     the merged pieces in merge order until ``vocab_size``.
     """
     spelled = {w: [w[0]] + ["##" + c for c in w[1:]] for w in words}
-    pieces = list(specials) + sorted({p for s in spelled.values() for p in s})
+    alphabet = sorted(set("".join(words)))
+    pieces = list(specials) + alphabet + ["##" + c for c in alphabet]
     if len(pieces) > vocab_size:
         raise ValueError(f"vocab_size {vocab_size} is below the {len(pieces)} specials and "
                          "character pieces of the tokenizer corpus")

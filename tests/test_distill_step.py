@@ -181,7 +181,8 @@ def test_distill_data_is_deterministic_and_resumable(tmp_path, tiny_tokenizers):
     pair = PairTokenizer(s_tok, t_tok, student_buckets=(16,), teacher_buckets=(16,))
     pair.teacher.set_max_seq_length(32)  # the teacher alone would keep more text
     out = pair([long])
-    decoded = [tok.backend.decode(out[name]["input_ids"][0].tolist())
+    decoded = [tok.backend.decode(out[name]["input_ids"][0][out[name]["segment_ids"][0] > 0]
+                                  .tolist())  # the text, not the padding after it
                for name, tok in (("student", s_tok), ("teacher", t_tok))]
     assert decoded[0] == decoded[1] and 0 < len(decoded[0]) < len(long) // 3, decoded
     # Two hosts split the global batch's rows.
