@@ -26,15 +26,18 @@ Packing (``pack=True``)
   a floor (texts
   shorter than the floor open rows of the floor: a small call fills a few
   wider rows instead of several partly empty passes), and with passes cut per
-  width or across widths (each pass padded to its widest row). Each pass is
-  also charged 256 token slots (a dispatch, and one more program to compile):
-  32 log-uniform texts then run in 3 passes instead of 9, for ~7% more
+  width or across widths (each pass padded to its widest row). Each distinct
+  pass shape is also charged 256 token slots (one more program to compile):
+  32 log-uniform texts then run in 3 shapes instead of 9, for ~7% more
   estimated work. Planning is
   plain Python, about 0.5 s per 100k texts per candidate; calls of more than
   4096 texts choose on a sample.
 
 Rows per pass
-  Full passes have ``batch_size`` rows. A width's last, partial pass is padded
+  Full passes have ``batch_size`` rows, or with ``pass_tokens`` (the Embedder's
+  default on CPU: :data:`PASS_TOKENS`) as many as fit in that many token slots
+  (:func:`pass_rows`): on CPU a pass whose activations stay in cache computes
+  up to 1.6x more slots per second than a 16k-slot one. A width's last, partial pass is padded
   to :func:`round_rows`: the next power of two below ``row_multiple`` (default
   4), a multiple of ``row_multiple`` above it, so at most ``row_multiple - 1``
   empty rows instead of up to half the batch. Every row count is a multiple of
@@ -129,6 +132,12 @@ def _slot_count(width: int) -> float:
     return 1.0
 
 
+# Token slots per pass where smaller passes run faster per slot (benchmarks/cpu_pass_size.py,
+# BENCHMARKS.md "slots per pass"): on this 2-core CPU a [1, 512] pass computes 422 slots/s,
+# [32, 512] 257. None: ``batch_size`` rows (accelerators fill better with big passes).
+PASS_TOKENS = {"cpu": 512}
+
+
 def round_rows(n: int, batch_size: int, row_multiple: int = 4, devices: int = 1) -> int:
     """Rows to run ``n`` real rows with (``n <= batch_size``); see the module docstring."""
     if n >= batch_size:
@@ -194,17 +203,21 @@ def _full_batch(batch_size: int, devices: int) -> int:
 
 
 def plan_sorted(ids, batch_size: int, widths: Sequence[int], *, pad_id: int = 0,
-                row_multiple: int = 4, devices: int = 1) -> list[Pass]:
-    """One text per row, longest first, each pass padded to the bucket of its longest text."""
+                row_multiple: int = 4, devices: int = 1,
+                pass_tokens: int | None = None) -> list[Pass]:
+    """One text per row, longest first, each pass padded to the bucket of its longest text
+    (at most :func:`pass_rows` rows)."""
     lengths = np.array([len(x) for x in ids])
     order = np.argsort(-lengths, kind="stable")
     full = _full_batch(batch_size, devices)
-    passes = []
-    for start in range(0, len(order), full):
-        chunk = order[start:start + full]
-        width = max(bucket_for(int(lengths[chunk[0]]), widths), int(lengths[chunk[0]]), 1)
+    passes, start = [], 0
+    while start < len(order):
+        longest = int(lengths[order[start]])
+        width = max(bucket_for(longest, widths), longest, 1)
+        chunk = order[start:start + pass_rows(width, full, pass_tokens, row_multiple, devices)]
         n_rows = round_rows(len(chunk), full, row_multiple, devices)
         passes.append(_layout(ids, [[int(i)] for i in chunk], width, n_rows, 1, pad_id))
+        start += len(chunk)
     return passes
 
 
@@ -261,8 +274,8 @@ def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pa
     ``search_sample`` texts choose on a seeded random sample of them (the choice
     is about row fill, which a sample shows). ``segments`` fixes the texts per
     row (default :func:`segments_for`); ``slot_cost(width)`` weighs a token slot
-    (default 1: count slots, padding included); each pass is charged ``pass_slots``
-    more slots of a 512-wide row (its dispatch, and a program to compile once).
+    (default 1: count slots, padding included); each distinct pass shape is charged
+    ``pass_slots`` more slots of a 512-wide row (a program to compile once).
     ``pass_tokens`` caps a pass's token slots (:func:`pass_rows`; None: ``batch_size``
     rows at every width).
     """
@@ -275,8 +288,9 @@ def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pa
     rows_for = lambda width: pass_rows(width, full, pass_tokens, row_multiple, devices)
 
     def estimate(passes) -> float:
+        shapes = {(rounded(len(rows)), width) for width, rows in passes}
         return (sum(rounded(len(rows)) * width * slot_cost(width) for width, rows in passes)
-                + len(passes) * pass_slots * slot_cost(512))
+                + len(shapes) * pass_slots * slot_cost(512))
 
     sample = lengths
     if len(lengths) > search_sample:

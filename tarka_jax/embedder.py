@@ -28,7 +28,7 @@ _embed_jit = jax.jit(embed, static_argnames=("config", "dtype", "attention",
 _tokens_jit = jax.jit(token_embeddings, static_argnames=("config", "dtype", "attention"))
 
 _DOCUMENT_PROMPTS = ("document", "passage", "corpus")
-_AUTO_PROGRESS_BATCHES = 8  # show_progress_bar=None shows a bar above this many batches
+_AUTO_PROGRESS_TEXTS = 256  # show_progress_bar=None shows a bar above this many texts
 
 
 class Embedder:
@@ -66,11 +66,12 @@ class Embedder:
         self.mesh = self.placement.mesh
         self.device = self.placement.device  # the one device (None on several)
         self.params = self.placement.put_params(params)
-        # Shape policy knobs (tarka_jax.batching): partial passes round to a multiple of
-        # _row_multiple rows; every row count divides by _devices (the mesh's batch axes);
-        # packed plans are ranked by this model's estimated work per token slot.
+        # Shape policy (tarka_jax.batching): partial passes round to _row_multiple rows, row
+        # counts divide by _devices (the mesh's batch axes), passes hold at most pass_tokens
+        # token slots (None: batch_size rows), packed plans rank by estimated work per slot.
         self._row_multiple, self._slot_cost = 4, batching.SlotCost.of(config)
-        self._devices = self.placement.rows
+        self._devices, self.pass_tokens = self.placement.rows, batching.PASS_TOKENS.get(
+            self.placement.devices[0].platform)
         self.source_folder: str | None = None  # the folder from_pretrained read (for save)
         self._set_buckets()
 
@@ -186,7 +187,7 @@ class Embedder:
           prompt: explicit prompt string (wins over ``prompt_name``); the default
             prompt (``default_prompt_name``) applies when both are None.
           batch_size: texts per forward pass (rows per pass when packing).
-          show_progress_bar: tqdm bar; None shows one only for more than 8 batches.
+          show_progress_bar: tqdm bar; None shows one only for more than 256 texts.
           output_value: "sentence_embedding", or "token_embeddings": a list with one
             float32 ``[tokens_i, hidden]`` array per text (no padding; the backbone's
             last hidden state, before pooling; no truncation or normalisation).
@@ -367,7 +368,7 @@ class Embedder:
 
     def _policy(self) -> dict[str, int]:
         return dict(pad_id=self.tokenizer.pad_token_id, row_multiple=self._row_multiple,
-                    devices=self._devices)
+                    devices=self._devices, pass_tokens=self.pass_tokens)
 
     def _run_sorted(self, ids, batch_size, show_progress_bar) -> np.ndarray:
         return self._run(batching.plan_sorted(ids, batch_size, self.buckets, **self._policy()),
@@ -382,7 +383,7 @@ class Embedder:
         """Run the planned passes (pipelined) and put each embedding back at its input index."""
         out = np.empty((n_texts, self.embedding_dim), np.float32)
         passes = self.placement.schedule(passes, self.tokenizer.pad_token_id)
-        show = (len(passes) > _AUTO_PROGRESS_BATCHES if show_progress_bar is None
+        show = (n_texts > _AUTO_PROGRESS_TEXTS if show_progress_bar is None
                 else show_progress_bar)
         batches = ((p, p.arrays) for p in passes)
         for p, result in batching.pipelined(self._forward, batches, len(passes), show):

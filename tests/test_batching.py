@@ -182,3 +182,23 @@ def test_compile_bound_holds_over_many_calls(pack):
     allowed_rows = set(batching.row_counts(32))
     assert {r for r, _, _ in shapes} <= allowed_rows
     assert {w for _, w, _ in shapes} <= set(widths)
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_pass_tokens_cap_the_slots_of_a_pass(devices):
+    """With pass_tokens a pass holds the most rows of row_counts within that many slots
+    (at least the smallest count); every text still lands once."""
+    assert [batching.pass_rows(w, 32, 512) for w in (64, 128, 256, 384, 2048)] == [8, 4, 2, 1, 1]
+    assert batching.pass_rows(2048, 32, 512, devices=2) == 2
+    assert batching.pass_rows(256, 32, None) == 32
+    rng = np.random.default_rng(3)
+    ids = _random_ids(rng, 150, high=1500)
+    for plan in (batching.plan_packed(ids, 32, batching.pack_width_sets(2048), devices=devices,
+                                      pass_tokens=512),
+                 batching.plan_sorted(ids, 32, batching.row_lengths(2048), devices=devices,
+                                      pass_tokens=512)):
+        assert sorted(np.concatenate([p.texts for p in plan]).tolist()) == list(range(150))
+        for p in plan:
+            rows, width = p.arrays["input_ids"].shape
+            assert rows <= batching.pass_rows(width, 32, 512, devices=devices)
+            assert rows * width <= 512 or rows == devices

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tarka_jax
+from tarka_jax import batching
 from tarka_jax import embedder as embedder_module
 from tarka_jax.embedder import Embedder
 from tarka_jax.testing import SAMPLE_TEXTS, long_text
@@ -153,6 +154,22 @@ def test_embedder_packing_equals_unpacked(small):
     _close(packed, plain)
     _close(small.encode_document(TEXTS), small.encode_document(TEXTS, pack=False))
     assert small.pack  # packing is the default
+
+
+def test_embedder_pass_tokens_change_shapes_not_embeddings(small):
+    """CPU caps a pass at batching.PASS_TOKENS token slots; any cap gives the same vectors."""
+    assert small.pass_tokens == batching.PASS_TOKENS["cpu"]
+    try:
+        small.pass_tokens = None
+        whole = [small.encode(TEXTS, pack=pack) for pack in (True, False)]
+        small.pass_tokens = 64
+        small.compiled_shapes.clear()
+        capped = [small.encode(TEXTS, pack=pack) for pack in (True, False)]
+        assert all(rows * width <= 64 or rows == 1 for rows, width, _ in small.compiled_shapes)
+    finally:
+        small.pass_tokens = batching.PASS_TOKENS["cpu"]
+    for a, b in zip(capped, whole):
+        _close(a, b)
 
 
 def test_embedder_restores_order_and_ignores_batching(small, capsys):
