@@ -35,7 +35,7 @@ Packing (``pack=True``)
 
 Rows per pass
   Full passes have ``batch_size`` rows, or with ``pass_tokens`` (the Embedder's
-  default on CPU: :data:`PASS_TOKENS`) as many as fit in that many token slots
+  default on CPU: :data:`PASS_TOKENS`) as many as fit in that many token slots per device
   (:func:`pass_rows`): on CPU a pass whose activations stay in cache computes
   up to 1.6x more slots per second than a 16k-slot one. A width's last, partial pass is padded
   to :func:`round_rows`: the next power of two below ``row_multiple`` (default
@@ -132,7 +132,7 @@ def _slot_count(width: int) -> float:
     return 1.0
 
 
-# Token slots per pass where smaller passes run faster per slot (benchmarks/cpu_pass_size.py,
+# Token slots per pass and device where smaller passes run faster per slot (benchmarks/cpu_pass_size.py,
 # BENCHMARKS.md "slots per pass"): on this 2-core CPU a [1, 512] pass computes 422 slots/s,
 # [32, 512] 257. None: ``batch_size`` rows (accelerators fill better with big passes).
 PASS_TOKENS = {"cpu": 512}
@@ -252,13 +252,14 @@ def _passes(rows: list[tuple[int, list[int]]], rows_for: Callable[[int], int],
 
 def pass_rows(width: int, full: int, pass_tokens: int | None, row_multiple: int = 4,
               devices: int = 1) -> int:
-    """Rows of a full pass at ``width``: ``full``, or with ``pass_tokens`` the largest row
-    count of :func:`row_counts` within ``pass_tokens / width`` token slots (at least the
-    smallest), so capped passes reuse the row counts the compile bound already counts."""
+    """Rows of a full pass at ``width``: ``full``, or with ``pass_tokens`` (token slots per
+    device: the cap is about one device's cache) the largest row count of :func:`row_counts`
+    within ``pass_tokens * devices / width`` rows (at least the smallest), so capped passes
+    reuse the row counts the compile bound already counts."""
     if pass_tokens is None:
         return full
     counts = row_counts(full, row_multiple, devices)
-    within = [n for n in counts if n * width <= pass_tokens]
+    within = [n for n in counts if n * width <= pass_tokens * devices]
     return within[-1] if within else counts[0]
 
 

@@ -190,6 +190,7 @@ def test_pass_tokens_cap_the_slots_of_a_pass(devices):
     (at least the smallest count); every text still lands once."""
     assert [batching.pass_rows(w, 32, 512) for w in (64, 128, 256, 384, 2048)] == [8, 4, 2, 1, 1]
     assert batching.pass_rows(2048, 32, 512, devices=2) == 2
+    assert batching.pass_rows(256, 32, 512, devices=4) == 8  # 512 slots per device
     assert batching.pass_rows(256, 32, None) == 32
     rng = np.random.default_rng(3)
     ids = _random_ids(rng, 150, high=1500)
@@ -201,4 +202,4 @@ def test_pass_tokens_cap_the_slots_of_a_pass(devices):
         for p in plan:
             rows, width = p.arrays["input_ids"].shape
             assert rows <= batching.pass_rows(width, 32, 512, devices=devices)
-            assert rows * width <= 512 or rows == devices
+            assert rows * width <= 512 * devices or rows == devices
