@@ -167,6 +167,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def communicate_all(procs, timeout: float) -> list[tuple[str | None, str | None]]:
+    """``(stdout, stderr)`` of every process, all pipes drained at once (one thread each).
+
+    Reading one process to its end while another's pipe fills would block that one
+    in a write: a multi-process job then hangs in its next collective until the
+    coordination service aborts it. On any error (a timeout) every process still
+    running is killed and reaped before the error propagates.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(len(procs), 1)) as pool:
+        futures = [pool.submit(p.communicate, timeout=timeout) for p in procs]
+        try:
+            return [f.result() for f in futures]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+            for p in procs:
+                p.wait()
+
+
 def scale_relative_error(ours, ref) -> float:
     """``max |ours - ref| / max |ref|``: the error relative to the tensor's own scale.
 

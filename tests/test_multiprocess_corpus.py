@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from tarka_jax.testing import free_port
+from tarka_jax.testing import communicate_all, free_port
 
 TIMEOUT = 300  # seconds, per process
 SHARD = 8
@@ -42,17 +42,8 @@ def launch(args: list[str], n: int, port: int | None = None) -> list[subprocess.
 
 
 def finish(procs, timeout=TIMEOUT) -> list[tuple[int, str]]:
-    out = []
-    try:
-        for p in procs:
-            _, err = p.communicate(timeout=timeout)
-            out.append((p.returncode, err))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    return out
+    outputs = communicate_all(procs, timeout)
+    return [(p.returncode, err) for p, (_, err) in zip(procs, outputs)]
 
 
 def shard_files(folder) -> dict[str, tuple[int, int]]:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from tarka_jax.testing import free_port
+from tarka_jax.testing import communicate_all, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "data", "tiny_train.txt")
@@ -81,16 +81,7 @@ def launch(config: str, workdir: str, processes: int, devices: int, resume=False
 
 
 def wait(procs, timeout=TIMEOUT):
-    errors = []
-    try:
-        for p in procs:
-            _, err = p.communicate(timeout=timeout)
-            errors.append(err)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+    errors = [err for _, err in communicate_all(procs, timeout)]
     assert [p.returncode for p in procs] == [0] * len(procs), [e[-3000:] for e in errors]
 
 

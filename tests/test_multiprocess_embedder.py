@@ -73,19 +73,13 @@ def _worker(model_path: str, out_dir: str, port: str, process: int) -> None:
 def test_two_processes_each_get_their_own_embeddings(jax_only_model, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
                HF_HUB_OFFLINE="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    from tarka_jax.testing import free_port
+    from tarka_jax.testing import communicate_all, free_port
 
     port = str(free_port())  # for process 0's coordinator
     procs = [subprocess.Popen([sys.executable, __file__, jax_only_model, str(tmp_path), port,
                                str(i)], env=env, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
-    try:
-        errors = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+    errors = [err for _, err in communicate_all(procs, TIMEOUT)]
     assert [p.returncode for p in procs] == [0, 0], [e[-3000:] for e in errors]
     out = [dict(np.load(tmp_path / f"out{i}.npz")) for i in range(2)]
     for i, got in enumerate(out):
