@@ -265,7 +265,7 @@ def pass_rows(width: int, full: int, pass_tokens: int | None, row_multiple: int 
 
 def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pad_id: int = 0,
                 segments: int | None = None, row_multiple: int = 4, devices: int = 1,
-                slot_cost: Callable[[int], float] = _slot_count, pass_slots: int = 256,
+                slot_cost: Callable[[int], float] = _slot_count, shape_slots: int = 256,
                 pass_tokens: int | None = None, search_sample: int = 4096) -> list[Pass]:
     """Texts packed into rows (module docstring); passes widest first.
 
@@ -276,7 +276,7 @@ def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pa
     is about row fill, which a sample shows). ``segments`` fixes the texts per
     row (default :func:`segments_for`); ``slot_cost(width)`` weighs a token slot
     (default 1: count slots, padding included); each distinct pass shape is charged
-    ``pass_slots`` more slots of a 512-wide row (a program to compile once).
+    ``shape_slots`` more slots of a 512-wide row (a program to compile once).
     ``pass_tokens`` caps a pass's token slots (:func:`pass_rows`; None: ``batch_size``
     rows at every width).
     """
@@ -291,7 +291,7 @@ def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pa
     def estimate(passes) -> float:
         shapes = {(rounded(len(rows)), width) for width, rows in passes}
         return (sum(rounded(len(rows)) * width * slot_cost(width) for width, rows in passes)
-                + len(shapes) * pass_slots * slot_cost(512))
+                + len(shapes) * shape_slots * slot_cost(512))
 
     sample = lengths
     if len(lengths) > search_sample:

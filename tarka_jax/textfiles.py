@@ -5,6 +5,7 @@ One reader so that a missing or corrupt file is always the same error, naming it
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from typing import Any
@@ -46,25 +47,32 @@ def write_json(path: str | os.PathLike, data: Any, *, atomic: bool = False) -> N
         os.replace(tmp, target)
 
 
-def read_jsonl(path: str, field: str = "text", error: type[Exception] = ValueError):
-    """``[(line number, record)]`` of a .jsonl file's non-blank lines.
+def read_jsonl(path: str, field: str | None = "text", error: type[Exception] = ValueError):
+    """``[(line number, record)]`` of a .jsonl (or gzip-compressed .jsonl.gz) file's
+    non-blank lines.
 
-    Every record must be a JSON object with a string ``field``; anything else
-    raises ``error`` naming the file and line.
+    Every record must be a JSON object, with a string ``field`` unless ``field`` is
+    None; anything else (and invalid UTF-8) raises ``error`` naming the file and line.
     """
-    from tarka_jax.text_input import TextInputError, lines, read_file
+    from tarka_jax.text_input import TextInputError, decode, lines
 
     records = []
     try:
-        text = read_file(path)  # BOM, CRLF, invalid UTF-8 named by file:line
-    except TextInputError as e:
-        raise error(str(e)) from None
+        with open(path, "rb") as f:
+            data = f.read()
+        if path.endswith(".gz"):
+            data = gzip.decompress(data)
+        text = decode(data, path)  # BOM, CRLF, invalid UTF-8 named by file:line
+    except (TextInputError, OSError, EOFError) as e:
+        raise error(f"{path}: {e}" if not isinstance(e, TextInputError) else str(e)) from None
     for n, line in lines(text):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise error(f"{path}:{n} is not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+        if not isinstance(record, dict):
+            raise error(f"{path}:{n} is not a JSON object")
+        if field is not None and not isinstance(record.get(field), str):
             raise error(f'{path}:{n} needs a string "{field}" field')
         records.append((n, record))
     return records

@@ -116,13 +116,13 @@ def test_the_fine_widths_win_for_long_documents():
     assert len({p.arrays["input_ids"].shape[1] for p in both}) > 2
 
 
-def test_each_pass_is_charged():
-    """Without the per-pass charge a small mixed call splits into a pass per width; with it,
+def test_each_shape_is_charged():
+    """Without the per-shape charge a small mixed call splits into a pass per width; with it,
     a few passes (fewer programs to compile) for a few percent more slots."""
     rng = np.random.default_rng(1)
     ids = _random_ids(rng, 32, low=12)
     sets = batching.pack_width_sets(2048)
-    free = batching.plan_packed(ids, 32, sets, pass_slots=0)
+    free = batching.plan_packed(ids, 32, sets, shape_slots=0)
     charged = batching.plan_packed(ids, 32, sets)
     assert len(charged) <= 3 < 6 <= len(free)
     assert _slots(charged) <= 1.1 * _slots(free)

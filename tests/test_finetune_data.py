@@ -90,3 +90,18 @@ def test_finetune_rows_from_files_with_filters_and_errors(tmp_path):
     same.write_text('{"q": "a", "d": "b", "n": "b"}\n')
     with pytest.raises(DataError, match="same.jsonl:1: a negative equals the positive"):
         read_rows([str(same)], ["q", "d", "n"])
+    # The shared JSON-lines reader (tarka_jax.textfiles.read_jsonl): file:line for every fault.
+    faults = {"list.jsonl.gz": (b'{"q": "a", "d": "b"}\n[1, 2]\n',
+                                "list.jsonl.gz:2 is not a JSON object"),
+              "latin1.jsonl": (b'{"q": "a", "d": "b"}\n{"q": "\xe9", "d": "b"}\n',
+                               "latin1.jsonl:2: not valid UTF-8"),
+              "cut.jsonl.gz": (None, "cut.jsonl.gz: ")}
+    for name, (data, message) in faults.items():
+        path = tmp_path / name
+        if data is None:  # a truncated gzip stream
+            data = gzip.compress(b'{"q": "a", "d": "b"}\n' * 50)[:30]
+        elif name.endswith(".gz"):
+            data = gzip.compress(data)
+        path.write_bytes(data)
+        with pytest.raises(DataError, match=message):
+            read_rows([str(path)], ["q", "d"])

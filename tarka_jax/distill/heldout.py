@@ -23,8 +23,6 @@ also what the fine-tuning data reads its training pairs with.
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -36,6 +34,7 @@ from tarka_jax.distill.data import check_files as _check_files
 from tarka_jax.distill.step import make_embed_fn
 from tarka_jax.embedder import _DOCUMENT_PROMPTS
 from tarka_jax.evaluators import retrieval_scores, sts_spearman
+from tarka_jax.textfiles import read_jsonl
 from tarka_jax.tokenizer import TextTokenizer, bucket_for, length_buckets
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -58,20 +57,7 @@ def _file_records(path: str) -> list[tuple[str, dict]]:
 
         rows = pq.read_table(path).to_pylist()
         return [(f"{path} row {i}", r) for i, r in enumerate(rows)]
-    opener = gzip.open if path.endswith(".gz") else open
-    out = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n} is not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{n} is not a JSON object")
-            out.append((f"{path}:{n}", record))
-    return out
+    return [(f"{path}:{n}", r) for n, r in read_jsonl(path, None, DataError)]
 
 
 def read_records(paths: Sequence[str], where: Mapping[str, object] | None,
