@@ -57,14 +57,17 @@ def read_jsonl(path: str, field: str | None = "text", error: type[Exception] = V
     from tarka_jax.text_input import TextInputError, decode, lines
 
     records = []
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        if path.endswith(".gz"):
+    with open(path, "rb") as f:  # a missing file stays FileNotFoundError, as before
+        data = f.read()
+    if path.endswith(".gz"):
+        try:
             data = gzip.decompress(data)
+        except (gzip.BadGzipFile, EOFError) as e:  # not gzip, or cut short
+            raise error(f"{path}: {e}") from None
+    try:
         text = decode(data, path)  # BOM, CRLF, invalid UTF-8 named by file:line
-    except (TextInputError, OSError, EOFError) as e:
-        raise error(f"{path}: {e}" if not isinstance(e, TextInputError) else str(e)) from None
+    except TextInputError as e:
+        raise error(str(e)) from None
     for n, line in lines(text):
         try:
             record = json.loads(line)
