@@ -6,6 +6,10 @@ the minimum of ``--repeats`` timed calls (the machine is shared: the minimum is
 the least disturbed run) and the achieved GFLOP/s on the allowed pairs.
 
     python benchmarks/cpu_attention.py --batch 8 --seq 2048 --repeats 3
+    python benchmarks/cpu_attention.py --batch 1 --blocks 64 128 256 512   # block sweep
+
+``--blocks`` times ``"xla_blocked"`` alone at each query block (``xla_blocked_<n>_s``)
+instead of the implementations: how ``DEFAULT_BLOCK`` was chosen.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from tarka_jax.kernels import attention
+from tarka_jax.kernels.xla_blocked import attention_xla_blocked
 
 
 def time_min(fn, args, repeats: int) -> float:
@@ -47,6 +52,8 @@ def main(argv=None) -> None:
                    help="symmetric window half-widths, or 'full'")
     p.add_argument("--implementations", nargs="+", default=["xla", "xla_blocked"])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--blocks", type=int, nargs="+", default=None,
+                   help="sweep xla_blocked's query block instead of comparing implementations")
     args = p.parse_args(argv)
     heads, kv_heads, d = 3, 1, 256
     for b in args.batch:
@@ -61,13 +68,21 @@ def main(argv=None) -> None:
                 window = None if w == "full" else (int(w), int(w))
                 flops = 4 * heads * d * allowed_pairs_count(args.seq, window) * b
                 row = {"batch": b, "seq": args.seq, "dtype": dtype, "window": w}
-                for name in args.implementations:
-                    fn = jax.jit(lambda q, k, v, name=name, window=window: attention(
-                        q, k, v, seg, window=window, implementation=name))
+                candidates = {  # row key -> attention(q, k, v, window)
+                    name: lambda q, k, v, window, name=name: attention(
+                        q, k, v, seg, window=window, implementation=name)
+                    for name in args.implementations}
+                if args.blocks:
+                    candidates = {
+                        f"xla_blocked_{n}": lambda q, k, v, window, n=n: attention_xla_blocked(
+                            q, k, v, seg, window=window, scale=d ** -0.5, block=n)
+                        for n in args.blocks}
+                for name, call in candidates.items():
+                    fn = jax.jit(lambda q, k, v, call=call, window=window: call(q, k, v, window))
                     seconds = time_min(fn, (q, k, v), args.repeats)
                     row[f"{name}_s"] = round(seconds, 4)
                     row[f"{name}_gflops"] = round(flops / seconds / 1e9, 1)
-                if "xla" in args.implementations and "xla_blocked" in args.implementations:
+                if "xla_s" in row and "xla_blocked_s" in row:
                     row["speedup"] = round(row["xla_s"] / row["xla_blocked_s"], 2)
                 print(json.dumps(row), flush=True)
 

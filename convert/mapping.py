@@ -29,6 +29,25 @@ class CheckpointMismatch(TarkaError):
 
 
 _LAYER = re.compile(r"^layers_(\d+)$")
+_TRANSPOSE_ROWS = 64  # rows of the source per copied band: 64 x 768 float32 stays in L2
+
+
+def transpose(matrix: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``matrix.T`` for a 2-D kernel ([out, in] <-> [in, out]).
+
+    Copied in bands of 64 source rows: ``np.ascontiguousarray(matrix.T)`` walks the
+    source a column at a time, which streams every cache line once per element here
+    (1.1 GB/s on the dev CPU); a band's transpose stays in cache (3.1 GB/s). At full
+    size that is ~0.35 s less of every model load (BENCHMARKS.md, first embedding).
+    """
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2:
+        return np.ascontiguousarray(matrix.T)
+    rows = matrix.shape[0]
+    out = np.empty(matrix.shape[::-1], matrix.dtype)
+    for start in range(0, rows, _TRANSPOSE_ROWS):
+        out[:, start:start + _TRANSPOSE_ROWS] = matrix[start:start + _TRANSPOSE_ROWS].T
+    return out
 
 
 def flax_path_to_hf(path: tuple[str, ...]) -> tuple[str, bool]:
@@ -96,7 +115,7 @@ def params_to_hf(params, config: ModelConfig) -> dict[str, np.ndarray]:
     for path, value in check_params(params, config).items():
         value = np.asarray(value)
         key, transposed = flax_path_to_hf(path)
-        out[key] = np.ascontiguousarray(value.T) if transposed else value
+        out[key] = transpose(value) if transposed else value
     return out
 
 
@@ -122,7 +141,7 @@ def hf_to_params(tensors: dict[str, np.ndarray], config: ModelConfig, *, source:
         node = params
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = np.ascontiguousarray(value.T) if transposed else value
+        node[path[-1]] = transpose(value) if transposed else value
     return params
 
 

@@ -42,9 +42,9 @@ IMPLEMENTATIONS: dict[str, Callable] = {
 #: ``implementation=None``: the first that can serve the input wins; one that
 #: raises NotImplementedError (e.g. pallas_triton on an unsupported GPU) passes
 #: to the next. Chosen from measurements recorded in BENCHMARKS.md:
-#: CPU: xla_blocked (window layers skip most of the scores, full layers stream
-#: key chunks): 1.1-3.6x faster than xla on every shape measured (T 128-2048,
-#: window and full, float32 and bfloat16).
+#: CPU: xla_blocked (one query block at a time; window layers skip most of the
+#: scores): 1.2-9x faster than xla on every shape measured (T 64-2048, window
+#: and full, float32 and bfloat16).
 #: GPU: xla until benchmarks/gpu_check.sh has timed xla_blocked and pallas_triton
 #: on hardware (pallas_triton is tested in interpret mode and cross-lowered for
 #: sm80/sm90 only). TPU: no machine to measure on; xla, the others selectable.
@@ -115,8 +115,8 @@ def attention(q, k, v, segment_ids=None, *, window=None, scale=None, implementat
       window: None (full) or (left, right), inclusive: -left <= j - i <= right.
         Example: HF's serialised sliding_window 512 is (256, 256) here.
       scale: multiplier on q.k; None means D ** -0.5.
-      implementation: "xla" (dense reference), "xla_blocked" (window blocks +
-        online softmax, plain XLA), "pallas_triton" or None: the first of
+      implementation: "xla" (dense reference), "xla_blocked" (query blocks
+        against the keys they reach, plain XLA), "pallas_triton" or None: the first of
         :func:`preferred_implementations` that can serve the input. An explicit
         request that cannot run raises; there is no silent fallback.
       interpret: Pallas interpret mode; None means True exactly on CPU.

@@ -6,25 +6,34 @@ at T = 2048 a layer with window (256, 256) needs ~1/4 of them, and the
 through memory. This implementation keeps every shape static and still skips
 the work:
 
-* **Windowed layers**: the sequence is cut into query blocks of ``block``
-  positions. Query block ``i`` can only reach key blocks ``i - nl .. i + nr``
-  (``nl = ceil(left / block)``, ``nr = ceil(right / block)``), so each block
-  attends to a static slab of ``(nl + 1 + nr) * block`` keys, built from
-  shifted static slices of the (zero-padded) key blocks: no gather, no
-  ``T x T`` mask. The window mask inside a slab does not depend on ``i``.
-* **Full layers** (or windows wider than the sequence): an online softmax over
-  key chunks of ``block`` positions under ``lax.scan``; live memory is
-  ``O(T * block)``, not ``O(T^2)``. The scan body is rematerialised in the
-  backward pass, so gradients also stay ``O(T * block)`` per step.
-* **MQA / GQA**: query heads are folded next to the query axis
-  (``[B, T, K, G, D]``); K/V are read once per KV head, never repeated.
+* **Query blocks, one at a time.** The sequence is cut into query blocks of
+  ``block`` positions, and ``lax.map`` walks them: each step computes the
+  block's scores against one static range of keys, an exact softmax and the
+  values, so live memory is ``O(block * keys)`` per step, never ``O(T^2)``,
+  and a step's scores stay in cache. On the 2-core dev CPU at T = 2048 this
+  ran 1.5-2x faster than scoring every query block at once (windowed layers)
+  and than an online softmax over key chunks (full layers), the two paths it
+  replaced (BENCHMARKS.md, "Attention alone").
+* **Windowed layers**: query block ``i`` can only reach key blocks
+  ``i - nl .. i + nr`` (``nl = ceil(left / block)``, ``nr = ceil(right /
+  block)``), so its key range is a static slab of ``(nl + 1 + nr) * block``
+  keys, sliced from the zero-padded keys at ``i * block``.
+* **Full layers** (or windows whose slab would cover the sequence): every
+  block's key range is the whole sequence.
+* **MQA / GQA**: query heads are folded next to the query block
+  (``[B, K, G * block, D]``), so one KV head's keys meet all its query heads
+  in one matrix product; K/V are never repeated.
+* **Normalised after the values**: the unnormalised weights multiply V and
+  the ``[.., D]`` result is divided by the row sums (fewer divisions than
+  normalising the ``[.., keys]`` weights; the flash-attention order).
 * **Empty rows**: scores that are not allowed get weight exactly 0 (a
   ``where``, not a large negative number), so a query that sees no key has
   output 0 and gradient 0.
 
 Statistics (max, sum, accumulator) are float32 for every input dtype; float32
 matmuls ask for HIGHEST precision so a GPU does not silently use TF32.
-Gradients come from plain JAX autodiff.
+Gradients come from plain JAX autodiff; the step is rematerialised in the
+backward pass, so gradients also keep ``O(block * keys)`` live memory per step.
 """
 
 from __future__ import annotations
@@ -32,22 +41,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-#: Default query block of the windowed path and key chunk of the online path:
-#: fastest on CPU at T = 2048, window (256, 256) / full (BENCHMARKS.md).
+#: Default query block: within 4% of the fastest block on the dev CPU at
+#: T = 2048, B = 1 and 8, window (256, 256) and full; 512 is up to 2.7x slower
+#: on windowed layers (BENCHMARKS.md, "Attention alone", block sweep).
 DEFAULT_BLOCK = 128
-DEFAULT_CHUNK = 256
 
 
 def attention_xla_blocked(q, k, v, segment_ids, *, window, scale, block: int | None = None):
-    """Masked softmax attention computed block by block.
+    """Masked softmax attention computed one query block at a time.
 
     Args:
       q: [B, T, Hq, D]. k, v: [B, T, Hkv, D], Hq % Hkv == 0.
       segment_ids: int32 [B, T]; 0 = padding.
       window: None or inclusive (left, right).
       scale: float multiplier on q.k.
-      block: block size in positions, for both paths (None: :data:`DEFAULT_BLOCK`
-        for windows, :data:`DEFAULT_CHUNK` for full attention; capped at T).
+      block: query block in positions (None: :data:`DEFAULT_BLOCK`; capped at T).
 
     Returns:
       [B, T, Hq, D] in q's dtype; exact zeros for queries that see no key.
@@ -56,17 +64,21 @@ def attention_xla_blocked(q, k, v, segment_ids, *, window, scale, block: int | N
     if t == 0:
         return jnp.zeros_like(q)
     hkv = k.shape[2]
-    q = q.reshape(b, t, hkv, hq // hkv, d)  # [B, T, K, G, D]: query head h = k * G + g
+    size = min(block or DEFAULT_BLOCK, t)
+    n_blocks = -(-t // size)
+    tail = n_blocks * size - t
     if window is not None:
-        size = min(block or DEFAULT_BLOCK, t)
         nl, nr = -(-window[0] // size), -(-window[1] // size)
-        if (nl + 1 + nr) * size < t:  # the slab is smaller than the sequence: worth it
-            out = _windowed(q, k, v, segment_ids, window, scale, size, nl, nr)
-            return out.reshape(b, t, hq, d)
         if window[0] >= t - 1 and window[1] >= t - 1:
             window = None  # the window covers every pair
-    block = min(block or DEFAULT_CHUNK, t)
-    out = _online(q, k, v, segment_ids, window, scale, block)
+    if window is not None and (nl + 1 + nr) * size < t:
+        # The slab is smaller than the sequence: block i reads keys (i - nl) * size ... on.
+        before, keys, stride = nl * size, (nl + 1 + nr) * size, size
+    else:
+        before, keys, stride = 0, n_blocks * size, 0  # every block reads the whole sequence
+    after = (n_blocks - 1) * stride + keys - before - t  # the last block's range ends in it
+    out = _query_blocks(q.reshape(b, t, hkv, hq // hkv, d), k, v, segment_ids, window, scale,
+                        size, n_blocks, tail, before, after, keys, stride)
     return out.reshape(b, t, hq, d)
 
 
@@ -80,85 +92,48 @@ def _pad_axis1(x, before: int, after: int):
     return jnp.pad(x, pad)
 
 
-def _windowed(q, k, v, seg, window, scale, block, nl, nr):
-    """Each query block against the static slab of key blocks its window reaches."""
+def _query_blocks(q, k, v, seg, window, scale, size, n_blocks, tail, before, after, keys,
+                  stride):
+    """``lax.map`` over query blocks; block i scores keys ``[i * stride - before, + keys)``.
+
+    q: [B, T, K, G, D]; k, v: [B, T, K, D]. Keys are zero-padded by ``before`` /
+    ``after`` (padding has segment 0, so it is never allowed). Returns [B, T, K, G, D].
+    """
     b, t, hkv, g, d = q.shape
-    nq = -(-t // block)
-    tail = nq * block - t
-    span = nl + 1 + nr  # key blocks per slab
-    qb = _pad_axis1(q, 0, tail).reshape(b, nq, block, hkv, g, d)
-    seg_q = _pad_axis1(seg, 0, tail).reshape(b, nq, block)
-
-    def slabs(x):
-        # [B, T, ...] -> [B, nq, span * block, ...]: key blocks i - nl .. i + nr for block i.
-        x = _pad_axis1(x, nl * block, nr * block + tail)
-        x = x.reshape(b, nq + span - 1, block, *x.shape[2:])
-        x = jnp.stack([x[:, j:j + nq] for j in range(span)], axis=2)
-        return x.reshape(b, nq, span * block, *x.shape[4:])
-
-    ks, vs, seg_k = slabs(k), slabs(v), slabs(seg)  # [B, nq, S, K, D], [B, nq, S]
-    # Key j of the slab sits at offset (j - nl * block) - a from query a of the block,
-    # for every block i: the window mask is one static [block, S] array.
-    offset = jnp.arange(span * block)[None, :] - nl * block - jnp.arange(block)[:, None]
-    in_window = (offset >= -window[0]) & (offset <= window[1])
-    allowed = ((seg_q[:, :, :, None] == seg_k[:, :, None, :]) & (seg_k[:, :, None, :] != 0)
-               & in_window)[:, :, None, None]  # [B, nq, 1, 1, block, S]
     precision = _precision(q.dtype)
-    scores = jnp.einsum("bnqkgd,bnskd->bnkgqs", qb, ks, precision=precision,
-                        preferred_element_type=jnp.float32) * scale  # [B, nq, K, G, block, S]
-    scores = jnp.where(allowed, scores, -jnp.inf)
-    row_max = jnp.max(scores, axis=-1, keepdims=True)
-    # Shift invariance: the shift carries no gradient; empty rows shift by 0.
-    row_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(row_max), row_max, 0.0))
-    weights = jnp.where(allowed, jnp.exp(scores - row_max), 0.0)
-    denom = jnp.sum(weights, axis=-1, keepdims=True)
-    probs = weights / jnp.where(denom > 0, denom, 1.0)
-    out = jnp.einsum("bnkgqs,bnskd->bnqkgd", probs.astype(v.dtype), vs, precision=precision,
-                     preferred_element_type=jnp.float32)  # [B, nq, block, K, G, D]
-    return out.reshape(b, nq * block, hkv, g, d)[:, :t].astype(q.dtype)
-
-
-def _online(q, k, v, seg, window, scale, block):
-    """Online softmax over key chunks: O(T * block) live scores instead of O(T^2)."""
-    b, t, hkv, g, d = q.shape
-    nk = -(-t // block)
-    tail = nk * block - t
-    precision = _precision(q.dtype)
-    # Key chunks lead so lax.scan walks them: [nk, B, block, ...].
-    kc = _pad_axis1(k, 0, tail).reshape(b, nk, block, hkv, d).swapaxes(0, 1)
-    vc = _pad_axis1(v, 0, tail).reshape(b, nk, block, hkv, d).swapaxes(0, 1)
-    seg_kc = _pad_axis1(seg, 0, tail).reshape(b, nk, block).swapaxes(0, 1)
-    starts = jnp.arange(nk) * block
-    q_pos = jnp.arange(t)
-    seg_q = seg[:, :, None]  # [B, T, 1]
+    # Query blocks lead so lax.map walks them: [n, B, K, G * size, D], row = g * size + a.
+    q_blocks = (_pad_axis1(q, 0, tail).reshape(b, n_blocks, size, hkv, g, d)
+                .transpose(1, 0, 3, 4, 2, 5).reshape(n_blocks, b, hkv, g * size, d))
+    seg_blocks = _pad_axis1(seg, 0, tail).reshape(b, n_blocks, size).swapaxes(0, 1)
+    k_all = _pad_axis1(k, before, after).transpose(0, 2, 1, 3)  # [B, K, Tk, D]
+    v_all = _pad_axis1(v, before, after).transpose(0, 2, 1, 3)
+    seg_all = _pad_axis1(seg, before, after)  # [B, Tk]
 
     @jax.checkpoint
-    def step(carry, chunk):
-        m, total, acc = carry  # [B, K, G, T, 1] x2, [B, K, G, T, D]: float32
-        k_c, v_c, seg_c, start = chunk
-        allowed = (seg_q == seg_c[:, None, :]) & (seg_c[:, None, :] != 0)  # [B, T, block]
-        if window is not None:
-            off = (start + jnp.arange(block))[None, :] - q_pos[:, None]  # [T, block] = j - i
-            allowed = allowed & ((off >= -window[0]) & (off <= window[1]))[None]
-        allowed = allowed[:, None, None]  # [B, 1, 1, T, block]
-        s = jnp.einsum("bqkgd,bskd->bkgqs", q, k_c, precision=precision,
+    def one_block(args):
+        i, q_i, seg_i = args  # [], [B, K, G * size, D], [B, size]
+        start = i * stride
+        k_i = jax.lax.dynamic_slice_in_dim(k_all, start, keys, axis=2)  # [B, K, keys, D]
+        v_i = jax.lax.dynamic_slice_in_dim(v_all, start, keys, axis=2)
+        seg_k = jax.lax.dynamic_slice_in_dim(seg_all, start, keys, axis=1)  # [B, keys]
+        allowed = (seg_i[:, :, None] == seg_k[:, None, :]) & (seg_k[:, None, :] != 0)
+        if window is not None:  # key position - query position, [size, keys]
+            offset = ((start - before + jnp.arange(keys))[None, :]
+                      - (i * size + jnp.arange(size))[:, None])
+            allowed = allowed & ((offset >= -window[0]) & (offset <= window[1]))[None]
+        allowed = jnp.tile(allowed, (1, g, 1))[:, None]  # [B, 1, G * size, keys]
+        s = jnp.einsum("bkmd,bksd->bkms", q_i, k_i, precision=precision,
                        preferred_element_type=jnp.float32) * scale
-        s = jnp.where(allowed, s, -jnp.inf)  # exp(-inf) = 0: no inf reaches autodiff
-        m_new = jax.lax.stop_gradient(jnp.maximum(m, jnp.max(s, axis=-1, keepdims=True)))
-        p = jnp.exp(s - m_new)  # m_new is finite (m starts finite), so masked p is exactly 0
-        correction = jnp.exp(m - m_new)
-        total = total * correction + jnp.sum(p, axis=-1, keepdims=True)
-        acc = acc * correction + jnp.einsum(
-            "bkgqs,bskd->bkgqd", p.astype(v.dtype), v_c, precision=precision,
-            preferred_element_type=jnp.float32)
-        return (m_new, total, acc), None
+        s = jnp.where(allowed, s, -jnp.inf)
+        row_max = jnp.max(s, axis=-1, keepdims=True)
+        # Shift invariance: the shift carries no gradient; empty rows shift by 0.
+        row_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(row_max), row_max, 0.0))
+        weights = jnp.where(allowed, jnp.exp(s - row_max), 0.0)
+        total = jnp.sum(weights, axis=-1, keepdims=True)  # [B, K, G * size, 1]
+        out = jnp.einsum("bkms,bksd->bkmd", weights.astype(v.dtype), v_i, precision=precision,
+                         preferred_element_type=jnp.float32)
+        return out / jnp.where(total > 0, total, 1.0)
 
-    # A finite start for the running max: rows that never see a key keep it, their
-    # weights stay exactly 0, and exp(m - m_new) never sees inf - inf.
-    m0 = jnp.full((b, hkv, g, t, 1), -0.7 * float(jnp.finfo(jnp.float32).max), jnp.float32)
-    zeros = jnp.zeros((b, hkv, g, t, 1), jnp.float32)
-    acc0 = jnp.zeros((b, hkv, g, t, d), jnp.float32)
-    (_, total, acc), _ = jax.lax.scan(step, (m0, zeros, acc0), (kc, vc, seg_kc, starts))
-    out = acc / jnp.where(total > 0, total, 1.0)  # [B, K, G, T, D]
-    return out.transpose(0, 3, 1, 2, 4).astype(q.dtype)
-
+    out = jax.lax.map(one_block, (jnp.arange(n_blocks), q_blocks, seg_blocks))
+    out = out.reshape(n_blocks, b, hkv, g, size, d).transpose(1, 0, 4, 2, 3, 5)
+    return out.reshape(b, n_blocks * size, hkv, g, d)[:, :t].astype(q.dtype)

@@ -15,7 +15,7 @@ from tarka_jax.checkpoint import load_checkpoint, read_safetensors
 from tarka_jax.config import ConfigError
 from tarka_jax.convert.flax_to_hf import flax_to_hf
 from tarka_jax.convert.hf_to_flax import hf_to_flax
-from tarka_jax.convert.mapping import CheckpointMismatch
+from tarka_jax.convert.mapping import CheckpointMismatch, transpose
 from tarka_jax.testing import SAMPLE_TEXTS, long_text
 
 pytestmark = pytest.mark.torch
@@ -114,6 +114,18 @@ def _rewrite_backbone(folder, edit):
     tensors = read_safetensors(path)
     edit(tensors)
     save_file(tensors, path)
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (63, 7), (64, 3), (65, 130), (1152, 768), (768, 3072)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_banded_transpose_equals_numpy_transpose(shape, dtype):
+    import ml_dtypes
+
+    rng = np.random.default_rng(sum(shape))
+    matrix = rng.standard_normal(shape).astype(getattr(ml_dtypes, dtype, dtype))
+    out = transpose(matrix)
+    assert out.flags.c_contiguous and out.dtype == matrix.dtype
+    np.testing.assert_array_equal(out, matrix.T)
 
 
 def test_missing_tensor_is_named(tiny_reference, tmp_path):

@@ -1,10 +1,11 @@
 """``implementation="xla_blocked"`` vs the float64 reference and vs the dense ``"xla"``.
 
-Both code paths are exercised: the windowed slab path (small blocks so a
-window reaches only part of the sequence) and the online-softmax path (full
-layers, or windows wider than the slab). Cases cover MQA 3:1, GQA 4:2, MHA,
-lengths that are not block multiples, T = 1, packed segments, rows of all
-padding, float32 and bfloat16, outputs and all three gradients.
+Both key ranges are exercised: the windowed slab (small blocks so a window
+reaches only part of the sequence) and the whole row (full layers, or windows
+whose slab would cover the sequence). Cases cover MQA 3:1, GQA 4:2, MHA,
+lengths that are not block multiples (a partial last block), T = 1, packed
+segments, rows of all padding, float32 and bfloat16, outputs and all three
+gradients.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ Case = suite.Case
 CASES = [
     # block=None: the default block (slab path only for long sequences).
     (Case("mqa_full_padded", 3, 45, 3, 1, 64), None),
-    (Case("mqa_full_padded_chunks", 3, 45, 3, 1, 64), 16),  # 45 = 2 * 16 + 13
+    (Case("mqa_full_padded_blocks", 3, 45, 3, 1, 64), 16),  # 45 = 2 * 16 + 13
     (Case("mqa_window_sym_packed", 2, 77, 3, 1, 64, window=(8, 8), segments="packed"), 8),
     (Case("gqa_window_asym_packed", 2, 50, 4, 2, 128, window=(3, 12), segments="packed",
           scale=0.3), 5),
