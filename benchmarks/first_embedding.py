@@ -5,8 +5,9 @@ Each run is a fresh Python process that calls the real CLI
 ``TARKA_JAX_COMPILATION_CACHE`` pointing at a new directory (cold), the same
 directory again (warm), and ``0`` (cache off). The process reports where its
 seconds went from jax's own monitoring events (Python tracing, lowering to
-MLIR, XLA compile, reading the persistent cache) beside the wall time from
-interpreter start to the embedding on disk.
+MLIR, XLA compile, reading the persistent cache) and the weights' load
+(reading the safetensors, transposing to Flax layout, the shape check) beside
+the wall time from interpreter start to the embedding on disk.
 
     python benchmarks/first_embedding.py [--layers 24] [--folder DIR] [--json OUT]
 
@@ -37,6 +38,15 @@ def _listen(event, seconds, **kwargs):
     durations[event] = durations.get(event, 0.0) + seconds
 jax.monitoring.register_event_duration_secs_listener(_listen)
 imported = time.perf_counter()
+import tarka_jax.convert.sources as sources  # time the weights' load: read, transpose, check
+_load_hf_folder = sources.load_hf_folder
+def _timed_load(*args, **kwargs):
+    begin = time.perf_counter()
+    try:
+        return _load_hf_folder(*args, **kwargs)
+    finally:
+        durations["weights_load"] = time.perf_counter() - begin
+sources.load_hf_folder = _timed_load
 from tarka_jax.cli import main
 status = main(sys.argv[2:])
 done = time.perf_counter()
@@ -69,6 +79,7 @@ def run_once(folder: str, cache: str, text: str) -> dict:
            "programs": child["programs"]}  # exported / loaded forward programs (None: off)
     for event, column in PHASES.items():
         row[column] = child["events"].get(event, 0.0)
+    row["load_s"] = child["events"].get("weights_load", 0.0)
     row["cache_events"] = {k: v for k, v in child["events"].items()
                            if "cache" in k and not k.endswith("_time_saved_sec")}
     return row
@@ -89,9 +100,9 @@ def main(argv=None) -> None:
         rows["cold cache"] = run_once(folder, os.path.join(cache, "jax"), text)
         rows["warm cache"] = run_once(folder, os.path.join(cache, "jax"), text)
     rows["cache off"] = run_once(folder, "0", text)
-    print(f"{'run':12s}{'wall s':>8s}{'trace s':>9s}{'lower s':>9s}{'compile s':>11s}")
+    print(f"{'run':12s}{'wall s':>8s}{'load s':>8s}{'trace s':>9s}{'lower s':>9s}{'compile s':>11s}")
     for name, row in rows.items():
-        print(f"{name:12s}{row['process_wall_s']:8.1f}{row['trace_s']:9.2f}"
+        print(f"{name:12s}{row['process_wall_s']:8.1f}{row['load_s']:8.2f}{row['trace_s']:9.2f}"
               f"{row['lower_s']:9.2f}{row['compile_s']:11.2f}")
     if args.json:
         with open(args.json, "w") as f:

@@ -119,8 +119,12 @@ def params_to_hf(params, config: ModelConfig) -> dict[str, np.ndarray]:
     return out
 
 
-def hf_to_params(tensors: dict[str, np.ndarray], config: ModelConfig, *, source: str = "checkpoint"):
+def hf_to_params(tensors: dict, config: ModelConfig, *, source: str = "checkpoint"):
     """{HF key: torch-layout array} -> Flax param tree. Strict: every tensor used, every shape checked.
+
+    A value may be anything ``np.asarray`` reads, e.g. a lazily read
+    :class:`~tarka_jax.convert.safetensors_io.StoredTensor`: tensors are read one at a
+    time, so a source copy is dropped right after its transpose.
 
     Raises:
       CheckpointMismatch naming each missing, unexpected or mis-shaped tensor.

@@ -5,7 +5,9 @@ Only safetensors are read: pickled ``pytorch_model.bin`` files run code on load.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -17,43 +19,90 @@ from tarka_jax.textfiles import read_json
 STORAGE_DTYPES = ("keep", "float32", "bfloat16")
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """Read one safetensors file; a truncated or corrupt file is an error naming it."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+class StoredTensor:
+    """One tensor of an open safetensors file, read when numpy asks for it (``np.asarray``).
+
+    Why lazy: the model loader reads a tensor, transposes it to Flax layout and drops the
+    source before reading the next, so the source copy stays in cache and its memory is
+    reused. Reading every tensor first and transposing afterwards touched ~400 MB of fresh
+    pages twice: a full-size load 1.0-1.3 s -> 0.8 s here (BENCHMARKS.md, first embedding).
+    Valid only inside the :func:`open_safetensors_folder` block that made it.
+    """
+
+    def __init__(self, handle, key: str, path: str):
+        self._handle, self.key, self.path = handle, key, path
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        from safetensors import SafetensorError
+
+        try:
+            array = self._handle.get_tensor(self.key)
+        except (SafetensorError, OSError, ValueError) as e:  # e.g. "File is closed"
+            raise CheckpointMismatch(f"cannot read tensor {self.key!r} of {self.path} ({e})") from None
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+
+@contextlib.contextmanager
+def _open_file(path: str):
+    """An open safetensors file; a truncated or corrupt one is a CheckpointMismatch naming it."""
+    from safetensors import SafetensorError, safe_open
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"safetensors file not found: {path}")
     try:
-        return load_file(path)
+        handle = safe_open(path, framework="np")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointMismatch(f"cannot read {path}: it is truncated or corrupt ({e})") from None
+    with handle:
+        yield handle
 
 
-def read_safetensors_folder(folder: str, stem: str) -> dict[str, np.ndarray]:
-    """All tensors of ``{stem}.safetensors`` or of its shards (``{stem}.safetensors.index.json``)."""
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Read one safetensors file; a truncated or corrupt file is an error naming it."""
+    with _open_file(path) as handle:
+        return {key: np.asarray(StoredTensor(handle, key, path)) for key in handle.keys()}
+
+
+@contextlib.contextmanager
+def open_safetensors_folder(folder: str, stem: str) -> Iterator[dict[str, StoredTensor]]:
+    """``{key: StoredTensor}`` of ``{stem}.safetensors`` or of its shards, readable in the block.
+
+    Nothing is read until a tensor is asked for (``np.asarray``); the shards of an index
+    must hold exactly the tensors it lists.
+    """
     single = os.path.join(folder, f"{stem}.safetensors")
     index = os.path.join(folder, f"{stem}.safetensors.index.json")
-    if os.path.exists(single):
-        return read_safetensors(single)
-    if os.path.exists(index):
+    with contextlib.ExitStack() as files:
+        if os.path.exists(single):
+            handle = files.enter_context(_open_file(single))
+            yield {key: StoredTensor(handle, key, single) for key in handle.keys()}
+            return
+        if not os.path.exists(index):
+            if any(os.path.exists(os.path.join(folder, n)) for n in ("pytorch_model.bin", f"{stem}.bin")):
+                raise CheckpointMismatch(
+                    f"{folder} holds only pytorch_model.bin; tarka-jax reads safetensors only. Convert "
+                    "it once with transformers (model.save_pretrained(out, safe_serialization=True)).")
+            raise FileNotFoundError(f"no {stem}.safetensors (or sharded index) in {folder}")
         weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise CheckpointMismatch(f"{index} has no weight_map")
-        tensors: dict[str, np.ndarray] = {}
+        tensors: dict[str, StoredTensor] = {}
         for shard in sorted(set(weight_map.values())):
-            tensors.update(read_safetensors(os.path.join(folder, shard)))
+            path = os.path.join(folder, shard)
+            handle = files.enter_context(_open_file(path))
+            tensors.update({key: StoredTensor(handle, key, path) for key in handle.keys()})
         listed, present = set(weight_map), set(tensors)
         if listed != present:
             raise CheckpointMismatch(
                 f"{index}: shards hold {sorted(present - listed)[:5]} not in the index and lack "
                 f"{sorted(listed - present)[:5]}")
-        return tensors
-    if any(os.path.exists(os.path.join(folder, n)) for n in ("pytorch_model.bin", f"{stem}.bin")):
-        raise CheckpointMismatch(
-            f"{folder} holds only pytorch_model.bin; tarka-jax reads safetensors only. Convert it "
-            "once with transformers (model.save_pretrained(out, safe_serialization=True)).")
-    raise FileNotFoundError(f"no {stem}.safetensors (or sharded index) in {folder}")
+        yield tensors
+
+
+def read_safetensors_folder(folder: str, stem: str) -> dict[str, np.ndarray]:
+    """All tensors of ``{stem}.safetensors`` or of its shards (``{stem}.safetensors.index.json``)."""
+    with open_safetensors_folder(folder, stem) as stored:
+        return {key: np.asarray(tensor) for key, tensor in stored.items()}
 
 
 def write_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:

@@ -17,7 +17,8 @@ import numpy as np
 
 from tarka_jax.config import ConfigError, DenseSpec, ModelConfig
 from tarka_jax.convert.mapping import hf_to_params, params_to_hf
-from tarka_jax.convert.safetensors_io import cast, read_safetensors_folder, write_safetensors
+from tarka_jax.convert.safetensors_io import (cast, open_safetensors_folder, read_safetensors_folder,
+                                              write_safetensors)
 from tarka_jax.textfiles import read_json, read_optional_json, write_json
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -86,9 +87,10 @@ def load_hf_folder(folder: str) -> tuple[ModelConfig, dict]:
     backbone = ModelConfig.from_hf(hf_config)
     dense, normalize, dense_tensors = read_st_head(folder, backbone.hidden_size)
     config = backbone.replace(dense=tuple(dense), normalize=normalize)
-    tensors = _strip_model_prefix(read_safetensors_folder(folder, "model"))
-    tensors.update(dense_tensors)
-    return config, hf_to_params(tensors, config, source=f"checkpoint {folder}")
+    with open_safetensors_folder(folder, "model") as stored:  # read tensor by tensor below
+        tensors = _strip_model_prefix(stored)
+        tensors.update(dense_tensors)
+        return config, hf_to_params(tensors, config, source=f"checkpoint {folder}")
 
 
 def read_st_head(folder: str, hidden_size: int):
@@ -157,7 +159,7 @@ def _read_dense(folder: str) -> tuple[DenseSpec, dict[str, np.ndarray]]:
     return spec, read_safetensors_folder(folder, "model")
 
 
-def _strip_model_prefix(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _strip_model_prefix(tensors: dict) -> dict:
     # Gemma3TextModel.save_pretrained writes bare keys; some exports carry "model.".
     if tensors and all(k.startswith("model.") for k in tensors):
         return {k[len("model."):]: v for k, v in tensors.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,22 +74,49 @@ def test_bfloat16_storage_round_trip(tiny_reference, tmp_path):
         np.testing.assert_allclose(v, original[k], rtol=1e-2, atol=1e-2)
 
 
-def test_sharded_checkpoint_loads(tiny_reference, tmp_path):
-    folder = _copy(tiny_reference, tmp_path)
+def _shard(folder) -> list[str]:
+    """Split the folder's model.safetensors into two shards and an index; the shard paths."""
     from safetensors.numpy import save_file
 
     tensors = read_safetensors(os.path.join(folder, "model.safetensors"))
     os.remove(os.path.join(folder, "model.safetensors"))
     keys = sorted(tensors)
-    weight_map = {}
+    weight_map, paths = {}, []
     for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2:])):
         name = f"model-0000{i + 1}-of-00002.safetensors"
-        save_file({k: tensors[k] for k in part}, os.path.join(folder, name))
+        paths.append(os.path.join(folder, name))
+        save_file({k: tensors[k] for k in part}, paths[-1])
         weight_map.update({k: name for k in part})
     with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {}, "weight_map": weight_map}, f)
+    return paths
+
+
+def test_sharded_checkpoint_loads(tiny_reference, tmp_path):
+    folder = _copy(tiny_reference, tmp_path)
+    _shard(folder)
     a, b = _flat(load_checkpoint(folder).params), _flat(load_checkpoint(tiny_reference).params)
-    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_truncated_shard_names_the_shard(tiny_reference, tmp_path):
+    folder = _copy(tiny_reference, tmp_path)
+    second = _shard(folder)[1]
+    with open(second, "r+b") as f:
+        f.truncate(os.path.getsize(second) - 16)
+    with pytest.raises(CheckpointMismatch, match="model-00002-of-00002.safetensors.*truncated"):
+        load_checkpoint(folder)
+
+
+def test_stored_tensor_read_after_its_block_names_the_tensor(tiny_reference):
+    from tarka_jax.convert.safetensors_io import open_safetensors_folder
+
+    with open_safetensors_folder(tiny_reference, "model") as stored:
+        key = sorted(stored)[0]
+        inside = np.asarray(stored[key])
+    assert np.array_equal(inside, read_safetensors(os.path.join(tiny_reference, "model.safetensors"))[key])
+    with pytest.raises(CheckpointMismatch, match=f"tensor '{re.escape(key)}' of .*model.safetensors"):
+        np.asarray(stored[key])
 
 
 def test_converter_clis_run_as_scripts_and_modules(tiny_reference, tmp_path):
