@@ -63,6 +63,24 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
         return {key: np.asarray(StoredTensor(handle, key, path)) for key in handle.keys()}
 
 
+def _folder_files(folder: str, stem: str) -> tuple[list[str], set[str] | None]:
+    """The files holding ``{stem}``'s tensors, and the keys its shard index lists (None: one file)."""
+    single = os.path.join(folder, f"{stem}.safetensors")
+    index = os.path.join(folder, f"{stem}.safetensors.index.json")
+    if os.path.exists(single):
+        return [single], None
+    if os.path.exists(index):
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointMismatch(f"{index} has no weight_map")
+        return [os.path.join(folder, shard) for shard in sorted(set(weight_map.values()))], set(weight_map)
+    if any(os.path.exists(os.path.join(folder, n)) for n in ("pytorch_model.bin", f"{stem}.bin")):
+        raise CheckpointMismatch(
+            f"{folder} holds only pytorch_model.bin; tarka-jax reads safetensors only. Convert it "
+            "once with transformers (model.save_pretrained(out, safe_serialization=True)).")
+    raise FileNotFoundError(f"no {stem}.safetensors (or sharded index) in {folder}")
+
+
 @contextlib.contextmanager
 def open_safetensors_folder(folder: str, stem: str) -> Iterator[dict[str, StoredTensor]]:
     """``{key: StoredTensor}`` of ``{stem}.safetensors`` or of its shards, readable in the block.
@@ -70,29 +88,14 @@ def open_safetensors_folder(folder: str, stem: str) -> Iterator[dict[str, Stored
     Nothing is read until a tensor is asked for (``np.asarray``); the shards of an index
     must hold exactly the tensors it lists.
     """
-    single = os.path.join(folder, f"{stem}.safetensors")
-    index = os.path.join(folder, f"{stem}.safetensors.index.json")
+    paths, listed = _folder_files(folder, stem)
     with contextlib.ExitStack() as files:
-        if os.path.exists(single):
-            handle = files.enter_context(_open_file(single))
-            yield {key: StoredTensor(handle, key, single) for key in handle.keys()}
-            return
-        if not os.path.exists(index):
-            if any(os.path.exists(os.path.join(folder, n)) for n in ("pytorch_model.bin", f"{stem}.bin")):
-                raise CheckpointMismatch(
-                    f"{folder} holds only pytorch_model.bin; tarka-jax reads safetensors only. Convert "
-                    "it once with transformers (model.save_pretrained(out, safe_serialization=True)).")
-            raise FileNotFoundError(f"no {stem}.safetensors (or sharded index) in {folder}")
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointMismatch(f"{index} has no weight_map")
         tensors: dict[str, StoredTensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            path = os.path.join(folder, shard)
+        for path in paths:
             handle = files.enter_context(_open_file(path))
             tensors.update({key: StoredTensor(handle, key, path) for key in handle.keys()})
-        listed, present = set(weight_map), set(tensors)
-        if listed != present:
+        if listed is not None and listed != set(tensors):
+            present, index = set(tensors), os.path.join(folder, f"{stem}.safetensors.index.json")
             raise CheckpointMismatch(
                 f"{index}: shards hold {sorted(present - listed)[:5]} not in the index and lack "
                 f"{sorted(listed - present)[:5]}")
