@@ -1,7 +1,7 @@
 """Compile seconds per new shape and time per call of the full-size model: unrolled vs scanned.
 
 For each shape ``ROWSxWIDTH`` and each variant, jit-lowers and compiles the
-whole ``tarka_jax.model.embed`` (encoder, pooling, Dense head) on abstract
+whole ``tarka_jax.nn.encoder.embed`` (encoder, pooling, Dense head) on abstract
 full-size parameters (no weights are built), so only tracing and XLA compile
 time are measured; wall seconds and the process CPU seconds of both steps are
 reported (the machine may be shared). With ``--run SHAPE ...`` it also builds
@@ -30,7 +30,7 @@ VARIANTS = {"unrolled": False, "scanned": True}
 
 def full_size_config(layers: int = 24):
     """The Tarka-Embedding-150M-V1 shapes (5 sliding + 1 full per period, window 512)."""
-    from tarka_jax.config import FULL, SLIDING, DenseSpec, ModelConfig
+    from tarka_jax.nn.config import FULL, SLIDING, DenseSpec, ModelConfig
 
     types = tuple(SLIDING if (i + 1) % 6 else FULL for i in range(layers))
     return ModelConfig(vocab_size=64_400, hidden_size=768, intermediate_size=1152,
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     import jax
     import jax.numpy as jnp
 
-    from tarka_jax.model import embed, init_params
+    from tarka_jax.nn.encoder import embed, init_params
 
     cfg = full_size_config(args.layers)
     options = dict(args.xla_option) or None

@@ -4,7 +4,7 @@
     python benchmarks/corpus_throughput.py --model tiny --records 100000 1000000 --processes 1
 
 Generates a corpus of short texts (5-12 words drawn from a fixed vocabulary, seeded), runs
-``python -m tarka_jax.corpus_job`` (what ``tarka-jax embed-corpus`` runs) as P processes
+``python -m tarka_jax embed-corpus`` (what ``tarka-jax embed-corpus`` runs) as P processes
 on 127.0.0.1 and reports, per (records, P): wall time from launch to the last exit
 (process start, model load and compiles included), records/s over that wall time, and the
 largest peak RSS of any process (``ru_maxrss`` from ``os.wait4``). ``--model tiny`` writes a
@@ -41,7 +41,7 @@ def write_corpus(path: str, n: int, seed: int = 0) -> None:
 
 
 def tiny_model(folder: str) -> str:
-    from tarka_jax.distill.tiny import tiny_config, write_model
+    from tarka_jax.testing.tiny import tiny_config, write_model
 
     path = os.path.join(folder, "tiny")
     write_model(path, tiny_config(211, 48, 2, (24,)), seed=3)
@@ -58,7 +58,7 @@ def run_job(model: str, corpus: str, out: str, processes: int, args) -> tuple[fl
     """(wall seconds, max peak RSS in bytes) of one embed-corpus run on ``processes``."""
     port = _port()
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    base = [sys.executable, "-m", "tarka_jax.corpus_job", "--model", model, "--input", corpus,
+    base = [sys.executable, "-m", "tarka_jax", "embed-corpus", "--model", model, "--input", corpus,
             "--output", out, "--shard-size", str(args.shard_size), "--batch-size",
             str(args.batch_size), "--document", "--no-progress"]
     t0 = time.perf_counter()

@@ -21,6 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from tarka_jax.kernels import attention
 from tarka_jax.kernels.xla_blocked import attention_xla_blocked
 

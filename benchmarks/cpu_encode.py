@@ -37,8 +37,8 @@ MIXES = {"queries": (5, 30, "uniform"), "passages": (100, 300, "uniform"),
 
 def full_size_reference(folder: str, max_seq_length: int, layers: int = 24):
     """Build (once) a random Tarka-shaped sentence-transformers folder with the torch stack."""
-    from tarka_jax.config import layer_types_pattern
-    from tarka_jax.testing import TinySpec, build_reference_model
+    from tarka_jax.nn.config import layer_types_pattern
+    from tarka_jax.testing.reference import TinySpec, build_reference_model
 
     layer_types = layer_types_pattern(layers, 6)
     spec = TinySpec(vocab_size=64_400, hidden_size=768, intermediate_size=1152,
@@ -52,7 +52,7 @@ def full_size_reference(folder: str, max_seq_length: int, layers: int = 24):
 
 def mix_texts(name: str, n: int, tokens_per_word: float, seed: int = 0) -> list[str]:
     """``n`` texts whose token counts follow the mix (approximately: words are scaled)."""
-    from tarka_jax.testing import long_text
+    from tarka_jax.testing.reference import long_text
 
     lo, hi, kind = MIXES[name]
     rng = np.random.default_rng(seed)
@@ -101,10 +101,10 @@ def profile(ours, shape, dtype: str) -> dict:
     """Time one forward at ``shape`` and the attention alone at that shape, every layer."""
     import jax
     import jax.numpy as jnp
-    from tarka_jax.kernels import attention
 
-    from tarka_jax.batching import SlotCost
-    from tarka_jax.embedder import _embed_jit
+    from tarka_jax.inference.batching import SlotCost
+    from tarka_jax.inference.embedder import _embed_jit
+    from tarka_jax.kernels import attention
 
     rows, width, segments = shape
     cfg = ours.config
@@ -153,8 +153,8 @@ def main(argv=None) -> None:
     from sentence_transformers import SentenceTransformer
 
     from tarka_jax import __version__
-    from tarka_jax.embedder import Embedder
-    from tarka_jax.testing import long_text
+    from tarka_jax.inference.embedder import Embedder
+    from tarka_jax.testing.reference import long_text
 
     folder = full_size_reference(args.folder or f"/tmp/tarka_jax_bench_{args.layers}l",
                                  args.max_seq_length, args.layers)

@@ -1,6 +1,6 @@
 """CPU throughput of one packed forward pass against its size (rows x width token slots).
 
-The planner (``tarka_jax.batching``) charges work by token slots, as if a slot
+The planner (``tarka_jax.inference.batching``) charges work by token slots, as if a slot
 cost the same in a pass of 2k slots and of 16k. This sweep measures that: per
 width and row count it times one forward of the full-size random checkpoint
 (``cpu_encode.full_size_reference``), rows packed with texts of
@@ -47,8 +47,8 @@ def main(argv=None) -> None:
 
     import jax
 
-    from tarka_jax.batching import segments_for
-    from tarka_jax.embedder import Embedder, _embed_jit
+    from tarka_jax.inference.batching import segments_for
+    from tarka_jax.inference.embedder import Embedder, _embed_jit
 
     folder = full_size_reference(f"/tmp/tarka_jax_bench_{args.layers}l", 2048, args.layers)
     ours = Embedder.from_pretrained(folder, dtype=args.dtype, max_seq_length=2048)

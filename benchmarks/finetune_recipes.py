@@ -17,7 +17,7 @@ here before anyone builds them into the loop:
 * ``--ema``: also evaluates an exponential moving average of the weights.
 
 Prints one JSON line per evaluation (``mrr``: full MRR, ties against the model, the
-figure of ``tarka_jax.demo.retrieval_metrics``; ``mrr_ema`` with ``--ema``).
+figure of ``tarka_jax.testing.demo.retrieval_metrics``; ``mrr_ema`` with ``--ema``).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _teacher_table(texts: list[str], cache: str):
             return table
     from sentence_transformers import SentenceTransformer
 
-    from tarka_jax import demo
+    from tarka_jax.testing import demo
 
     teacher = SentenceTransformer(demo.teacher_folder(), device="cpu")
     table = teacher.encode(texts, batch_size=64, normalize_embeddings=True)
@@ -82,13 +82,13 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
     import optax
 
-    from tarka_jax.distill import sharding as shd
-    from tarka_jax.distill.optim import make_optimizer
-    from tarka_jax.distill.step import create_state
     from tarka_jax.finetune.data import PairBatches
     from tarka_jax.finetune.loss import contrastive_loss, cos_sim
     from tarka_jax.finetune.run import make_evaluator, prepare
     from tarka_jax.finetune.step import FinetuneStepConfig, embed_fn
+    from tarka_jax.train import sharding as shd
+    from tarka_jax.train.optim import make_optimizer
+    from tarka_jax.train.state import create_state
 
     cfg = _recipe(args)
     prep = prepare(cfg)

@@ -50,7 +50,7 @@ sources.load_hf_folder = _timed_load
 from tarka_jax.cli import main
 status = main(sys.argv[2:])
 done = time.perf_counter()
-from tarka_jax import program_cache
+from tarka_jax.runtime import program_cache
 programs = program_cache.active()
 with open(sys.argv[1], "w") as f:
     json.dump({"status": status, "wall_s": done - start, "import_jax_s": imported - start,

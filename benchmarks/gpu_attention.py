@@ -39,6 +39,7 @@ if "--dry-run" in sys.argv or os.environ.get("DRY_RUN") == "1":
 
 import jax
 import jax.numpy as jnp
+
 from tarka_jax.kernels import attention, available_implementations, block_sizes, gpu_arch
 from tarka_jax.kernels.pallas_triton import attention_pallas_triton
 

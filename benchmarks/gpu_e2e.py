@@ -41,8 +41,8 @@ def main(argv=None) -> None:
             json.dump({"skipped": str(e)}, f)
         return
 
-    from tarka_jax.embedder import Embedder
-    from tarka_jax.testing import TinySpec, build_reference_model
+    from tarka_jax.inference.embedder import Embedder
+    from tarka_jax.testing.reference import TinySpec, build_reference_model
 
     if args.dry_run:
         folder = os.path.join(args.results_dir, "e2e_tiny_model")

@@ -116,10 +116,11 @@ def main(argv=None) -> int:
     import jax
     from train_step import configs, random_params, synthetic_batch
 
-    from tarka_jax.distill import sharding as shd
     from tarka_jax.distill.loss import LossConfig
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
-    from tarka_jax.distill.step import StepConfig, create_state, make_train_step, shard_params
+    from tarka_jax.distill.step import StepConfig, make_train_step
+    from tarka_jax.train import sharding as shd
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.state import create_state, shard_params
 
     student, teacher = configs("tiny" if dry else "full", 262_144)
     result = {"device": str(jax.devices()[0]), "jax": jax.__version__, "dry_run": dry,

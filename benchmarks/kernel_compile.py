@@ -42,6 +42,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")  # lower for CUDA; no GPU is neede
 
 import jax
 import jax.numpy as jnp
+
 from tarka_jax.kernels import block_sizes, gpu_arch
 from tarka_jax.kernels.pallas_triton import attention_pallas_triton
 

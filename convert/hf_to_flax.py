@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import sys
 
-from tarka_jax.convert.common import parser, run_cli
-from tarka_jax.convert.safe_write import output_folder
+from tarka_jax.convert.common import add_common_arguments
 from tarka_jax.convert.flax_folder import is_flax_folder, save_flax_folder
+from tarka_jax.convert.safe_write import output_folder
 from tarka_jax.convert.sources import resolve_folder
 from tarka_jax.convert.st_folder import SentenceTransformerMeta, load_hf_folder
+from tarka_jax.runtime.command import Command, main_for
 
 
 def hf_to_flax(src: str, out: str, *, revision: str | None = None, dtype: str = "keep",
@@ -34,17 +35,24 @@ def hf_to_flax(src: str, out: str, *, revision: str | None = None, dtype: str = 
 
 
 def add_arguments(p) -> None:
+    add_common_arguments(p)
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
 
 
-def main(argv=None) -> None:
-    p = parser(__doc__.strip().splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
+def _run(args) -> int:
     out = hf_to_flax(args.src, args.out, revision=args.revision, dtype=args.dtype,
                      force=args.force)
     print(f"wrote {out}")
+    return 0
+
+
+COMMAND = Command("hf-to-flax", __doc__.strip().splitlines()[0], add_arguments, _run)
+
+
+def main(argv=None) -> int:
+    """``python convert/hf_to_flax.py ...``: one-line errors, exit 2, as every command."""
+    return main_for(COMMAND, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, sys.argv[1:]))
+    sys.exit(main())

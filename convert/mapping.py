@@ -20,8 +20,8 @@ import re
 import jax
 import numpy as np
 
-from tarka_jax.config import ModelConfig
 from tarka_jax.errors import TarkaError
+from tarka_jax.nn.config import ModelConfig
 
 
 class CheckpointMismatch(TarkaError):
@@ -77,7 +77,7 @@ def expected_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...
     *one* layer and repeating ``layers_0`` for each layer: tracing all 24 layers cost
     1.5-3 s of every model load here (tests/test_convert.py checks the two agree).
     """
-    from tarka_jax.model import init_params  # lazy: model imports are heavier
+    from tarka_jax.nn.encoder import init_params  # lazy: model imports are heavier
 
     one_layer = dataclasses.replace(config, num_layers=1, layer_types=config.layer_types[:1])
     tree = jax.eval_shape(lambda: init_params(one_layer, jax.random.key(0)))

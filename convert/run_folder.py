@@ -1,7 +1,7 @@
 """Reading a model out of a distillation run folder, with no training code.
 
 Layout of a run folder (``tarka-jax distill --workdir``; written by
-:mod:`tarka_jax.distill.checkpointing`)::
+:mod:`tarka_jax.train.checkpointing`)::
 
     run.json            format tag, the resolved distill config, student + teacher ModelConfig
     student/            the student's tokenizer files and sentence-transformers metadata
@@ -21,10 +21,10 @@ import os
 import jax
 import numpy as np
 
-from tarka_jax.config import ModelConfig
 from tarka_jax.convert.st_folder import SentenceTransformerMeta
 from tarka_jax.errors import TarkaError
-from tarka_jax.textfiles import read_json
+from tarka_jax.files.jsonfiles import read_json
+from tarka_jax.nn.config import ModelConfig
 
 RUN_FORMAT = "tarka-jax-distill-run"
 RUN_VERSION = 1
@@ -107,7 +107,7 @@ def load_run_params(run_dir: str, step: int | None = None):
     """``(config, float32 numpy params, meta, tokenizer folder, step)`` of a run's step."""
     import orbax.checkpoint as ocp
 
-    from tarka_jax.model import init_params
+    from tarka_jax.nn.encoder import init_params
 
     run = read_run_file(run_dir)
     config = ModelConfig.from_dict(run["student"])

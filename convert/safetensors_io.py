@@ -14,7 +14,7 @@ import numpy as np
 
 from tarka_jax.convert.mapping import CheckpointMismatch
 from tarka_jax.errors import TarkaError
-from tarka_jax.textfiles import read_json
+from tarka_jax.files.jsonfiles import read_json
 
 STORAGE_DTYPES = ("keep", "float32", "bfloat16")
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from tarka_jax.config import ModelConfig
 from tarka_jax.convert.flax_folder import FLAX_CONFIG_FILE, is_flax_folder, load_flax_folder
 from tarka_jax.convert.run_folder import is_run_folder, load_run_params
 from tarka_jax.convert.st_folder import SentenceTransformerMeta, load_hf_folder
 from tarka_jax.errors import TarkaError
+from tarka_jax.nn.config import ModelConfig
 
 BUILTIN_PREFIX = "builtin:"
 # tarka_jax/models, found without importing the tarka_jax facade (convert/ sits beside

@@ -15,11 +15,15 @@ import shutil
 
 import numpy as np
 
-from tarka_jax.config import ConfigError, DenseSpec, ModelConfig
 from tarka_jax.convert.mapping import hf_to_params, params_to_hf
-from tarka_jax.convert.safetensors_io import (cast, open_safetensors_folder, read_safetensors_folder,
-                                              write_safetensors)
-from tarka_jax.textfiles import read_json, read_optional_json, write_json
+from tarka_jax.convert.safetensors_io import (
+    cast,
+    open_safetensors_folder,
+    read_safetensors_folder,
+    write_safetensors,
+)
+from tarka_jax.files.jsonfiles import read_json, read_optional_json, write_json
+from tarka_jax.nn.config import ConfigError, DenseSpec, ModelConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "tokenizer.model", "chat_template.jinja")

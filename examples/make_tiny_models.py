@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tarka_jax.distill.tiny import write_tiny_models
+from tarka_jax.testing.tiny import write_tiny_models
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
-    from tarka_jax import demo
+    from tarka_jax.testing import demo
 
     train = demo.load_corpus().split("train")
     teacher = SentenceTransformer(demo.teacher_folder(), device="cpu")

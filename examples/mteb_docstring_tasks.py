@@ -53,7 +53,7 @@ def module_of(pair: dict) -> str:
 
 
 def _corpus():
-    from tarka_jax.demo import load_corpus
+    from tarka_jax.testing.demo import load_corpus
 
     return load_corpus()
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
 from tarka_jax.kernels.xla import attention_xla
 from tarka_jax.kernels.xla_blocked import attention_xla_blocked
 

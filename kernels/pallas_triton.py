@@ -31,6 +31,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+
 from tarka_jax.kernels import block_sizes, gpu_arch, sharded
 from tarka_jax.kernels.block_sizes import BlockConfig
 from tarka_jax.kernels.pallas_triton_bwd import backward

@@ -1,19 +1,17 @@
 """The ``tarka-jax`` command line: one table of subcommands.
 
-A subcommand is a :class:`~tarka_jax.command.Command` (name, one-line help,
-``add_arguments(parser)``, ``run(args) -> exit code``) defined in its own module.
-Adding one is one line in :data:`SUBCOMMANDS` below::
+A subcommand is a :class:`~tarka_jax.runtime.command.Command` constant (name, one-line help,
+``add_arguments(parser)``, ``run(args) -> exit code``) in the ``cli`` module of the package
+that does the work (``tarka_jax.corpus.cli:COMMAND``, ``tarka_jax.recipe.cli:EVALUATE``).
+Adding one is that constant plus one line in :data:`SUBCOMMANDS` below::
 
     ("embed-corpus", "embed a corpus into resumable .npy shards (multi-process)",
-     "tarka_jax.corpus_job:command"),
-    ("finetune", "fine-tune on (anchor, positive[, negative]) pairs (contrastive, sharded)",
-     "tarka_jax.finetune.cli:COMMAND"),
-    ("mteb", "evaluate on MTEB tasks", "tarka_jax.mteb.cli:COMMAND"),
+     "tarka_jax.corpus.cli:COMMAND"),
 
 The module is imported only when that subcommand runs (or prints its ``--help``),
-so ``tarka-jax embed`` never pays for, or breaks on, the training stack. The
-target may also be a zero-argument function returning a Command. (Tests and
-plugins may call :func:`register` with a Command object at run time.)
+so ``tarka-jax embed`` never pays for, or breaks on, the training stack. Every
+subcommand also runs as ``python -m tarka_jax NAME ...``. (Tests and plugins may call
+:func:`register` with a Command object at run time.)
 
 Errors a user can cause (bad paths, bad options, bad inputs) print one line,
 ``tarka-jax <command>: error: ...``, and exit with status 2; set
@@ -27,27 +25,27 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from tarka_jax.command import Command, execute
+from tarka_jax.runtime.command import Command, execute
 
 #: (name, one-line help, "module:attribute" of its Command). Sorted by name in --help.
 SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("embed", "embed texts; write JSON lines or .npy", "tarka_jax.cli_inference:EMBED"),
-    ("search", "rank documents for queries", "tarka_jax.cli_inference:SEARCH"),
+    ("embed", "embed texts; write JSON lines or .npy", "tarka_jax.inference.cli:EMBED"),
+    ("search", "rank documents for queries", "tarka_jax.inference.cli:SEARCH"),
+    ("embed-corpus", "embed a corpus into resumable .npy shards (multi-process)",
+     "tarka_jax.corpus.cli:COMMAND"),
+    ("mteb", "run MTEB tasks on a model (needs the mteb extra)", "tarka_jax.mteb.cli:COMMAND"),
     ("convert", "convert between HF / sentence-transformers and Flax folders",
      "tarka_jax.convert.cli:COMMAND"),
     ("distill", "distil a student from a teacher (sharded, resumable)",
      "tarka_jax.distill.cli:COMMAND"),
-    ("init-student", "a student from a teacher + a new tokenizer (embedding transplant)",
-     "tarka_jax.recipe.init_student:command"),
-    ("cache-teacher", "compute teacher embeddings once for a corpus",
-     "tarka_jax.recipe.teacher_cache:command"),
-    ("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
-     "tarka_jax.recipe.evaluate:command"),
-    ("embed-corpus", "embed a corpus into resumable .npy shards (multi-process)",
-     "tarka_jax.corpus_job:command"),
     ("finetune", "fine-tune on (anchor, positive[, negative]) pairs (contrastive, sharded)",
      "tarka_jax.finetune.cli:COMMAND"),
-    ("mteb", "run MTEB tasks on a model (needs the mteb extra)", "tarka_jax.mteb_cli:command"),
+    ("init-student", "a student from a teacher + a new tokenizer (embedding transplant)",
+     "tarka_jax.recipe.cli:INIT_STUDENT"),
+    ("cache-teacher", "compute teacher embeddings once for a corpus",
+     "tarka_jax.recipe.cli:CACHE_TEACHER"),
+    ("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
+     "tarka_jax.recipe.cli:EVALUATE"),
 )
 
 __all__ = ["SUBCOMMANDS", "Command", "build_parser", "main", "register", "register_lazy"]
@@ -72,9 +70,7 @@ def register_lazy(name: str, help: str, target: str) -> None:
 def _command(name: str) -> Command:
     if name not in _COMMANDS:
         module, _, attribute = _LAZY[name][1].partition(":")
-        command = getattr(importlib.import_module(module), attribute)
-        _COMMANDS[name] = command() if callable(command) and not isinstance(command, Command) \
-            else command
+        _COMMANDS[name] = getattr(importlib.import_module(module), attribute)
     return _COMMANDS[name]
 
 
@@ -118,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     # Before the first compilation: a second run loads compiled programs from disk
-    # (TARKA_JAX_COMPILATION_CACHE=0 turns it off, a path moves it; tarka_jax.compile_cache).
-    from tarka_jax.compile_cache import enable_compilation_cache
+    # (TARKA_JAX_COMPILATION_CACHE=0 turns it off, a path moves it; tarka_jax.runtime.compile_cache).
+    from tarka_jax.runtime.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()
     return execute(_command(args.command), args)

@@ -21,7 +21,7 @@ os.environ.setdefault("TARKA_JAX_COMPILATION_CACHE", "0")
 @pytest.fixture(scope="session")
 def reference_factory(tmp_path_factory):
     """build(name, **TinySpec fields) -> folder; each distinct spec is built once per session."""
-    from tarka_jax.testing import TinySpec, build_reference_model
+    from tarka_jax.testing.reference import TinySpec, build_reference_model
 
     built: dict[tuple, str] = {}
 
@@ -89,10 +89,10 @@ def jax_only_model(tmp_path_factory) -> str:
     import jax
     import numpy as np
 
-    from tarka_jax.checkpoint import SentenceTransformerMeta, save_sentence_transformers
-    from tarka_jax.config import FULL, SLIDING, DenseSpec, ModelConfig
-    from tarka_jax.model import init_params
-    from tarka_jax.testing import GEMMA_PROMPTS, train_tokenizer
+    from tarka_jax.convert.st_folder import SentenceTransformerMeta, save_sentence_transformers
+    from tarka_jax.nn.config import FULL, SLIDING, DenseSpec, ModelConfig
+    from tarka_jax.nn.encoder import init_params
+    from tarka_jax.testing.reference import GEMMA_PROMPTS, train_tokenizer
 
     root = tmp_path_factory.mktemp("jax_only")
     tok_dir, out = str(root / "tok"), str(root / "model")
@@ -133,11 +133,11 @@ def make_run_folder():
               data_position: dict | None = None) -> str:
         import numpy as np
 
-        from tarka_jax.checkpoint import load_checkpoint
-        from tarka_jax.distill import checkpointing as ckpt
-        from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
+        from tarka_jax.convert import open_model
+        from tarka_jax.train import checkpointing as ckpt
+        from tarka_jax.train.optim import OptimizerConfig, make_optimizer
 
-        model = load_checkpoint(model_folder)
+        model = open_model(model_folder)
         tx, _ = make_optimizer(OptimizerConfig(**config_dict["optimizer"]),
                                config_dict["train"]["steps"])
         ckpt.write_run_files(run_dir, config_dict=config_dict, config_text="# test run\n",

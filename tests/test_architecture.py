@@ -19,33 +19,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_DIRS = {"tarka_jax": "tarka_jax", "kernels": "tarka_jax.kernels",
                 "convert": "tarka_jax.convert"}
 
-# Module-name prefix -> layer. A module may import only from layers <= its own;
-# the longest matching prefix wins. LEAF modules (test and notebook helpers) may
-# import anything, and nothing outside them may import them.
-LEAF = 99
+# Package (or module) -> layer: one entry per subpackage. A module may import only from
+# layers <= its own; the longest matching prefix wins. Every package's ``cli`` module is an
+# entry point (ENTRY): it may import anything but the leaf, and nothing imports it (the
+# ``tarka_jax.cli`` table loads it by name). LEAF modules (tests', notebooks' and tools'
+# helpers) may import anything, and nothing outside them may import them.
+ENTRY, LEAF = 98, 99
 LAYERS = {
     "tarka_jax.kernels": 1,
-    "tarka_jax._version": 2, "tarka_jax.errors": 2, "tarka_jax.textfiles": 2,
-    "tarka_jax.numerics": 2, "tarka_jax.config": 2, "tarka_jax.model": 2,
-    "tarka_jax.command": 2, "tarka_jax.compile_cache": 2, "tarka_jax.program_cache": 2,
-    "tarka_jax.text_input": 2, "tarka_jax.distributed": 2, "tarka_jax.similarity": 2, "tarka_jax.quantize": 2, "tarka_jax.scan_layers": 2,
-    "tarka_jax.sharding_rules": 2,
-    "tarka_jax.convert": 3, "tarka_jax.tokenizer": 3, "tarka_jax.tokenizer_train": 3,
-    "tarka_jax.prompts": 3, "tarka_jax.checkpoint": 3, "tarka_jax.batching": 3, "tarka_jax.corpus_reader": 3,
-    "tarka_jax": 4,  # the package facade (re-exports the inference API)
-    "tarka_jax.embedder": 4, "tarka_jax.placement": 4, "tarka_jax.process_passes": 4,
-    "tarka_jax.loading": 4,
-    "tarka_jax.mteb": 4, "tarka_jax.corpus": 4, "tarka_jax.corpus_job": 4,
-    "tarka_jax.corpus_search": 4, "tarka_jax.evaluators": 4, "tarka_jax.st_args": 4, "tarka_jax.sentence_transformer": 4, "tarka_jax.demo": 4,
-    "tarka_jax.distill": 5, "tarka_jax.distill.heldout": 5,
-    "tarka_jax.recipe": 6, "tarka_jax.finetune": 6,
-    "tarka_jax.cli": 7, "tarka_jax.mteb_cli": 7, "tarka_jax.cli_inference": 7, "tarka_jax.__main__": 7,
-    "tarka_jax.distill.cli": 7, "tarka_jax.finetune.cli": 7, "tarka_jax.convert.cli": 7,
-    "tarka_jax.testing": LEAF, "tarka_jax.notebook": LEAF,
+    "tarka_jax._version": 2, "tarka_jax.errors": 2, "tarka_jax.files": 2, "tarka_jax.runtime": 2,
+    "tarka_jax.text": 3,
+    "tarka_jax.nn": 4,
+    "tarka_jax.convert": 5,
+    "tarka_jax.inference": 6, "tarka_jax": 6,  # the package facade re-exports the inference API
+    "tarka_jax.evaluation": 7, "tarka_jax.corpus": 7, "tarka_jax.mteb": 7,
+    "tarka_jax.train": 8,
+    "tarka_jax.distill": 9, "tarka_jax.finetune": 9,
+    "tarka_jax.recipe": 10,
+    "tarka_jax.cli": ENTRY, "tarka_jax.__main__": ENTRY,
+    "tarka_jax.testing": LEAF,
 }
-NAMES = {1: "kernels", 2: "core (config, model)", 3: "formats (convert, tokenizer)",
-         4: "inference (embedder)", 5: "training core (distill)", 6: "recipes",
-         7: "entry points", LEAF: "test/notebook helpers"}
+NAMES = {1: "kernels", 2: "base (errors, files, runtime)", 3: "text", 4: "nn (the model)",
+         5: "convert (formats)", 6: "inference", 7: "clients of inference (corpus, mteb, "
+         "evaluation)", 8: "training core (train)", 9: "training loops (distill, finetune)",
+         10: "recipe", ENTRY: "entry points", LEAF: "test/notebook helpers"}
 MAX_LINES = 400
 
 
@@ -69,6 +66,8 @@ MODULES = _modules()
 
 
 def layer_of(module: str) -> int:
+    if module.endswith(".cli"):
+        return ENTRY
     best = None
     for prefix in LAYERS:
         if (module == prefix or module.startswith(prefix + ".")) and (
@@ -154,3 +153,28 @@ def test_the_checker_catches_an_upward_import(tmp_path):
     found = _imports("tarka_jax.distill.probe", str(path))
     assert [t for _, t in found] == ["tarka_jax.recipe.evaluate", "tarka_jax.cli"]
     assert all(layer_of(t) > layer_of("tarka_jax.distill.probe") for _, t in found)
+
+
+def test_the_table_places_packages_not_modules():
+    """One entry per subpackage: the folders show the layering, the table only orders them."""
+    packages = {m for m, p in MODULES.items() if p.endswith("__init__.py")}
+    top_level = {m for m in MODULES if m.count(".") == 1}
+    stray = [name for name in LAYERS if name not in packages and name not in top_level]
+    assert not stray, f"LAYERS names modules inside a package: {stray}"
+    unplaced = [p for p in packages if p not in LAYERS]
+    assert not unplaced, f"subpackages without their own LAYERS entry: {unplaced}"
+
+
+def test_docs_layout_names_every_module():
+    with open(os.path.join(ROOT, "docs", "layout.md"), encoding="utf-8") as f:
+        page = f.read()
+    unnamed = []
+    for path in MODULES.values():
+        rel = os.path.relpath(path, ROOT)
+        folder, name = os.path.split(rel)
+        if name == "__init__.py" and folder != "tarka_jax":
+            continue  # a package is named by its folder's heading
+        short = rel[len("tarka_jax/"):] if rel.startswith("tarka_jax/") else rel
+        if short not in page and not (name == "__init__.py" and rel in page):
+            unnamed.append(rel)
+    assert not unnamed, f"docs/layout.md does not name: {unnamed}"

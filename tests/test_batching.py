@@ -1,4 +1,4 @@
-"""The inference shape policy (tarka_jax.batching): grouping, row counts, compile bound, order.
+"""The inference shape policy (tarka_jax.inference.batching): grouping, row counts, compile bound, order.
 
 Pure numpy: no model, no JAX. The end-to-end check that the policy leaves
 embeddings unchanged is in tests/test_embedder.py.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tarka_jax import batching
+from tarka_jax.inference import batching
 
 
 def _random_ids(rng, n, low=1, high=2048):

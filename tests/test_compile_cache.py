@@ -1,4 +1,4 @@
-"""tarka_jax.compile_cache: where the cache goes, how it is turned off, that JAX writes to it."""
+"""tarka_jax.runtime.compile_cache: where the cache goes, how it is turned off, that JAX writes to it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tarka_jax import compile_cache
+from tarka_jax.runtime import compile_cache
 
 
 def test_default_path_is_under_the_user_cache_dir(monkeypatch, tmp_path):
@@ -34,7 +34,7 @@ def test_a_compiled_program_lands_in_the_cache(tmp_path):
     # A fresh process: the cache must be configured before its first compilation.
     code = (
         "import jax, jax.numpy as jnp\n"
-        "from tarka_jax.compile_cache import enable_compilation_cache\n"
+        "from tarka_jax.runtime.compile_cache import enable_compilation_cache\n"
         f"print(enable_compilation_cache({str(tmp_path)!r}))\n"
         "jax.jit(lambda x: jnp.sin(x) * 3)(jnp.ones(7)).block_until_ready()\n"
     )

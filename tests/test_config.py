@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tarka_jax.config import (FULL, SLIDING, ConfigError, ModelConfig, backbone_from_hf,
-                              embeddinggemma_300m, tarka_150m)
+from tarka_jax.nn.config import (
+    FULL,
+    SLIDING,
+    ConfigError,
+    ModelConfig,
+    backbone_from_hf,
+    embeddinggemma_300m,
+    tarka_150m,
+)
 
 BASE = {
     "model_type": "gemma3_text", "vocab_size": 100, "hidden_size": 48, "intermediate_size": 56,
@@ -76,7 +83,7 @@ def test_presets_have_the_published_parameter_counts():
     import jax
     import numpy as np
 
-    from tarka_jax.model import init_params
+    from tarka_jax.nn.encoder import init_params
 
     for preset, total in ((tarka_150m, 155_714_304),
                           (embeddinggemma_300m, 307_581_696)):
@@ -126,7 +133,7 @@ def test_expected_shapes_equal_the_full_init(make):
     import jax
 
     from tarka_jax.convert.mapping import expected_shapes
-    from tarka_jax.model import init_params
+    from tarka_jax.nn.encoder import init_params
 
     cfg = make()
     tree = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))

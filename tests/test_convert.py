@@ -12,12 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from tarka_jax.checkpoint import load_checkpoint, read_safetensors
-from tarka_jax.config import ConfigError
+from tarka_jax.convert import open_model
 from tarka_jax.convert.flax_to_hf import flax_to_hf
 from tarka_jax.convert.hf_to_flax import hf_to_flax
 from tarka_jax.convert.mapping import CheckpointMismatch, transpose
-from tarka_jax.testing import SAMPLE_TEXTS, long_text
+from tarka_jax.convert.safetensors_io import read_safetensors
+from tarka_jax.nn.config import ConfigError
+from tarka_jax.testing.reference import SAMPLE_TEXTS, long_text
 
 pytestmark = pytest.mark.torch
 TEXTS = list(SAMPLE_TEXTS) + [long_text(40, 5)]
@@ -41,7 +42,7 @@ def test_hf_to_flax_to_hf_round_trip_loads_in_sentence_transformers(tiny_referen
     from sentence_transformers import SentenceTransformer
 
     flax_dir = hf_to_flax(tiny_reference, str(tmp_path / "flax"))
-    direct, via_flax = load_checkpoint(tiny_reference), load_checkpoint(flax_dir)
+    direct, via_flax = open_model(tiny_reference), open_model(flax_dir)
     assert direct.config == via_flax.config
     assert via_flax.meta == direct.meta
     a, b = _flat(direct.params), _flat(via_flax.params)
@@ -67,8 +68,8 @@ def test_bfloat16_storage_round_trip(tiny_reference, tmp_path):
     assert {v.dtype.name for v in stored.values()} == {"bfloat16"}
     hf_dir = flax_to_hf(flax_dir, str(tmp_path / "hf"))  # keep: stays bfloat16
     assert json.load(open(os.path.join(hf_dir, "config.json")))["dtype"] == "bfloat16"
-    reloaded = load_checkpoint(hf_dir)  # a bf16 HF folder loads too, as float32 params
-    original = _flat(load_checkpoint(tiny_reference).params)
+    reloaded = open_model(hf_dir)  # a bf16 HF folder loads too, as float32 params
+    original = _flat(open_model(tiny_reference).params)
     for k, v in _flat(reloaded.params).items():
         assert v.dtype == np.float32
         np.testing.assert_allclose(v, original[k], rtol=1e-2, atol=1e-2)
@@ -95,7 +96,7 @@ def _shard(folder) -> list[str]:
 def test_sharded_checkpoint_loads(tiny_reference, tmp_path):
     folder = _copy(tiny_reference, tmp_path)
     _shard(folder)
-    a, b = _flat(load_checkpoint(folder).params), _flat(load_checkpoint(tiny_reference).params)
+    a, b = _flat(open_model(folder).params), _flat(open_model(tiny_reference).params)
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -105,7 +106,7 @@ def test_truncated_shard_names_the_shard(tiny_reference, tmp_path):
     with open(second, "r+b") as f:
         f.truncate(os.path.getsize(second) - 16)
     with pytest.raises(CheckpointMismatch, match="model-00002-of-00002.safetensors.*truncated"):
-        load_checkpoint(folder)
+        open_model(folder)
 
 
 def test_stored_tensor_read_after_its_block_names_the_tensor(tiny_reference):
@@ -160,14 +161,14 @@ def test_missing_tensor_is_named(tiny_reference, tmp_path):
     folder = _copy(tiny_reference, tmp_path)
     _rewrite_backbone(folder, lambda t: t.pop("layers.1.self_attn.k_norm.weight"))
     with pytest.raises(CheckpointMismatch, match=r"missing 1 tensor.*layers\.1\.self_attn\.k_norm"):
-        load_checkpoint(folder)
+        open_model(folder)
 
 
 def test_unexpected_tensor_is_named(tiny_reference, tmp_path):
     folder = _copy(tiny_reference, tmp_path)
     _rewrite_backbone(folder, lambda t: t.__setitem__("lm_head.weight", np.zeros((2, 2), np.float32)))
     with pytest.raises(CheckpointMismatch, match="unexpected 1 tensor.*lm_head.weight"):
-        load_checkpoint(folder)
+        open_model(folder)
 
 
 def test_misshaped_tensor_is_named(tiny_reference, tmp_path):
@@ -178,7 +179,7 @@ def test_misshaped_tensor_is_named(tiny_reference, tmp_path):
 
     _rewrite_backbone(folder, transpose)
     with pytest.raises(CheckpointMismatch, match=r"layers\.0\.mlp\.up_proj\.weight.*shape"):
-        load_checkpoint(folder)
+        open_model(folder)
 
 
 def test_misshaped_dense_tensor_is_named(tiny_reference, tmp_path):
@@ -188,7 +189,7 @@ def test_misshaped_dense_tensor_is_named(tiny_reference, tmp_path):
     save_file({"linear.weight": np.zeros((5, 5), np.float32)},
               os.path.join(folder, "3_Dense", "model.safetensors"))
     with pytest.raises(CheckpointMismatch, match=r"dense_1\.linear\.weight"):
-        load_checkpoint(folder)
+        open_model(folder)
 
 
 def test_truncated_safetensors_names_the_file(tiny_reference, tmp_path):
@@ -199,14 +200,14 @@ def test_truncated_safetensors_names_the_file(tiny_reference, tmp_path):
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
     with pytest.raises(CheckpointMismatch, match="model.safetensors.*truncated or corrupt"):
-        load_checkpoint(folder)
+        open_model(folder)
 
 
 def test_pytorch_bin_only_is_refused(tiny_reference, tmp_path):
     folder = _copy(tiny_reference, tmp_path)
     os.replace(os.path.join(folder, "model.safetensors"), os.path.join(folder, "pytorch_model.bin"))
     with pytest.raises(CheckpointMismatch, match="pytorch_model.bin"):
-        load_checkpoint(folder)
+        open_model(folder)
 
 
 def test_corrupt_config_is_named(tiny_reference, tmp_path):
@@ -214,7 +215,7 @@ def test_corrupt_config_is_named(tiny_reference, tmp_path):
     with open(os.path.join(folder, "config.json"), "w") as f:
         f.write('{"model_type": "gemma3_text", ')
     with pytest.raises(ConfigError, match="config.json.*not valid JSON"):
-        load_checkpoint(folder)
+        open_model(folder)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -229,7 +230,7 @@ def test_unservable_configs_are_refused(tiny_reference, tmp_path, edit, message)
     config.update(edit)
     json.dump(config, open(path, "w"))
     with pytest.raises(ConfigError, match=message):
-        load_checkpoint(folder)
+        open_model(folder)
 
 
 def test_non_mean_pooling_is_refused(tiny_reference, tmp_path):
@@ -239,9 +240,9 @@ def test_non_mean_pooling_is_refused(tiny_reference, tmp_path):
     config["pooling_mode"] = "cls"
     json.dump(config, open(path, "w"))
     with pytest.raises(ConfigError, match="only mean pooling"):
-        load_checkpoint(folder)
+        open_model(folder)
 
 
 def test_missing_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model folder not found"):
-        load_checkpoint(str(tmp_path / "does" / "not" / "exist"))
+        open_model(str(tmp_path / "does" / "not" / "exist"))

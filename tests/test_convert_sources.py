@@ -18,7 +18,7 @@ import pytest
 from tarka_jax import Embedder
 from tarka_jax.convert import open_model
 from tarka_jax.errors import TarkaError
-from tarka_jax.testing import SAMPLE_TEXTS
+from tarka_jax.testing.reference import SAMPLE_TEXTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILTIN = "builtin:demo-mini"

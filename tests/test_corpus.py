@@ -58,7 +58,7 @@ def _write(tmp_path, fmt: str, texts, name="corpus") -> str:
 
 
 def _run(model, inputs, out, **kw):
-    from tarka_jax.corpus_job import embed_corpus
+    from tarka_jax.corpus.job import embed_corpus
 
     kw.setdefault("shard_size", 8)
     kw.setdefault("progress", False)
@@ -69,7 +69,7 @@ def _run(model, inputs, out, **kw):
 
 
 def test_reader_txt_splits_on_newline_only_and_keeps_empty_lines(tmp_path):
-    from tarka_jax.corpus_reader import describe_inputs, expand_inputs, iter_records
+    from tarka_jax.corpus.reader import describe_inputs, expand_inputs, iter_records
 
     a = tmp_path / "b.txt"  # sorted after a glob's "a.txt"
     a.write_bytes(b"\xef\xbb\xbffirst\r\n\r\nline\xe2\x80\xa8same record\n\nlast no newline")
@@ -85,7 +85,7 @@ def test_reader_txt_splits_on_newline_only_and_keeps_empty_lines(tmp_path):
 
 
 def test_reader_errors_name_the_file_and_line(tmp_path):
-    from tarka_jax.corpus_reader import CorpusError, describe_inputs, expand_inputs, iter_records
+    from tarka_jax.corpus.reader import CorpusError, describe_inputs, expand_inputs, iter_records
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a"}\n\n{"text": "b"}\n')
@@ -110,7 +110,7 @@ def test_reader_errors_name_the_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["txt", "jsonl", "parquet"])
 def test_embed_corpus_equals_encode_document(model, tmp_path, fmt):
-    from tarka_jax.corpus import read_embeddings, read_ids, read_manifest
+    from tarka_jax.corpus.store import read_embeddings, read_ids, read_manifest
 
     half = len(TEXTS) // 2
     inputs = [_write(tmp_path, fmt, TEXTS[:half], "one"), _write(tmp_path, fmt, TEXTS[half:],
@@ -140,7 +140,7 @@ def test_embed_corpus_equals_encode_document(model, tmp_path, fmt):
 
 
 def test_embed_corpus_query_truncated_normalized(model, tmp_path):
-    from tarka_jax.corpus import read_embeddings
+    from tarka_jax.corpus.store import read_embeddings
 
     path = _write(tmp_path, "txt", TEXTS)
     _run(model, [path], tmp_path / "out", kind="query", truncate_dim=16, normalize=True,
@@ -153,7 +153,7 @@ def test_embed_corpus_query_truncated_normalized(model, tmp_path):
 
 
 def test_embed_corpus_resume_redoes_only_missing_shards(model, tmp_path):
-    from tarka_jax.corpus import read_embeddings, read_manifest, write_json_atomic
+    from tarka_jax.corpus.store import read_embeddings, read_manifest, write_json_atomic
 
     path = _write(tmp_path, "txt", TEXTS)
     out = tmp_path / "out"
@@ -195,14 +195,18 @@ def test_embed_corpus_refuses_changed_settings_and_existing_folder(model, other_
     with pytest.raises(ValueError, match="no manifest.json"):
         _run(model, [path], tmp_path / "empty", resume=True)
     _run(model, [path], out, kind="query", force=True)  # --force starts over
-    from tarka_jax.corpus import read_embeddings
+    from tarka_jax.corpus.store import read_embeddings
 
     assert read_embeddings(out).shape == (len(TEXTS) + 1, model.embedding_dim)
 
 
 def test_embed_corpus_cli_and_search_index(jax_only_model, model, tmp_path, capsys):
-    from tarka_jax.corpus_job import main
-    from tarka_jax.corpus_search import print_index_hits, search_index
+    from tarka_jax.cli import main as cli_main
+
+    def main(argv):
+        return cli_main(["embed-corpus", *argv])
+
+    from tarka_jax.corpus.search import print_index_hits, search_index
 
     path = _write(tmp_path, "jsonl", TEXTS)
     out = str(tmp_path / "out")

@@ -19,7 +19,7 @@ TIMEOUT = 600
 
 READ_ALL = """
 import sys
-from tarka_jax.corpus_reader import describe_inputs, iter_records
+from tarka_jax.corpus.reader import describe_inputs, iter_records
 paths = sys.argv[1:]
 describe_inputs(paths)
 n = sum(1 for _ in iter_records(paths))
@@ -71,7 +71,7 @@ def test_embed_corpus_peak_rss_flat_from_1k_to_20k_records(jax_only_model, tmp_p
     def job(n: int) -> int:
         corpus = tmp_path / f"c{n}.txt"
         _lines(corpus, n, 2000, words=True)  # cut to 16 tokens: cheap to embed, big to hold
-        peak, _ = _peak_rss(["-m", "tarka_jax.corpus_job", "--model", jax_only_model,
+        peak, _ = _peak_rss(["-m", "tarka_jax", "embed-corpus", "--model", jax_only_model,
                              "--input", str(corpus), "--output", str(tmp_path / f"o{n}"),
                              "--shard-size", "1000", "--max-seq-length", "16",
                              "--no-progress"], tmp_path)

@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from tarka_jax import Embedder, demo
-from tarka_jax.checkpoint import BUILTIN_DIR, builtin_models, resolve_folder
+from tarka_jax import Embedder
+from tarka_jax.convert.sources import BUILTIN_DIR, builtin_models, resolve_folder
+from tarka_jax.testing import demo
 
 
 @pytest.fixture(scope="module")

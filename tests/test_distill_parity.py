@@ -64,27 +64,22 @@ def test_distill_step_matches_pytorch(reference_factory):
     import jax
     import torch
     from sentence_transformers import SentenceTransformer
-    from tarka_jax.convert.mapping import params_to_hf
 
-    from tarka_jax.checkpoint import load_checkpoint
-    from tarka_jax.distill import sharding as shd
+    from tarka_jax.convert import open_model
+    from tarka_jax.convert.mapping import params_to_hf
     from tarka_jax.distill.loss import LossConfig
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
-    from tarka_jax.distill.step import (
-        StepConfig,
-        create_state,
-        loss_and_grads,
-        make_train_step,
-        shard_params,
-    )
-    from tarka_jax.tokenizer import TextTokenizer
+    from tarka_jax.distill.step import StepConfig, loss_and_grads, make_train_step
+    from tarka_jax.text.tokenizer import TextTokenizer
+    from tarka_jax.train import sharding as shd
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.state import create_state, shard_params
 
     student_dir = reference_factory("tiny")
     teacher_dir = reference_factory("distill_teacher", vocab_size=199, hidden_size=40,
                                     intermediate_size=44, num_layers=2, num_heads=2,
                                     num_kv_heads=1, head_dim=14, query_pre_attn_scalar=14,
                                     dense=(32, 24), seed=5)
-    student, teacher = load_checkpoint(student_dir), load_checkpoint(teacher_dir)
+    student, teacher = open_model(student_dir), open_model(teacher_dir)
     batch = {"student": TextTokenizer.from_folder(student_dir)(TEXTS),
              "teacher": TextTokenizer.from_folder(teacher_dir)(TEXTS)}
     assert (batch["student"]["segment_ids"] == 0).any()  # padding is exercised

@@ -1,6 +1,6 @@
 """The distillation loop end to end on tiny random models (torch-free except export).
 
-Models come from :func:`tarka_jax.distill.tiny.write_tiny_models` (JAX-initialised
+Models come from :func:`tarka_jax.testing.tiny.write_tiny_models` (JAX-initialised
 Flax folders with their own tokenizers), data from ``examples/data``.
 """
 
@@ -13,6 +13,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from tarka_jax.cli import main as cli_main
+
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 TRAIN = os.path.join(EXAMPLES, "data", "tiny_train.txt")
 EVAL = os.path.join(EXAMPLES, "data", "tiny_eval.txt")
@@ -20,7 +22,7 @@ EVAL = os.path.join(EXAMPLES, "data", "tiny_eval.txt")
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from tarka_jax.distill.tiny import write_tiny_models
+    from tarka_jax.testing.tiny import write_tiny_models
 
     return write_tiny_models(str(tmp_path_factory.mktemp("tiny_models")))
 
@@ -72,8 +74,8 @@ def _params(run_dir, step):
 
 @pytest.mark.slow  # leg 1 only (the loop on the newer jax: test_distill_cli_learns_the_teacher)
 def test_distill_resume_mid_epoch_is_bit_identical(tiny_models, tmp_path):
-    from tarka_jax.distill.metrics import read_metrics
     from tarka_jax.distill.run import train
+    from tarka_jax.train.metrics import read_metrics
 
     teacher, student = tiny_models
     small = tmp_path / "small.txt"  # 36 texts, batch 8: 4 batches an epoch
@@ -100,14 +102,13 @@ def test_distill_resume_mid_epoch_is_bit_identical(tiny_models, tmp_path):
 
 
 def test_distill_cli_learns_the_teacher(tiny_models, tmp_path, capsys):
-    from tarka_jax.distill.cli import main
-    from tarka_jax.distill.metrics import read_metrics
+    from tarka_jax.train.metrics import read_metrics
 
     teacher, student = tiny_models
     _, path = _load(tmp_path, _config_text(teacher, student, TRAIN, steps=60, batch=16,
                                            eval_files=[EVAL], log_every=10, every=60))
     workdir = str(tmp_path / "run")
-    assert main(["--config", path, "--workdir", workdir]) == 0
+    assert cli_main(["distill", "--config", path, "--workdir", workdir]) == 0
     assert "step 60" in capsys.readouterr().out
     records = read_metrics(workdir)
     evals = [r["eval_cosine"] for r in records if "eval_cosine" in r]
@@ -123,12 +124,12 @@ def test_distill_cli_learns_the_teacher(tiny_models, tmp_path, capsys):
 def test_distill_exported_step_loads_in_sentence_transformers(tiny_models, tmp_path):
     import jax
     from sentence_transformers import SentenceTransformer
-    from tarka_jax.convert.flax_to_hf import flax_to_hf
 
+    from tarka_jax.convert.flax_to_hf import flax_to_hf
     from tarka_jax.distill.export import load_run_step
     from tarka_jax.distill.run import train
-    from tarka_jax.model import embed
-    from tarka_jax.tokenizer import TextTokenizer
+    from tarka_jax.nn.encoder import embed
+    from tarka_jax.text.tokenizer import TextTokenizer
 
     teacher, student = tiny_models
     config, _ = _load(tmp_path, _config_text(teacher, student, TRAIN, steps=4, every=2))
@@ -150,7 +151,7 @@ def _heldout_files(tmp_path):
     the ``where`` filter drops) and 24 STS rows built from them."""
     import gzip
 
-    from tarka_jax.testing import docstring_sts_rows
+    from tarka_jax.testing.reference import docstring_sts_rows
 
     with gzip.open(os.path.join(EXAMPLES, "data", "stdlib", "pairs.jsonl.gz"), "rt",
                    encoding="utf-8") as f:
@@ -176,17 +177,17 @@ def test_run_step_exports_without_training_code_and_round_trips(tiny_models, jax
     """run -> ST folder (flax_to_hf, in a process that never imports distill) -> Embedder
     gives the run step's embeddings (<= 1e-6: a storage round trip, nothing recomputed), and
     the held-out retrieval / STS the loop logged (eval_pairs, eval_sts) is what
-    ``tarka_jax.evaluators`` gives on that Embedder (<= 1e-6), with the student's query /
+    ``tarka_jax.evaluation.scores`` gives on that Embedder (<= 1e-6), with the student's query /
     document / STS prompts (EmbeddingGemma's: the student is ``jax_only_model``)."""
     import subprocess
     import sys
 
     from tarka_jax import Embedder
     from tarka_jax.convert import open_model
-    from tarka_jax.distill.metrics import read_metrics
     from tarka_jax.distill.run import train
-    from tarka_jax.evaluators import evaluate_retrieval, evaluate_sts
-    from tarka_jax.tokenizer import TextTokenizer
+    from tarka_jax.evaluation.scores import evaluate_retrieval, evaluate_sts
+    from tarka_jax.text.tokenizer import TextTokenizer
+    from tarka_jax.train.metrics import read_metrics
 
     lines, held, sts_rows = _heldout_files(tmp_path)
     text = _config_text(tiny_models[0], jax_only_model, TRAIN, steps=2, every=1)
@@ -246,8 +247,8 @@ def test_distill_config_errors_name_the_key(tmp_path):
 
 
 def test_heldout_files_errors_name_file_line_and_field(tmp_path):
-    from tarka_jax.distill.data import DataError
-    from tarka_jax.distill.heldout import read_pairs, read_sts
+    from tarka_jax.train.data import DataError
+    from tarka_jax.train.heldout import read_pairs, read_sts
 
     sts = tmp_path / "sts.jsonl"
     sts.write_text('{"a": "x", "b": "y", "score": 1}\n{"a": "x", "b": "z", "score": "high"}\n')
@@ -266,7 +267,7 @@ def test_heldout_files_errors_name_file_line_and_field(tmp_path):
 def test_distill_errors_before_compute(tiny_models, tmp_path):
     from tarka_jax.distill.config import DistillConfigError
     from tarka_jax.distill.run import train
-    from tarka_jax.distill.tiny import tiny_config, write_model
+    from tarka_jax.testing.tiny import tiny_config, write_model
 
     teacher, student = tiny_models
     config, _ = _load(tmp_path, _config_text(teacher, student, str(tmp_path / "nope.txt"),

@@ -25,12 +25,13 @@ STEPS = 3
 def _worker(out_path: str) -> None:
     import jax
 
-    from tarka_jax.config import DenseSpec, ModelConfig
-    from tarka_jax.distill import sharding as shd
     from tarka_jax.distill.loss import LossConfig
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
-    from tarka_jax.distill.step import StepConfig, create_state, make_train_step, shard_params
-    from tarka_jax.model import init_params
+    from tarka_jax.distill.step import StepConfig, make_train_step
+    from tarka_jax.nn.config import DenseSpec, ModelConfig
+    from tarka_jax.nn.encoder import init_params
+    from tarka_jax.train import sharding as shd
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.state import create_state, shard_params
 
     assert jax.device_count() == 8, jax.devices()
 
@@ -136,9 +137,9 @@ def test_distill_sharded_meshes_match_one_device(tmp_path):
 def test_distill_rules_cover_every_param():
     import jax
 
-    from tarka_jax.config import tarka_150m
-    from tarka_jax.distill import sharding as shd
-    from tarka_jax.model import init_params
+    from tarka_jax.nn.config import tarka_150m
+    from tarka_jax.nn.encoder import init_params
+    from tarka_jax.train import sharding as shd
 
     shapes = jax.eval_shape(lambda: init_params(tarka_150m(), jax.random.key(0)))
     mesh = shd.make_mesh(1, 1, devices=jax.devices()[:1])

@@ -9,10 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tarka_jax.testing import scale_relative_error
-
-from tarka_jax.config import DenseSpec, ModelConfig
 from tarka_jax.distill.loss import LossConfig, LossConfigError, distill_loss
+from tarka_jax.nn.config import DenseSpec, ModelConfig
+from tarka_jax.testing.reference import scale_relative_error
 
 
 def _unit(x):
@@ -61,7 +60,7 @@ def test_distill_loss_dims_are_checked():
 
 
 def test_distill_optimizer_schedule_and_decay_mask():
-    from tarka_jax.distill.optim import OptimizerConfig, decay_mask, learning_rate_schedule
+    from tarka_jax.train.optim import OptimizerConfig, decay_mask, learning_rate_schedule
 
     sched = learning_rate_schedule(OptimizerConfig(learning_rate=1.0, warmup_steps=4,
                                                    end_lr_ratio=0.1), total_steps=14)
@@ -94,7 +93,7 @@ def _batch(rng, vocab, b=8, t=12):
 
 @pytest.fixture(scope="module")
 def pair():
-    from tarka_jax.model import init_params
+    from tarka_jax.nn.encoder import init_params
 
     s_cfg, t_cfg = _tiny(37, 16, (12,)), _tiny(41, 24, (12,))
     rng = np.random.default_rng(0)
@@ -104,9 +103,10 @@ def pair():
 
 
 def _run(pair, *, loss, accumulation=1, dtype="float32", remat=False, steps=2, **optimizer):
-    from tarka_jax.distill import sharding as shd
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
-    from tarka_jax.distill.step import StepConfig, create_state, make_train_step, shard_params
+    from tarka_jax.distill.step import StepConfig, make_train_step
+    from tarka_jax.train import sharding as shd
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.state import create_state, shard_params
 
     s_cfg, s_params, t_cfg, t_params, batch = pair
     tx, sched = make_optimizer(OptimizerConfig(learning_rate=1e-2, accumulation_steps=accumulation,
@@ -150,7 +150,8 @@ def test_distill_bf16_remat_step_close_to_float32(pair):
 
 
 def test_distill_data_is_deterministic_and_resumable(tmp_path, tiny_tokenizers):
-    from tarka_jax.distill.data import PairTokenizer, TextBatches, read_corpus
+    from tarka_jax.distill.data import PairTokenizer, TextBatches
+    from tarka_jax.train.data import read_corpus
 
     texts = [f"the planet {w} has a moon and a ring" * (1 + i % 4)
              for i, w in enumerate(["mars", "venus", "jupiter", "saturn", "moon", "sun", "star", "orbit"] * 3)]
@@ -199,7 +200,7 @@ def test_distill_parquet_is_read(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    from tarka_jax.distill.data import read_texts
+    from tarka_jax.train.data import read_texts
 
     pq.write_table(pa.table({"body": ["one text", "", "two texts"]}), tmp_path / "x.parquet")
     assert read_texts(str(tmp_path / "x.parquet"), "body") == ["one text", "two texts"]
@@ -207,8 +208,8 @@ def test_distill_parquet_is_read(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_tokenizers(tmp_path_factory):
-    from tarka_jax.testing import train_tokenizer
-    from tarka_jax.tokenizer import TextTokenizer
+    from tarka_jax.testing.reference import train_tokenizer
+    from tarka_jax.text.tokenizer import TextTokenizer
 
     out = []
     for vocab in (120, 150):
@@ -223,9 +224,9 @@ def test_state_shardings_give_optimizer_moments_their_parameter_sharding(pair):
     each parameter's sharding, every other optimizer leaf (counts) is replicated."""
     import optax
 
-    from tarka_jax.distill import sharding as shd
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
-    from tarka_jax.distill.step import abstract_state, state_shardings
+    from tarka_jax.train import sharding as shd
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.state import abstract_state, state_shardings
 
     s_params = pair[1]
     mesh = shd.make_mesh(1, 1, devices=jax.devices()[:1])
@@ -247,9 +248,9 @@ def test_state_shardings_give_optimizer_moments_their_parameter_sharding(pair):
 def test_frozen_parameters_stay_put_and_the_rest_trains(pair):
     """optimizer.freeze: matching params bit-identical after steps, no Adam moments for
     them, shardings still the abstract state's structure; the others move."""
-    from tarka_jax.distill import sharding as shd
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
-    from tarka_jax.distill.step import abstract_state, state_shardings
+    from tarka_jax.train import sharding as shd
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.state import abstract_state, state_shardings
 
     start = pair[1]
     state, _ = _run(pair, loss=LossConfig(), freeze=("encoder/embed_tokens", r"dense_0/bias$"))
@@ -270,7 +271,7 @@ def test_frozen_parameters_stay_put_and_the_rest_trains(pair):
 
 
 def test_freeze_patterns_are_checked(pair):
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
 
     with pytest.raises(ValueError, match="not a regular expression"):
         OptimizerConfig(freeze=("encoder/(",))

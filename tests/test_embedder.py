@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import tarka_jax
-from tarka_jax import batching
-from tarka_jax import embedder as embedder_module
-from tarka_jax.embedder import Embedder
-from tarka_jax.testing import SAMPLE_TEXTS, long_text
+from tarka_jax.inference import batching
+from tarka_jax.inference import embedder as embedder_module
+from tarka_jax.inference.embedder import Embedder
+from tarka_jax.testing.reference import SAMPLE_TEXTS, long_text
 
 # Mixed lengths in one batch: empty, 1-token, beyond the window radius (4), and
 # beyond max_seq_length (64) so truncation keeps <bos> ... <eos>.

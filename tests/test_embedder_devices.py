@@ -1,4 +1,4 @@
-"""The data-parallel Embedder (tarka_jax.placement): 4 host devices encode like one device.
+"""The data-parallel Embedder (tarka_jax.inference.placement): 4 host devices encode like one device.
 
 The 4-device checks run in one subprocess (``--xla_force_host_platform_device_count=4``
 must be set before jax starts) on the torch-free random checkpoint; the worker saves
@@ -6,7 +6,7 @@ every output and the parent compares. Only the float32 reduction order differs
 between layouts (other row counts per device, fsdp's gathered or partial-sum
 matmuls). Tolerances: 1e-6 absolute on the unit-norm sentence embeddings (measured
 <= 3.3e-7 on 2026-12-01); 3e-6 of the tensor's scale on the unnormalised O(3) token
-embeddings (:func:`tarka_jax.testing.scale_relative_error`, measured <= 9.6e-7).
+embeddings (:func:`tarka_jax.testing.reference.scale_relative_error`, measured <= 9.6e-7).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from tarka_jax.testing import scale_relative_error
+from tarka_jax.testing.reference import scale_relative_error
 
 TOL = 1e-6
 TOKEN_TOL = 3e-6
@@ -27,7 +27,7 @@ LAYOUTS = ("four", "fsdp")  # the default (every local device) and a 2 x 2 data 
 
 
 def _texts() -> list[str]:
-    from tarka_jax.testing import SAMPLE_TEXTS, long_text
+    from tarka_jax.testing.reference import SAMPLE_TEXTS, long_text
 
     # An odd count (13): the 4-device passes pad their rows to a multiple of 4. Lengths
     # 2..16 tokens (one sorted row length, one packed width: few programs to compile).
@@ -128,7 +128,7 @@ def test_placement_errors(jax_only_model):
     from jax.sharding import Mesh
 
     from tarka_jax import Embedder
-    from tarka_jax.placement import Placement
+    from tarka_jax.inference.placement import Placement
 
     cpu = jax.devices("cpu")[0]
     with pytest.raises(ValueError, match="device= and devices= given"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tarka_jax import demo
-from tarka_jax.numerics import l2_normalize
-from tarka_jax.evaluators import evaluate_retrieval, retrieval_scores, sts_spearman
+from tarka_jax.evaluation.scores import evaluate_retrieval, retrieval_scores, sts_spearman
+from tarka_jax.nn.numerics import l2_normalize
+from tarka_jax.testing import demo
 
 
 def _random_case(seed: int, q: int = 7, n: int = 23, d: int = 5):
@@ -104,7 +104,7 @@ def test_evaluate_retrieval_on_an_embedder(jax_only_model):
 
 def test_evaluate_pairs_reports_retrieval_and_sts(jax_only_model):
     from tarka_jax import Embedder
-    from tarka_jax.evaluators import evaluate_pairs, evaluate_sts
+    from tarka_jax.evaluation.scores import evaluate_pairs, evaluate_sts
 
     model = Embedder.from_pretrained(jax_only_model)
     records = [{"query": "the red planet", "document": "mars is the red planet", "score": 5},

@@ -34,7 +34,7 @@ def test_finetune_batches_never_repeat_a_text():
 
 def test_finetune_pair_batches_are_seeded_and_resume_exactly(jax_only_model):
     from tarka_jax.finetune.data import ColumnTokenizer, PairBatches
-    from tarka_jax.tokenizer import TextTokenizer
+    from tarka_jax.text.tokenizer import TextTokenizer
 
     tok = ColumnTokenizer(TextTokenizer.from_folder(jax_only_model), ["query: ", ""], (16, 32))
     rows = _rows()
@@ -90,7 +90,7 @@ def test_finetune_rows_from_files_with_filters_and_errors(tmp_path):
     same.write_text('{"q": "a", "d": "b", "n": "b"}\n')
     with pytest.raises(DataError, match="same.jsonl:1: a negative equals the positive"):
         read_rows([str(same)], ["q", "d", "n"])
-    # The shared JSON-lines reader (tarka_jax.textfiles.read_jsonl): file:line for every fault.
+    # The shared JSON-lines reader (tarka_jax.files.jsonfiles.read_jsonl): file:line for every fault.
     faults = {"list.jsonl.gz": (b'{"q": "a", "d": "b"}\n[1, 2]\n',
                                 "list.jsonl.gz:2 is not a JSON object"),
               "latin1.jsonl": (b'{"q": "a", "d": "b"}\n{"q": "\xe9", "d": "b"}\n',

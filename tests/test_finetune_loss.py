@@ -19,8 +19,8 @@ def _rel(a, b) -> float:
 def model():
     import jax
 
-    from tarka_jax.config import DenseSpec, ModelConfig
-    from tarka_jax.model import init_params
+    from tarka_jax.nn.config import DenseSpec, ModelConfig
+    from tarka_jax.nn.encoder import init_params
 
     config = ModelConfig(vocab_size=97, hidden_size=40, intermediate_size=44, num_layers=2,
                          num_heads=4, num_kv_heads=2, head_dim=10, query_pre_attn_scalar=10,

@@ -73,11 +73,11 @@ def setup(reference_factory):
     import jax
     from sentence_transformers import SentenceTransformer
 
-    from tarka_jax.checkpoint import load_checkpoint
-    from tarka_jax.tokenizer import TextTokenizer
+    from tarka_jax.convert import open_model
+    from tarka_jax.text.tokenizer import TextTokenizer
 
     folder = reference_factory("tiny")
-    ckpt = load_checkpoint(folder)
+    ckpt = open_model(folder)
     tok = TextTokenizer.from_folder(folder)
     columns = [tok(texts) for texts in (ANCHORS, POSITIVES, NEGATIVES)]
     assert all((c["segment_ids"] == 0).any() for c in columns)  # padding is exercised
@@ -103,8 +103,8 @@ def _st_loss(model, name):
 def test_finetune_loss_and_grads_match_sentence_transformers(setup, name):
     import jax
     import torch
-    from tarka_jax.convert.mapping import params_to_hf
 
+    from tarka_jax.convert.mapping import params_to_hf
     from tarka_jax.finetune.loss import ContrastiveLossConfig, loss_and_grads
     from tarka_jax.finetune.step import FinetuneStepConfig, embed_fn
 

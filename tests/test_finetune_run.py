@@ -15,6 +15,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from tarka_jax.cli import main as cli_main
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIRS = os.path.join(ROOT, "examples", "data", "stdlib", "pairs.jsonl.gz")
 
@@ -22,7 +24,7 @@ PAIRS = os.path.join(ROOT, "examples", "data", "stdlib", "pairs.jsonl.gz")
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory):
     """60 train and 20 held-out (summary, body) pairs as .jsonl; sts.jsonl beside it."""
-    from tarka_jax.testing import docstring_sts_rows
+    from tarka_jax.testing.reference import docstring_sts_rows
 
     with gzip.open(PAIRS, "rt", encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
@@ -83,9 +85,9 @@ def _params(run_dir, step):
 
 @pytest.mark.slow  # leg 1 only (the loop on the newer jax: test_finetune_cli_learns_the_pairs)
 def test_finetune_resume_mid_epoch_is_bit_identical(jax_only_model, pairs_file, tmp_path):
-    from tarka_jax.distill.metrics import read_metrics
-    from tarka_jax.distill.resume_check import read_changes
     from tarka_jax.finetune.run import train
+    from tarka_jax.train.metrics import read_metrics
+    from tarka_jax.train.resume_check import read_changes
 
     config, _ = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=10))
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
@@ -115,14 +117,12 @@ def test_finetune_resume_mid_epoch_is_bit_identical(jax_only_model, pairs_file, 
 
 
 def test_finetune_cli_learns_the_pairs(jax_only_model, pairs_file, tmp_path, capsys):
-    from tarka_jax.distill.metrics import read_metrics
-    from tarka_jax.finetune.cli import main
-
     from tarka_jax import Embedder
     from tarka_jax.convert.flax_to_hf import flax_to_hf
-    from tarka_jax.demo import retrieval_metrics
-    from tarka_jax.evaluators import evaluate_retrieval, evaluate_sts
+    from tarka_jax.evaluation.scores import evaluate_retrieval, evaluate_sts
     from tarka_jax.finetune.data import read_rows
+    from tarka_jax.testing.demo import retrieval_metrics
+    from tarka_jax.train.metrics import read_metrics
 
     # Evaluated on the training pairs: the loop must fit them (generalisation is the
     # demo's BENCHMARKS number, not a unit test's).
@@ -131,7 +131,7 @@ def test_finetune_cli_learns_the_pairs(jax_only_model, pairs_file, tmp_path, cap
         jax_only_model, pairs_file, steps=40, batch=16, every=40, log_every=10,
         eval_where="train", extra_data=f"eval_batch_size = 32\neval_sts = [{json.dumps(sts)}]\n"))
     workdir = str(tmp_path / "run")
-    assert main(["--config", path, "--workdir", workdir]) == 0
+    assert cli_main(["finetune", "--config", path, "--workdir", workdir]) == 0
     out = capsys.readouterr().out
     assert "step 40" in out and "eval_ndcg@10=" in out and "eval_sts_spearman=" in out
     records = read_metrics(workdir)
@@ -161,7 +161,8 @@ def test_finetune_cli_learns_the_pairs(jax_only_model, pairs_file, tmp_path, cap
     demo_mrr = retrieval_metrics(model.encode_query([r[0] for r in rows]),
                                  model.encode_document([r[1] for r in rows]))["mrr"]
     assert abs(records[-1]["eval_mrr"] - demo_mrr) <= 1e-6
-    assert main(["--config", path, "--workdir", workdir, "--allow-config-change"]) == 2
+    assert cli_main(["finetune", "--config", path, "--workdir", workdir,
+                     "--allow-config-change"]) == 2
     assert "only applies with --resume" in capsys.readouterr().err
 
 
@@ -169,9 +170,9 @@ def test_finetune_cli_learns_the_pairs(jax_only_model, pairs_file, tmp_path, cap
 def test_finetune_exported_step_loads_in_sentence_transformers(jax_only_model, pairs_file,
                                                                tmp_path):
     from sentence_transformers import SentenceTransformer
-    from tarka_jax.convert.flax_to_hf import flax_to_hf
 
     from tarka_jax import Embedder
+    from tarka_jax.convert.flax_to_hf import flax_to_hf
     from tarka_jax.finetune.run import train
 
     config, _ = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=3, every=3))
@@ -225,7 +226,7 @@ def test_finetune_survives_sigkill(jax_only_model, pairs_file, tmp_path):
 
     config, path = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=40, every=2))
     killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
-    proc = subprocess.Popen([sys.executable, "-m", "tarka_jax.finetune.cli", "--config", path,
+    proc = subprocess.Popen([sys.executable, "-m", "tarka_jax", "finetune", "--config", path,
                              "--workdir", killed], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     first = os.path.join(killed, "checkpoints", "4")  # orbax renames it into place when complete

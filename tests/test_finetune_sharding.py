@@ -27,13 +27,13 @@ STEPS = 2
 def _worker(out_dir: str) -> None:
     import jax
 
-    from tarka_jax.config import DenseSpec, ModelConfig
-    from tarka_jax.distill import sharding as shd
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
-    from tarka_jax.distill.step import create_state
     from tarka_jax.finetune.loss import ContrastiveLossConfig
     from tarka_jax.finetune.step import FinetuneStepConfig, make_finetune_step
-    from tarka_jax.model import init_params
+    from tarka_jax.nn.config import DenseSpec, ModelConfig
+    from tarka_jax.nn.encoder import init_params
+    from tarka_jax.train import sharding as shd
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.state import create_state
 
     assert jax.device_count() == 8, jax.devices()
     config = ModelConfig(vocab_size=211, hidden_size=48, intermediate_size=56, num_layers=2,

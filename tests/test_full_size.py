@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tarka_jax.testing import TinySpec, build_reference_model, long_text
+from tarka_jax.testing.reference import TinySpec, build_reference_model, long_text
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def full_size(tmp_path_factory):
 
 
 def test_full_size_encode_document_matches_sentence_transformers(full_size):
-    from tarka_jax.embedder import Embedder
+    from tarka_jax.inference.embedder import Embedder
 
     folder, st = full_size
     texts = [long_text(700, 1), "Which planet is known as the Red Planet?", long_text(90, 2)]

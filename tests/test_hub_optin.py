@@ -39,7 +39,7 @@ def test_real_checkpoint_matches_sentence_transformers(model_id):
     folder = _hub_or_skip(model_id)
     from sentence_transformers import SentenceTransformer
 
-    from tarka_jax.embedder import Embedder
+    from tarka_jax.inference.embedder import Embedder
 
     st = SentenceTransformer(folder, device="cpu")
     ours = Embedder.from_pretrained(folder)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from tarka_jax.kernels import attention
 from tarka_jax.kernels.pallas_triton import attention_pallas_triton, key_ranges
 

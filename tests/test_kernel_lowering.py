@@ -13,6 +13,7 @@ import importlib.util
 import jax
 import jax.numpy as jnp
 import pytest
+
 from tarka_jax.kernels import attention, block_sizes, gpu_arch
 from tarka_jax.kernels.pallas_triton import attention_pallas_triton
 

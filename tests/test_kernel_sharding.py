@@ -24,6 +24,7 @@ def _attention_worker(out: dict) -> None:
     import jax.numpy as jnp
     from jax.sharding import AxisType, NamedSharding
     from jax.sharding import PartitionSpec as P
+
     from tarka_jax.kernels import attention
 
     rng = np.random.default_rng(0)
@@ -60,12 +61,13 @@ def _attention_worker(out: dict) -> None:
 def _distill_worker(out: dict) -> None:
     import jax
 
-    from tarka_jax.config import DenseSpec, ModelConfig
-    from tarka_jax.distill import sharding as shd
     from tarka_jax.distill.loss import LossConfig
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
-    from tarka_jax.distill.step import StepConfig, create_state, make_train_step, shard_params
-    from tarka_jax.model import init_params
+    from tarka_jax.distill.step import StepConfig, make_train_step
+    from tarka_jax.nn.config import DenseSpec, ModelConfig
+    from tarka_jax.nn.encoder import init_params
+    from tarka_jax.train import sharding as shd
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.state import create_state, shard_params
 
     def model(vocab, hidden):
         return ModelConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden + 8,

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from tarka_jax.kernels import attention, check_implementation_name, preferred_implementations
 from tarka_jax.kernels.xla_blocked import attention_xla_blocked
 

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tarka_jax.config import LayerSpec, ModelConfig
 from tarka_jax.kernels import attention
-from tarka_jax.model import MLP, Attention, DecoderLayer, RMSNorm, rotary
-from tarka_jax.testing import scale_relative_error
+from tarka_jax.nn.config import LayerSpec, ModelConfig
+from tarka_jax.nn.encoder import MLP, Attention, DecoderLayer, RMSNorm, rotary
+from tarka_jax.testing.reference import scale_relative_error
 
 B, T = 2, 12
 REAL = (12, 7)  # real tokens per row: row 1 is right-padded, and its tail queries see no key
@@ -82,7 +82,7 @@ def test_attention_mask_matches_the_literal_matrix(name):
 
 
 def test_layer_spec_window_follows_the_hf_convention():
-    from tarka_jax.config import FULL, SLIDING
+    from tarka_jax.nn.config import FULL, SLIDING
 
     cfg = ModelConfig(vocab_size=8, hidden_size=8, intermediate_size=8, num_layers=2,
                       num_heads=1, num_kv_heads=1, head_dim=8, query_pre_attn_scalar=8,
@@ -149,8 +149,10 @@ def _hf_mask_and_rope(config, x, seg, pos, layer_type):
     """HF's own mask (as Gemma3TextModel builds it) and rotary (cos, sin) for one layer type."""
     import torch
     from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-    from transformers.models.gemma3.modeling_gemma3 import (Gemma3RotaryEmbedding,
-                                                            _bidirectional_window_overlay)
+    from transformers.models.gemma3.modeling_gemma3 import (
+        Gemma3RotaryEmbedding,
+        _bidirectional_window_overlay,
+    )
 
     embeds = torch.tensor(x)
     kwargs = {"config": config, "inputs_embeds": embeds, "attention_mask": torch.tensor(seg),

@@ -7,7 +7,7 @@ Tolerances. Sentence embeddings are unit vectors, so an absolute bound is a
 relative one: max |diff| <= 1e-5 (measured 3-5e-7 on these models: >= 20x
 margin). Hidden states are not normalised (max |value| ~ 5 here), and float32
 rounding grows with the values summed, so they are compared relative to their
-own scale, ``max |diff| / max |ref|`` (:func:`tarka_jax.testing.scale_relative_error`):
+own scale, ``max |diff| / max |ref|`` (:func:`tarka_jax.testing.reference.scale_relative_error`):
 measured 1.1-2.0e-6 over three seeds, bound 1e-5 (>= 5x margin; an absolute 1e-5
 bound once failed at 1.007e-5 on CI, i.e. 2e-6 relative).
 """
@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tarka_jax.convert import open_model as load_checkpoint
-from tarka_jax.model import embed, token_embeddings
-from tarka_jax.testing import SAMPLE_TEXTS, long_text, scale_relative_error
+from tarka_jax.convert import open_model
+from tarka_jax.nn.encoder import embed, token_embeddings
+from tarka_jax.testing.reference import SAMPLE_TEXTS, long_text, scale_relative_error
 
 pytestmark = pytest.mark.torch
 
@@ -39,7 +39,7 @@ def _st_batch(st, texts):
 
 
 def _ours(folder, texts, st, **kw):
-    ck = load_checkpoint(folder)
+    ck = open_model(folder)
     return np.asarray(embed(ck.params, _st_batch(st, texts), ck.config, **kw))[:, 0]
 
 
@@ -81,7 +81,7 @@ def test_token_embeddings_match_last_hidden_state(tiny_reference, tiny_st):
         out = tiny_st[0].auto_model(input_ids=torch.tensor(batch["input_ids"], dtype=torch.long),
                                     attention_mask=torch.tensor(batch["segment_ids"]))
     ref = out.last_hidden_state.numpy()
-    ck = load_checkpoint(tiny_reference)
+    ck = open_model(tiny_reference)
     ours = np.asarray(token_embeddings(ck.params, batch, ck.config))
     real = batch["segment_ids"].astype(bool)  # padding rows are garbage in HF, zeros-fed here
     # Unnormalised O(1)-O(5) values: relative to their scale (module docstring).
@@ -101,7 +101,7 @@ def test_embed_bfloat16_close_to_float32_reference(tiny_reference, tiny_st):
 
 def test_embed_left_and_right_padding_agree(tiny_reference, tiny_st):
     """RoPE and the window are relative: shifting real tokens changes nothing."""
-    ck = load_checkpoint(tiny_reference)
+    ck = open_model(tiny_reference)
     batch = _st_batch(tiny_st, TEXTS)
     right = np.asarray(embed(ck.params, batch, ck.config))
     ids, seg = batch["input_ids"], batch["segment_ids"]
@@ -116,7 +116,7 @@ def test_embed_left_and_right_padding_agree(tiny_reference, tiny_st):
 
 
 def test_embed_packed_rows_equal_unpacked(tiny_reference, tiny_st):
-    ck = load_checkpoint(tiny_reference)
+    ck = open_model(tiny_reference)
     texts = TEXTS[:4]
     single = _st_batch(tiny_st, texts)
     lengths = single["segment_ids"].sum(1)
@@ -134,7 +134,7 @@ def test_embed_packed_rows_equal_unpacked(tiny_reference, tiny_st):
 
 
 def test_embed_is_differentiable_and_vmappable(tiny_reference, tiny_st):
-    ck = load_checkpoint(tiny_reference)
+    ck = open_model(tiny_reference)
     batch = {k: jnp.asarray(v) for k, v in _st_batch(tiny_st, TEXTS[:3]).items()}
 
     def loss(params):
@@ -153,14 +153,14 @@ def test_embed_is_differentiable_and_vmappable(tiny_reference, tiny_st):
 
 
 def test_float16_is_refused(tiny_reference, tiny_st):
-    ck = load_checkpoint(tiny_reference)
+    ck = open_model(tiny_reference)
     with pytest.raises(ValueError, match="float16"):
         embed(ck.params, _st_batch(tiny_st, ["x"]), ck.config, dtype="float16")
 
 
 def test_pallas_gradients_match_xla_through_the_model(tiny_reference, tiny_st):
     """Training through the Pallas backward (interpret mode) gives XLA's parameter gradients."""
-    ck = load_checkpoint(tiny_reference)
+    ck = open_model(tiny_reference)
     batch = {k: jnp.asarray(v) for k, v in _st_batch(tiny_st, TEXTS[:5]).items()}
     direction = jax.random.normal(jax.random.key(1), (5, 1, ck.config.embedding_dim))
 

@@ -28,7 +28,7 @@ from mteb.abstasks.sts import AbsTaskSTS
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 
-from tarka_jax.testing import GEMMA_PROMPTS, long_text
+from tarka_jax.testing.reference import GEMMA_PROMPTS, long_text
 
 EMBED_TOL = 1e-6
 SCORE_TOL = 1e-4
@@ -186,7 +186,7 @@ def _run_both(folder):
     from mteb.models import SentenceTransformerEncoderWrapper
     from sentence_transformers import SentenceTransformer
 
-    from tarka_jax.mteb import TarkaEncoder
+    from tarka_jax.mteb.encoder import TarkaEncoder
 
     ours = TarkaEncoder(folder)
     st = SentenceTransformer(folder, device="cpu")
@@ -244,7 +244,7 @@ def test_mteb_random_gemma_checkpoint_matches_sentence_transformers(tiny_referen
 
 
 def test_mteb_demo_mini_matches_sentence_transformers():
-    from tarka_jax.checkpoint import resolve_folder
+    from tarka_jax.convert.sources import resolve_folder
 
     # demo-mini has no prompts: every call must use none, on both sides.
     _check_parity(resolve_folder("builtin:demo-mini"), lambda *_: "")
@@ -255,8 +255,8 @@ def test_mteb_prompt_fallbacks_match_sentence_transformers(tmp_path):
     from mteb.models import SentenceTransformerEncoderWrapper
     from torch.utils.data import DataLoader
 
-    from tarka_jax.mteb import TarkaEncoder
-    from tarka_jax.testing import TinySpec, build_reference_model
+    from tarka_jax.mteb.encoder import TarkaEncoder
+    from tarka_jax.testing.reference import TinySpec, build_reference_model
 
     folder = str(tmp_path / "model")
     st = build_reference_model(folder, TinySpec(num_layers=1, layer_types=("full_attention",),
@@ -287,7 +287,7 @@ def test_mteb_prompt_fallbacks_match_sentence_transformers(tmp_path):
 def test_mteb_model_meta(tiny_reference):
     import jax
 
-    from tarka_jax.mteb import TarkaEncoder
+    from tarka_jax.mteb.encoder import TarkaEncoder
 
     enc = TarkaEncoder(tiny_reference)
     meta = enc.mteb_model_meta

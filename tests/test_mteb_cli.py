@@ -46,7 +46,7 @@ TASK_MODULE = textwrap.dedent('''
 def _run(argv):
     from tarka_jax import cli
 
-    cli.register_lazy("mteb", "run MTEB tasks", "tarka_jax.mteb_cli:command")
+    cli.register_lazy("mteb", "run MTEB tasks", "tarka_jax.mteb.cli:COMMAND")
     return cli.main(argv)
 
 
@@ -94,8 +94,8 @@ def test_cli_mteb_errors(tmp_path, capsys):
 
 def test_docstring_task_module_follows_its_rules():
     """examples/mteb_docstring_tasks.py (the README's and the benchmark's tasks) loads offline."""
-    from tarka_jax.demo import load_corpus
-    from tarka_jax.mteb_cli import load_task_module
+    from tarka_jax.mteb.cli import load_task_module
+    from tarka_jax.testing.demo import load_corpus
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tasks = {t.metadata.name: t for t in load_task_module(

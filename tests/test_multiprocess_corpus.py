@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from tarka_jax.testing import communicate_all, free_port
+from tarka_jax.testing.reference import communicate_all, free_port
 
 TIMEOUT = 300  # seconds, per process
 SHARD = 8
@@ -30,12 +30,12 @@ def env() -> dict:
 
 
 def launch(args: list[str], n: int, port: int | None = None) -> list[subprocess.Popen]:
-    """``n`` processes of ``python -m tarka_jax.corpus_job ARGS`` (multi-process when n > 1)."""
+    """``n`` processes of ``python -m tarka_jax embed-corpus ARGS`` (multi-process when n > 1)."""
     procs = []
     for i in range(n):
         extra = ([] if n == 1 else ["--coordinator-address", f"127.0.0.1:{port}",
                                     "--num-processes", str(n), "--process-id", str(i)])
-        procs.append(subprocess.Popen([sys.executable, "-m", "tarka_jax.corpus_job", *args,
+        procs.append(subprocess.Popen([sys.executable, "-m", "tarka_jax", "embed-corpus", *args,
                                        *extra], env=env(), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     return procs
@@ -54,7 +54,7 @@ def shard_files(folder) -> dict[str, tuple[int, int]]:
 @pytest.mark.slow
 def test_two_processes_sigkill_resume_equals_one_process(jax_only_model, tmp_path):
     from tarka_jax import Embedder
-    from tarka_jax.corpus import read_embeddings, read_manifest, shard_ok
+    from tarka_jax.corpus.store import read_embeddings, read_manifest, shard_ok
 
     texts = [f"text number {i} " + "word " * (i % 7) for i in range(1600)]
     corpus = tmp_path / "corpus.txt"

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from tarka_jax.testing import communicate_all, free_port
+from tarka_jax.testing.reference import communicate_all, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "data", "tiny_train.txt")
@@ -30,7 +30,7 @@ TIMEOUT = 420  # seconds, per process
 
 @pytest.fixture(scope="module")
 def run_config(tmp_path_factory):
-    from tarka_jax.distill.tiny import write_tiny_models
+    from tarka_jax.testing.tiny import write_tiny_models
 
     folder = tmp_path_factory.mktemp("mp_distill")
     teacher, student = write_tiny_models(str(folder))
@@ -74,7 +74,7 @@ def launch(config: str, workdir: str, processes: int, devices: int, resume=False
             env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                        JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
         args = ["--config", config, "--workdir", workdir] + (["--resume"] if resume else [])
-        procs.append(subprocess.Popen([sys.executable, "-m", "tarka_jax.distill.cli", *args],
+        procs.append(subprocess.Popen([sys.executable, "-m", "tarka_jax", "distill", *args],
                                       env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     return procs
@@ -100,7 +100,7 @@ def _count_lines(path: str) -> int:
 
 
 def metrics(workdir: str) -> list[dict]:
-    from tarka_jax.distill.metrics import read_metrics
+    from tarka_jax.train.metrics import read_metrics
 
     return read_metrics(workdir)
 

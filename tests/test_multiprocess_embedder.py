@@ -23,7 +23,7 @@ TIMEOUT = 240  # seconds, per process
 
 
 def _texts(process: int) -> list[str]:
-    from tarka_jax.testing import SAMPLE_TEXTS, long_text
+    from tarka_jax.testing.reference import SAMPLE_TEXTS, long_text
 
     if process == 0:
         return ["", "x", SAMPLE_TEXTS[0]] + [long_text(1 + i % 4, seed=i) for i in range(4)]
@@ -36,7 +36,7 @@ def _worker(model_path: str, out_dir: str, port: str, process: int) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process)
     from tarka_jax import Embedder
-    from tarka_jax.placement import Placement
+    from tarka_jax.inference.placement import Placement
 
     assert jax.local_device_count() == 2 and jax.device_count() == 4, jax.devices()
     every = Embedder.from_pretrained(model_path, devices=jax.devices())  # spans processes
@@ -73,7 +73,7 @@ def _worker(model_path: str, out_dir: str, port: str, process: int) -> None:
 def test_two_processes_each_get_their_own_embeddings(jax_only_model, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
                HF_HUB_OFFLINE="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    from tarka_jax.testing import communicate_all, free_port
+    from tarka_jax.testing.reference import communicate_all, free_port
 
     port = str(free_port())  # for process 0's coordinator
     procs = [subprocess.Popen([sys.executable, __file__, jax_only_model, str(tmp_path), port,

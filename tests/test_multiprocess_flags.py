@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from tarka_jax import distributed
+from tarka_jax.runtime import distributed
 
 
 def _args(*argv):

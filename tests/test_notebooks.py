@@ -1,6 +1,6 @@
 """Every notebook in notebooks/ runs top to bottom (nbclient), on small configs.
 
-Notebooks only call the library (``tarka_jax.notebook``, ``tarka_jax.demo``), so
+Notebooks only call the library (``tarka_jax.testing.notebook``, ``tarka_jax.testing.demo``), so
 this is a test of those calls as a user makes them. Each runs in a fresh kernel
 (this venv's Python) with matplotlib on Agg, in a temporary working folder.
 """

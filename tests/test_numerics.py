@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tarka_jax.config import FULL, SLIDING, ModelConfig
-from tarka_jax.model import embed, init_params
-from tarka_jax.numerics import NORM_EPS, l2_normalize
+from tarka_jax.nn.config import FULL, SLIDING, ModelConfig
+from tarka_jax.nn.encoder import embed, init_params
+from tarka_jax.nn.numerics import NORM_EPS, l2_normalize
 
 
 def test_values_match_the_numpy_form_including_tiny_and_zero_rows():

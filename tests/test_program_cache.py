@@ -1,4 +1,4 @@
-"""tarka_jax.program_cache: exported forward programs give the same embeddings and are reused.
+"""tarka_jax.runtime.program_cache: exported forward programs give the same embeddings and are reused.
 
 Runs on the torch-free random checkpoint. The exported program is the same
 StableHLO the plain jitted forward compiles, so the embeddings agree exactly here
@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from tarka_jax import program_cache
-from tarka_jax.testing import SAMPLE_TEXTS, long_text
+from tarka_jax.runtime import program_cache
+from tarka_jax.testing.reference import SAMPLE_TEXTS, long_text
 
 TOL = 1e-6
 TEXTS = ["", "x", SAMPLE_TEXTS[0]] + [long_text(1 + i % 4, seed=i) for i in range(10)]
@@ -86,7 +86,7 @@ def test_a_program_export_refuses_runs_traced(jax_only_model, cache_dir, monkeyp
 def test_the_key_names_everything_the_program_depends_on(monkeypatch):
     import jax.numpy as jnp
 
-    from tarka_jax.model import embed
+    from tarka_jax.nn.encoder import embed
 
     x = {"input_ids": jnp.ones((2, 8), jnp.int32)}
     base = program_cache.program_key(embed, {"dtype": "float32", "segments_per_row": 1}, (x,))
@@ -107,7 +107,7 @@ def test_the_key_names_everything_the_program_depends_on(monkeypatch):
 # The real CLI in two fresh processes sharing one cache directory.
 _CHILD = (
     "import json, sys\n"
-    "from tarka_jax import program_cache\n"
+    "from tarka_jax.runtime import program_cache\n"
     "from tarka_jax.cli import main\n"
     "status = main(sys.argv[1:])\n"
     "print(json.dumps(dict(program_cache.active().stats)))\n"

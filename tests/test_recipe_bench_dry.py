@@ -39,7 +39,7 @@ def test_mfu_flop_count_of_the_tarka_config():
         from gpu_train_mfu import attention_flops, param_counts
         from train_step import configs
 
-        from tarka_jax.model import init_params
+        from tarka_jax.nn.encoder import init_params
     finally:
         sys.path.pop(0)
     student, teacher = configs("full", 262_144)

@@ -17,7 +17,7 @@ MIX = "none=2,query=1,document=1"
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from tarka_jax.distill.tiny import write_tiny_models
+    from tarka_jax.testing.tiny import write_tiny_models
 
     return write_tiny_models(str(tmp_path_factory.mktemp("recipe_models")))
 
@@ -77,8 +77,8 @@ def _config(path, *, student, train, teacher_line, steps=6, extra_model="", loss
 
 def test_prompt_mix_is_deterministic_and_shared_by_both_models(tiny_models):
     from tarka_jax.distill.data import PairTokenizer
-    from tarka_jax.prompts import TASK_PROMPTS, assign_prompts, check_mix, prompt_strings
-    from tarka_jax.tokenizer import TextTokenizer
+    from tarka_jax.text.prompts import TASK_PROMPTS, assign_prompts, check_mix, prompt_strings
+    from tarka_jax.text.tokenizer import TextTokenizer
 
     mix = {"none": 2, "query": 1, "document": 1}
     names, a = assign_prompts(400, mix, seed=5)
@@ -104,8 +104,8 @@ def test_prompt_mix_is_deterministic_and_shared_by_both_models(tiny_models):
 
 def test_cache_teacher_then_distill_from_the_cache(tiny_models, eval_file, tmp_path, capsys):
     from tarka_jax.cli import main
-    from tarka_jax.distill.metrics import read_metrics
     from tarka_jax.recipe.teacher_cache import TeacherCache
+    from tarka_jax.train.metrics import read_metrics
 
     teacher, student = tiny_models
     train = _small_corpus(tmp_path)
@@ -166,7 +166,7 @@ def _tiny_bert_st(folder: str) -> str:
     from sentence_transformers import SentenceTransformer, models
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    from tarka_jax.testing import train_tokenizer
+    from tarka_jax.testing.reference import train_tokenizer
 
     tok_dir = folder + "_tok"
     train_tokenizer(150, tok_dir)
@@ -192,8 +192,8 @@ def test_cache_from_a_sentence_transformers_teacher_of_another_architecture(
     from sentence_transformers import SentenceTransformer
 
     from tarka_jax.cli import main
-    from tarka_jax.distill.metrics import read_metrics
     from tarka_jax.recipe.teacher_cache import TeacherCache
+    from tarka_jax.train.metrics import read_metrics
 
     _, student = tiny_models
     bert = _tiny_bert_st(str(tmp_path / "bert"))

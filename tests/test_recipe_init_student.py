@@ -30,7 +30,7 @@ def test_token_text_per_tokenizer_style():
 def _byte_level_tokenizer(folder: str) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    from tarka_jax.testing import GEMMA_PROMPTS, SAMPLE_TEXTS, long_text
+    from tarka_jax.testing.reference import GEMMA_PROMPTS, SAMPLE_TEXTS, long_text
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -52,8 +52,8 @@ def _byte_level_tokenizer(folder: str) -> None:
 
 @pytest.fixture(scope="module")
 def teacher_and_tokenizers(tmp_path_factory):
-    from tarka_jax.distill.tiny import tiny_config, write_model
-    from tarka_jax.testing import train_tokenizer
+    from tarka_jax.testing.reference import train_tokenizer
+    from tarka_jax.testing.tiny import tiny_config, write_model
 
     root = tmp_path_factory.mktemp("init_student")
     teacher = str(root / "teacher")
@@ -69,7 +69,7 @@ def teacher_and_tokenizers(tmp_path_factory):
 
 
 def _cosine_to_teacher(teacher_emb, config, params, tokenizer, texts):
-    from tarka_jax.embedder import Embedder
+    from tarka_jax.inference.embedder import Embedder
 
     s = Embedder(config, params, tokenizer).encode(texts)
     return float(np.mean(np.sum(s * teacher_emb, axis=-1)))
@@ -77,9 +77,9 @@ def _cosine_to_teacher(teacher_emb, config, params, tokenizer, texts):
 
 def test_init_student_starts_closer_than_a_random_table(teacher_and_tokenizers, tmp_path,
                                                         capsys):
-    from tarka_jax.checkpoint import load_checkpoint
     from tarka_jax.cli import main
-    from tarka_jax.embedder import Embedder, load
+    from tarka_jax.convert import open_model
+    from tarka_jax.inference.embedder import Embedder, load
 
     teacher, wordpiece, bytelevel = teacher_and_tokenizers
     with open(EVAL, encoding="utf-8") as f:
@@ -94,7 +94,7 @@ def test_init_student_starts_closer_than_a_random_table(teacher_and_tokenizers, 
         with open(os.path.join(out, "init_student.json")) as f:
             report = json.load(f)
         config, params, tokenizer = load(out)  # a normal checkpoint folder
-        assert load_checkpoint(out).meta.prompts == load_checkpoint(teacher).meta.prompts
+        assert open_model(out).meta.prompts == open_model(teacher).meta.prompts
         transplant = _cosine_to_teacher(t_emb, config, params, tokenizer, texts)
         table = params["encoder"]["embed_tokens"]["embedding"]
         rng = np.random.default_rng(0)
@@ -112,13 +112,13 @@ def test_init_student_starts_closer_than_a_random_table(teacher_and_tokenizers, 
 
 
 def test_init_student_reinit_and_output_dim(teacher_and_tokenizers, tmp_path):
-    from tarka_jax.checkpoint import load_checkpoint
+    from tarka_jax.convert import open_model
     from tarka_jax.recipe.init_student import init_student
 
     teacher, wordpiece, _ = teacher_and_tokenizers
     out = str(tmp_path / "s")
     init_student(teacher, wordpiece, out, reinit=[1], output_dim=16, seed=3)
-    s, t = load_checkpoint(out), load_checkpoint(teacher)
+    s, t = open_model(out), open_model(teacher)
     assert s.config.embedding_dim == 16 and s.config.vocab_size == 211
     layer = lambda c, i: c.params["encoder"][f"layers_{i}"]["mlp"]["up_proj"]["kernel"]
     np.testing.assert_array_equal(layer(s, 0), layer(t, 0))

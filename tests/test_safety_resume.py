@@ -57,7 +57,7 @@ def _read(path):
 @pytest.fixture
 def run(jax_only_model, tmp_path, make_run_folder):
     """A run folder at step 2 of the lr=3e-3 config."""
-    from tarka_jax.distill.data import read_corpus
+    from tarka_jax.train.data import read_corpus
 
     config, _ = _config(tmp_path, jax_only_model)
     position = {"epoch": 0, "index": 2, "seed": 0, "batch_size": 4,
@@ -67,8 +67,8 @@ def run(jax_only_model, tmp_path, make_run_folder):
 
 
 def test_resume_with_a_changed_learning_rate(jax_only_model, run, tmp_path):
-    from tarka_jax.distill.resume_check import ConfigChangeError, check_resume, read_changes
     from tarka_jax.distill.run import train
+    from tarka_jax.train.resume_check import ConfigChangeError, check_resume, read_changes
 
     run_json, config_toml = _read(os.path.join(run, "run.json")), _read(
         os.path.join(run, "config.toml"))
@@ -103,7 +103,7 @@ def test_resume_with_a_changed_learning_rate(jax_only_model, run, tmp_path):
 
 
 def test_config_diff_uses_toml_names():
-    from tarka_jax.distill.resume_check import changes_math, diff
+    from tarka_jax.train.resume_check import changes_math, diff
 
     old = {"optimizer": {"learning_rate": 1e-3}, "data": {"buckets": (16, 32), "eval": []},
            "logging": {"progress": True}}

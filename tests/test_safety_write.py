@@ -13,7 +13,7 @@ import os
 import shutil
 
 import pytest
-from tarka_jax.convert.common import run_cli
+
 from tarka_jax.convert.flax_to_hf import flax_to_hf
 from tarka_jax.convert.flax_to_hf import main as flax_to_hf_main
 from tarka_jax.convert.hf_to_flax import hf_to_flax
@@ -43,7 +43,7 @@ def src(jax_only_model, tmp_path):
 
 
 def _refused(main_fn, argv, capsys, why: str) -> None:
-    assert run_cli(main_fn, argv) == 2
+    assert main_fn(argv) == 2
     err = capsys.readouterr().err
     assert why in err, err
 
@@ -120,7 +120,7 @@ def test_output_that_is_a_file_is_refused(src, tmp_path):
 
 def test_export_onto_its_own_run_folder_is_refused(src, tmp_path, capsys, caplog,
                                                    make_run_folder):
-    from tarka_jax.distill.optim import OptimizerConfig
+    from tarka_jax.train.optim import OptimizerConfig
 
     run = make_run_folder(src, str(tmp_path / "run"),
                           {"optimizer": OptimizerConfig().__dict__, "train": {"steps": 20}},
@@ -134,7 +134,7 @@ def test_export_onto_its_own_run_folder_is_refused(src, tmp_path, capsys, caplog
 
 
 def test_distill_refuses_a_workdir_that_is_not_a_run(tmp_path):
-    from tarka_jax.distill.resume_check import check_new_run_folder
+    from tarka_jax.train.resume_check import check_new_run_folder
 
     work = tmp_path / "mine"
     work.mkdir()

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tarka_jax.config import FULL, SLIDING, ModelConfig
-from tarka_jax.model import embed, init_params, token_embeddings
-from tarka_jax.scan_layers import layer_period, layer_runs
+from tarka_jax.nn.config import FULL, SLIDING, ModelConfig
+from tarka_jax.nn.encoder import embed, init_params, token_embeddings
+from tarka_jax.nn.scan_layers import layer_period, layer_runs
 
 LAYERS = [SLIDING, SLIDING, FULL] * 2
 

@@ -96,7 +96,7 @@ def test_usage_example_matches_sentence_transformers(tiny_reference):
 def test_quantize_embeddings_equals_sentence_transformers(precision):
     from sentence_transformers.util import quantize_embeddings as st_quantize
 
-    from tarka_jax.quantize import quantize_embeddings
+    from tarka_jax.inference.quantize import quantize_embeddings
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((37, 13)).astype(np.float32)

@@ -1,6 +1,6 @@
 """Text at the edges: BOM, CRLF / CR, invalid UTF-8 (file:line), directories, lone surrogates.
 
-Unit tests of :mod:`tarka_jax.text_input` plus the CLI paths that use it (stdin for
+Unit tests of :mod:`tarka_jax.files.text_input` plus the CLI paths that use it (stdin for
 ``embed``, ``--docs`` files and folders for ``search``). Torch-free.
 """
 
@@ -14,10 +14,11 @@ import sys
 import numpy as np
 import pytest
 
-from tarka_jax import Embedder, text_input
+from tarka_jax import Embedder
 from tarka_jax.cli import main
-from tarka_jax.cli_inference import read_documents
-from tarka_jax.text_input import TextInputError
+from tarka_jax.files import text_input
+from tarka_jax.files.text_input import TextInputError
+from tarka_jax.inference.cli import read_documents
 
 TEXT = "Mars is known as the Red Planet"
 

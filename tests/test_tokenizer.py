@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from tarka_jax.testing import GEMMA_PROMPTS, SAMPLE_TEXTS, long_text, train_tokenizer
-from tarka_jax.tokenizer import (
+from tarka_jax.testing.reference import GEMMA_PROMPTS, SAMPLE_TEXTS, long_text, train_tokenizer
+from tarka_jax.text.tokenizer import (
     TextTokenizer,
     TokenizerError,
     bucket_for,

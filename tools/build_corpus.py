@@ -16,7 +16,7 @@ the corpus is pinned, not rebuilt in CI). It writes, under ``--out``:
   document set for ``tarka-jax search -m builtin:demo-mini --docs ...``.
 * ``MANIFEST.json``: Python version, seed, counts and the sha256 of the corpus files.
 
-Read them with :func:`tarka_jax.demo.load_corpus`.
+Read them with :func:`tarka_jax.testing.demo.load_corpus`.
 """
 
 from __future__ import annotations

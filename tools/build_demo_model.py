@@ -9,8 +9,8 @@ starts over):
 
 1. ``train.txt`` / ``eval.txt``: training texts and held-out texts of the corpus;
 2. ``student_init/``: a WordPiece tokenizer trained on ``train.txt`` and a student of
-   our architecture (``tarka_jax.demo.student_config``) that starts as the teacher's
-   SIF-weighted static token embeddings (``tarka_jax.demo.static_init``);
+   our architecture (``tarka_jax.testing.demo.student_config``) that starts as the teacher's
+   SIF-weighted static token embeddings (``tarka_jax.testing.demo.static_init``);
 3. ``teacher_cache/``: ``tarka-jax cache-teacher --backend torch`` with the teacher;
 4. ``run/``: ``tarka-jax distill`` with ``tools/demo_mini.toml``;
 5. ``tarka_jax/models/demo-mini/``: the last step exported as a sentence-transformers
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild every stage")
     args = p.parse_args(argv)
 
-    from tarka_jax import demo
+    from tarka_jax.testing import demo
 
     work = os.path.abspath(args.workdir)
     if args.force and os.path.isdir(work):
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         import jax
         from sentence_transformers import SentenceTransformer
 
-        from tarka_jax.model import init_params
+        from tarka_jax.nn.encoder import init_params
 
         with open(train_txt, encoding="utf-8") as f:
             texts = f.read().splitlines()
@@ -128,7 +128,7 @@ It is a demo, not a general-purpose model: it knows the vocabulary of Python doc
 - Data: docstrings of Python {python}'s standard library (`examples/data/stdlib`, built by
   `tools/build_corpus.py`); held-out summary -> body pairs are never trained on.
 - Start: the teacher's SIF-weighted static token embeddings, residual blocks off
-  (`tarka_jax.demo.static_init`); then `tools/demo_mini.toml` ({steps} steps, batch {batch},
+  (`tarka_jax.testing.demo.static_init`); then `tools/demo_mini.toml` ({steps} steps, batch {batch},
   cosine + in-batch KL, Matryoshka dims {mdims}); `metrics.jsonl` holds the run's metrics.
 - Held-out retrieval (teacher / untrained / trained): `python benchmarks/demo_retrieval.py`.
 - Rebuild: `python tools/build_demo_model.py --force`.
@@ -141,10 +141,11 @@ def _export(run: str, out: str) -> None:
     import tomllib
 
     import numpy as np
+
+    from tarka_jax.convert import open_model
     from tarka_jax.convert.common import prepare_output
     from tarka_jax.convert.safe_write import write_marker
-
-    from tarka_jax.checkpoint import load_checkpoint, save_sentence_transformers
+    from tarka_jax.convert.st_folder import save_sentence_transformers
     from tarka_jax.distill.export import load_run_step
 
     config, params, meta, tokenizer = load_run_step(run)  # the last step
@@ -157,7 +158,7 @@ def _export(run: str, out: str) -> None:
         toml = tomllib.load(f)
     with open(os.path.join(ROOT, "examples", "data", "stdlib", "MANIFEST.json")) as f:
         python = json.load(f)["python"]
-    ckpt = load_checkpoint(out)
+    ckpt = open_model(out)
     c = ckpt.config
     with open(os.path.join(out, "README.md"), "w", encoding="utf-8") as f:
         f.write(_CARD.format(

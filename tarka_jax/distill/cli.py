@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from tarka_jax import distributed
-from tarka_jax.command import Command
+from tarka_jax.runtime import distributed
+from tarka_jax.runtime.command import Command
 
 HELP = "distil a student from a teacher (sharded, resumable)"
 DESCRIPTION = (
@@ -70,14 +69,3 @@ def run(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command("distill", HELP, add_arguments, run, description=DESCRIPTION)
-
-
-def main(argv=None) -> int:
-    """Stand-alone entry point, the same as ``tarka-jax distill``."""
-    from tarka_jax.command import main_for
-
-    return main_for(COMMAND, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -68,8 +68,8 @@ import typing
 from typing import Any
 
 from tarka_jax.distill.loss import LossConfig
-from tarka_jax.distill.optim import OptimizerConfig
 from tarka_jax.errors import TarkaError
+from tarka_jax.train.optim import OptimizerConfig
 
 _REQUIRED = dataclasses.MISSING
 
@@ -107,7 +107,7 @@ class DataSection:
     teacher_prompt: str = ""
     # name -> weight; "none" = no prompt. Each text draws one (seeded), the same for both models.
     prompt_mix: dict[str, float] = dataclasses.field(default_factory=dict)
-    # Held-out retrieval pairs / STS rows (tarka_jax.distill.heldout), with the student's prompts.
+    # Held-out retrieval pairs / STS rows (tarka_jax.train.heldout), with the student's prompts.
     eval_pairs: tuple[str, ...] = ()
     eval_pairs_columns: tuple[str, ...] = ("query", "document")
     eval_pairs_where: dict[str, object] = dataclasses.field(default_factory=dict)

@@ -14,11 +14,16 @@ import os
 import jax
 import numpy as np
 
-from tarka_jax.config import ModelConfig
-from tarka_jax.convert.run_folder import (STUDENT_DIR, RunFolderError, cpu_sharding,
-                                          load_run_params, read_run_file)
+from tarka_jax.convert.run_folder import (
+    STUDENT_DIR,
+    RunFolderError,
+    cpu_sharding,
+    load_run_params,
+    read_run_file,
+)
 from tarka_jax.convert.st_folder import SentenceTransformerMeta
-from tarka_jax.distill import checkpointing as ckpt
+from tarka_jax.nn.config import ModelConfig
+from tarka_jax.train import checkpointing as ckpt
 
 
 def load_run_step(run_dir: str, step: int | None = None):
@@ -42,9 +47,9 @@ def load_run_step(run_dir: str, step: int | None = None):
 
 
 def _load_from_train_state(run_dir: str, step: int | None):
-    from tarka_jax.distill.optim import OptimizerConfig, make_optimizer
-    from tarka_jax.distill.step import abstract_state
-    from tarka_jax.model import init_params
+    from tarka_jax.nn.encoder import init_params
+    from tarka_jax.train.optim import OptimizerConfig, make_optimizer
+    from tarka_jax.train.state import abstract_state
 
     run = read_run_file(run_dir)
     config = ModelConfig.from_dict(run["student"])

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from tarka_jax.errors import TarkaError
-from tarka_jax.numerics import l2_normalize
+from tarka_jax.nn.numerics import l2_normalize
 
 Array = jax.Array
 

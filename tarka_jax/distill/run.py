@@ -11,27 +11,14 @@ import jax
 import numpy as np
 
 from tarka_jax.convert import Checkpoint, open_model
-from tarka_jax.distributed import barrier
-from tarka_jax.distill import checkpointing as ckpt
-from tarka_jax.distill import heldout, resume_check
-from tarka_jax.distill import sharding as shd
 from tarka_jax.distill.config import DistillConfig, DistillConfigError
-from tarka_jax.distill.data import PairTokenizer, TextBatches, check_files, read_corpus
+from tarka_jax.distill.data import PairTokenizer, TextBatches
 from tarka_jax.distill.loss import LossConfigError
-from tarka_jax.distill.metrics import MetricsWriter, agreement
-from tarka_jax.distill.optim import make_optimizer
-from tarka_jax.distill.sharding import to_global
-from tarka_jax.distill.step import (
-    StepConfig,
-    abstract_sharded_state,
-    create_state,
-    make_embed_fn,
-    make_train_step,
-    shard_params,
-)
+from tarka_jax.distill.step import StepConfig, make_train_step
 from tarka_jax.distill.surgery import resize_output
 from tarka_jax.distill.teacher_cache import CacheError, TeacherCache
-from tarka_jax.prompts import (
+from tarka_jax.runtime.distributed import barrier
+from tarka_jax.text.prompts import (
     EVAL_STREAM,
     TRAIN_STREAM,
     PromptMixError,
@@ -40,7 +27,15 @@ from tarka_jax.prompts import (
     prompt_strings,
     prompt_table,
 )
-from tarka_jax.tokenizer import TextTokenizer
+from tarka_jax.text.tokenizer import TextTokenizer
+from tarka_jax.train import checkpointing as ckpt
+from tarka_jax.train import heldout, resume_check
+from tarka_jax.train import sharding as shd
+from tarka_jax.train.data import check_files, read_corpus
+from tarka_jax.train.metrics import MetricsWriter, agreement
+from tarka_jax.train.optim import make_optimizer
+from tarka_jax.train.sharding import to_global
+from tarka_jax.train.state import abstract_sharded_state, create_state, make_embed_fn, shard_params
 
 
 @dataclasses.dataclass
@@ -143,7 +138,7 @@ class _CachedTeacherInfo:
 class Evaluator:
     """Held-out agreement with the teacher (teacher embeddings computed or read once).
 
-    Reports ``eval_cosine`` and ``eval_top1`` (see :func:`tarka_jax.distill.metrics.agreement`).
+    Reports ``eval_cosine`` and ``eval_top1`` (see :func:`tarka_jax.train.metrics.agreement`).
     """
 
     def __init__(self, prep: Prepared, mesh, student_sh, teacher_params, teacher_sh):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,10 +29,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tarka_jax.config import ModelConfig
-from tarka_jax.distill import sharding as shd
 from tarka_jax.distill.loss import LossConfig, distill_loss
-from tarka_jax.model import embed
+from tarka_jax.nn.config import ModelConfig
+from tarka_jax.nn.encoder import embed
+from tarka_jax.train import sharding as shd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,71 +49,12 @@ class StepConfig:
     teacher_dim: int = 0  # the cached teacher's width when ``teacher`` is None
 
 
-def init_state(params, tx) -> dict:
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
-
-
-def abstract_state(params_shape, tx) -> dict:
-    """The train state's ShapeDtypeStructs (no memory): the one builder create, resume and
-    export use, so the three agree on its structure by construction."""
-    params_shape = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                                params_shape)
-    return jax.eval_shape(lambda p: init_state(p, tx), params_shape)
-
-
-def state_shardings(params_shape, tx, mesh: Mesh) -> dict:
-    """Shardings of the whole state, derived from the optimizer's own structure.
-
-    ``optax.tree_map_params`` visits exactly the optimizer-state subtrees that
-    mirror the params (Adam's ``mu``/``nu``, ...) and hands each leaf its
-    parameter's sharding; every other optimizer leaf (counts, schedule state)
-    is replicated. Nothing is matched by name or shape.
-    """
-    state = abstract_state(params_shape, tx)
-    p_sh = shd.param_shardings(state["params"], mesh)
-    # A frozen parameter (optimizer.freeze) has an empty ``MaskedNode`` where the others
-    # have moments: it stays one (nothing to shard).
-    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
-    o_sh = optax.tree_map_params(tx, lambda x, sharding: x if masked(x) else sharding,
-                                 state["opt_state"], p_sh, is_leaf=masked,
-                                 transform_non_params=lambda _: shd.replicated(mesh))
-    return {"step": shd.replicated(mesh), "params": p_sh, "opt_state": o_sh}
-
-
-def create_state(params, tx, mesh: Mesh):
-    """(state born sharded, its shardings). ``params``: host (numpy) or device arrays."""
-    shardings = state_shardings(params, tx, mesh)
-    init = jax.jit(lambda p: init_state(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), p),
-                                        tx),
-                   out_shardings=shardings)
-    return init(params), shardings
-
-
-def abstract_sharded_state(params_shape, tx, mesh: Mesh) -> tuple[dict, dict]:
-    """(abstract state carrying its shardings, the shardings): what a resume restores into."""
-    shardings = state_shardings(params_shape, tx, mesh)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            abstract_state(params_shape, tx), shardings)
-    return abstract, shardings
-
-
-def shard_params(params, mesh: Mesh):
-    """Teacher params placed by the same rules (float32, read-only)."""
-    shardings = shd.param_shardings(params, mesh)
-    return jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params),
-                          shardings), shardings
-
-
 def batch_shardings(mesh: Mesh, cached_teacher: bool = False) -> dict:
     s = shd.batch_sharding(mesh)
     one = {"input_ids": s, "segment_ids": s, "positions": s}
     if cached_teacher:
         return {"student": dict(one), "teacher_embeddings": s}
     return {"student": dict(one), "teacher": dict(one)}
-
-
-def _tree_norm(tree) -> jax.Array:
-    return optax.tree.norm(tree)
 
 
 def loss_and_grads(cfg: StepConfig, params, teacher_params, batch):
@@ -173,9 +113,9 @@ def make_train_step(cfg: StepConfig, tx, schedule: Callable, mesh: Mesh,
         metrics = {
             "loss": loss,
             **terms,
-            "grad_norm": _tree_norm(grads),
-            "update_norm": _tree_norm(updates),
-            "param_norm": _tree_norm(new_params),
+            "grad_norm": optax.tree.norm(grads),
+            "update_norm": optax.tree.norm(updates),
+            "param_norm": optax.tree.norm(new_params),
             "lr": jnp.asarray(schedule(state["step"]), jnp.float32),
         }
         new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}
@@ -196,13 +136,3 @@ def _terms_shape(cfg: StepConfig) -> dict:
     t = jnp.zeros((2, t_dim), jnp.float32)
     terms = jax.eval_shape(lambda: distill_loss(s, t, cfg.loss)[1])
     return {k: jnp.zeros((), jnp.float32) for k in terms}
-
-
-def make_embed_fn(config: ModelConfig, dtype: str, attention: Any, mesh: Mesh, param_sh):
-    """Jitted ``(params, batch) -> [B, dim]`` for evaluation (one segment per row)."""
-    s = shd.batch_sharding(mesh)
-    return jax.jit(
-        lambda p, b: embed(p, b, config, dtype=dtype, attention=attention)[:, 0],
-        in_shardings=(param_sh, {"input_ids": s, "segment_ids": s, "positions": s}),
-        out_shardings=shd.replicated(mesh),
-    )

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from tarka_jax.config import DenseSpec
 from tarka_jax.errors import TarkaError
-from tarka_jax.model import init_params
+from tarka_jax.nn.config import DenseSpec
+from tarka_jax.nn.encoder import init_params
 
 
 def resize_output(config, params, output_dim: int, seed: int = 0):

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tarka_jax.errors import TarkaError
-from tarka_jax.prompts import EVAL_STREAM, TRAIN_STREAM, assign_prompts
-from tarka_jax.textfiles import read_json
+from tarka_jax.files.jsonfiles import read_json
+from tarka_jax.text.prompts import EVAL_STREAM, TRAIN_STREAM, assign_prompts
 
 FORMAT = "tarka-jax-teacher-cache"
 VERSION = 1

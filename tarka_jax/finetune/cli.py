@@ -8,11 +8,10 @@ A row of :data:`tarka_jax.cli.SUBCOMMANDS`; also runs stand-alone as
 from __future__ import annotations
 
 import argparse
-import sys
 
-from tarka_jax.command import Command
 from tarka_jax.distill.cli import add_arguments as add_distill_arguments
 from tarka_jax.distill.cli import run_training
+from tarka_jax.runtime.command import Command
 
 HELP = "fine-tune a model on (anchor, positive[, negative]) pairs (contrastive, sharded)"
 DESCRIPTION = (
@@ -37,14 +36,3 @@ def run(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command("finetune", HELP, add_arguments, run, description=DESCRIPTION)
-
-
-def main(argv=None) -> int:
-    """Stand-alone entry point, the same as ``tarka-jax finetune``."""
-    from tarka_jax.command import main_for
-
-    return main_for(COMMAND, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -53,8 +53,8 @@ from tarka_jax.distill.config import (
     read_toml,
 )
 from tarka_jax.distill.config import _build as build_table
-from tarka_jax.distill.optim import OptimizerConfig
 from tarka_jax.finetune.loss import ContrastiveLossConfig
+from tarka_jax.train.optim import OptimizerConfig
 
 
 class FinetuneConfigError(DistillConfigError):
@@ -87,8 +87,8 @@ class DataSection:
     max_seq_length: int = 0
     buckets: tuple[int, ...] = ()
     eval_batch_size: int = 0  # rows per eval forward pass; 0 = batch_size
-    # Held-out STS rows (tarka_jax.distill.heldout): two texts and a gold score, the model's
-    # STS prompt (else its default one), as tarka_jax.evaluators.evaluate_sts.
+    # Held-out STS rows (tarka_jax.train.heldout): two texts and a gold score, the model's
+    # STS prompt (else its default one), as tarka_jax.evaluation.scores.evaluate_sts.
     eval_sts: tuple[str, ...] = ()
     eval_sts_columns: tuple[str, ...] = ("sentence1", "sentence2", "score")
     eval_sts_where: dict[str, object] = dataclasses.field(default_factory=dict)

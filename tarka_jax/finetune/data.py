@@ -36,9 +36,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tarka_jax.distill.data import DataError
-from tarka_jax.distill.heldout import read_records, text_columns
-from tarka_jax.tokenizer import TextTokenizer, bucket_for, length_buckets
+from tarka_jax.text.tokenizer import TextTokenizer, bucket_for, length_buckets
+from tarka_jax.train.data import DataError
+from tarka_jax.train.heldout import read_records, text_columns
 
 
 def read_rows(paths: Sequence[str], columns: Sequence[str], where: Mapping[str, object] | None = None,

@@ -1,6 +1,6 @@
 """One fine-tuning run: check everything, build the sharded state, loop, evaluate, checkpoint.
 
-The run folder is a distillation run folder (:mod:`tarka_jax.distill.checkpointing`):
+The run folder is a distillation run folder (:mod:`tarka_jax.train.checkpointing`):
 ``run.json`` (this run's config under ``"config"``, the model's ModelConfig under
 ``"student"``), ``student/`` (tokenizer + sentence-transformers metadata),
 ``checkpoints/<step>/`` (orbax: state + data position) and ``metrics.jsonl``, so
@@ -17,19 +17,19 @@ import jax
 import numpy as np
 
 from tarka_jax.convert import Checkpoint, open_model
-from tarka_jax.distill import checkpointing as ckpt
-from tarka_jax.distill import heldout
-from tarka_jax.distill import sharding as shd
-from tarka_jax.distill.metrics import MetricsWriter
-from tarka_jax.distill.optim import make_optimizer
 from tarka_jax.distill.run import open_checkpoints, train_loop
-from tarka_jax.distill.sharding import to_global
-from tarka_jax.distill.step import abstract_sharded_state, create_state
 from tarka_jax.finetune.config import FinetuneConfig, FinetuneConfigError
 from tarka_jax.finetune.data import ColumnTokenizer, PairBatches, read_rows
 from tarka_jax.finetune.loss import ContrastiveLossError
 from tarka_jax.finetune.step import FinetuneStepConfig, make_finetune_step
-from tarka_jax.tokenizer import TextTokenizer
+from tarka_jax.text.tokenizer import TextTokenizer
+from tarka_jax.train import checkpointing as ckpt
+from tarka_jax.train import heldout
+from tarka_jax.train import sharding as shd
+from tarka_jax.train.metrics import MetricsWriter
+from tarka_jax.train.optim import make_optimizer
+from tarka_jax.train.sharding import to_global
+from tarka_jax.train.state import abstract_sharded_state, create_state
 
 
 @dataclasses.dataclass
@@ -97,11 +97,11 @@ def prepare(config: FinetuneConfig) -> Prepared:
 def make_evaluator(prep: Prepared, mesh, param_sh):
     """Held-out retrieval (every held-out positive a candidate for every held-out anchor,
     each column with its training prompt) and STS (the model's STS prompt as
-    ``tarka_jax.evaluators.evaluate_sts``) under the training mesh; None without eval data.
+    ``tarka_jax.evaluation.scores.evaluate_sts``) under the training mesh; None without eval data.
 
     Logs ``eval_mrr`` (full MRR, ties against the model: the BENCHMARKS figure),
     ``eval_ndcg@10``, ``eval_mrr@10``, ``eval_recall@1``, ``eval_recall@10`` and
-    ``eval_sts_spearman`` (:mod:`tarka_jax.distill.heldout`).
+    ``eval_sts_spearman`` (:mod:`tarka_jax.train.heldout`).
     """
     if not prep.eval_rows and prep.sts is None:
         return None

@@ -2,7 +2,7 @@
 
 State, its shardings and its birth come from :mod:`tarka_jax.distill.step`
 (``{"step", "params", "opt_state"}``, born sharded, donated to the step); the
-optimizer is :func:`tarka_jax.distill.optim.make_optimizer`. A batch is a list of
+optimizer is :func:`tarka_jax.train.optim.make_optimizer`. A batch is a list of
 token columns ``[anchor, positive, negative...]``, each a dict of int32
 ``input_ids``, ``segment_ids``, ``positions`` ``[B, T_c]`` whose rows are split
 over every chip (the mesh's data and fsdp axes). The loss sees the global batch
@@ -21,10 +21,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tarka_jax.config import ModelConfig
-from tarka_jax.distill import sharding as shd
 from tarka_jax.finetune.loss import ContrastiveLossConfig, loss_and_grads
-from tarka_jax.model import embed
+from tarka_jax.nn.config import ModelConfig
+from tarka_jax.nn.encoder import embed
+from tarka_jax.train import sharding as shd
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,12 +16,9 @@ a run folder against a teacher model or a teacher cache's eval split.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
-from tarka_jax.distill.metrics import agreement, nearest_neighbours  # noqa: F401 (public here too)
-
+from tarka_jax.train.metrics import agreement, nearest_neighbours  # noqa: F401 (public here too)
 
 # ---- the command ----------------------------------------------------------------------------
 
@@ -29,8 +26,8 @@ from tarka_jax.distill.metrics import agreement, nearest_neighbours  # noqa: F40
 def _student_embedder(path: str, step: int | None, dtype: str, max_seq_length: int | None):
     """An Embedder for any model source, a run folder's ``step`` included."""
     from tarka_jax.convert import open_model
-    from tarka_jax.embedder import Embedder
-    from tarka_jax.tokenizer import TextTokenizer
+    from tarka_jax.inference.embedder import Embedder
+    from tarka_jax.text.tokenizer import TextTokenizer
 
     ck = open_model(path, step=step)
     tok = TextTokenizer.from_folder(ck.folder, max_seq_length or ck.meta.max_seq_length,
@@ -46,10 +43,10 @@ def evaluate(student: str, texts_files, *, teacher: str | None = None,
              pairs: str | None = None) -> dict:
     """Agreement of a checkpoint (or run step) with a teacher model or cache on held-out texts;
     with ``pairs`` (held-out .jsonl of query/document[/score] records) also retrieval
-    (nDCG@10, MRR, recall@k) and STS Spearman (:mod:`tarka_jax.evaluators`)."""
-    from tarka_jax.distill.data import read_corpus
-    from tarka_jax.prompts import EVAL_STREAM, assign_prompts, prompt_strings, prompt_table
+    (nDCG@10, MRR, recall@k) and STS Spearman (:mod:`tarka_jax.evaluation.scores`)."""
     from tarka_jax.recipe.teacher_cache import TeacherCache, _embed_split
+    from tarka_jax.text.prompts import EVAL_STREAM, assign_prompts, prompt_strings, prompt_table
+    from tarka_jax.train.data import read_corpus
 
     if bool(teacher) == bool(teacher_cache):
         raise ValueError("give exactly one of --teacher and --teacher-cache")
@@ -80,64 +77,9 @@ def evaluate(student: str, texts_files, *, teacher: str | None = None,
         s_emb[rows] = model.encode([texts[i] for i in rows], prompt=p, batch_size=batch_size)
     out = {"texts": len(texts), **agreement(s_emb, t_emb, dim)}
     if pairs:
-        from tarka_jax.evaluators import evaluate_pairs
-        from tarka_jax.textfiles import read_jsonl
+        from tarka_jax.evaluation.scores import evaluate_pairs
+        from tarka_jax.files.jsonfiles import read_jsonl
 
         out.update(evaluate_pairs(model, [r for _, r in read_jsonl(pairs)],
                                   batch_size=batch_size))
     return out
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", required=True,
-                   help="student: a checkpoint folder / hub id, or a distill run folder")
-    p.add_argument("--step", type=int, default=None, help="run folder: the saved step "
-                   "(default: the latest)")
-    p.add_argument("--teacher", default=None, help="teacher model (our architecture)")
-    p.add_argument("--teacher-cache", default=None,
-                   help="a cache-teacher folder (its eval split)")
-    p.add_argument("--texts", nargs="*", default=[],
-                   help="held-out files (.txt/.jsonl/.parquet); with --teacher-cache default "
-                        "to the cache's eval files")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--prompt-mix", default="", help="NAME=WEIGHT,... (with --teacher)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dim", type=int, default=None,
-                   help="cosine on the first DIM coordinates (default: full, equal widths)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--max-seq-length", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--pairs", default=None,
-                   help='held-out .jsonl of {"query", "document"[, "score"]}: nDCG@10, MRR, '
-                        "recall@k, STS Spearman")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _run(args) -> int:
-    import json
-
-    from tarka_jax.recipe.teacher_cache import parse_mix
-
-    result = evaluate(args.model, args.texts, teacher=args.teacher,
-                      teacher_cache=args.teacher_cache, step=args.step,
-                      text_field=args.text_field, prompt_mix=parse_mix(args.prompt_mix),
-                      seed=args.seed, dim=args.dim, dtype=args.dtype,
-                      max_seq_length=args.max_seq_length, batch_size=args.batch_size,
-                      pairs=args.pairs)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in result.items()))
-    return 0
-
-
-def command():
-    from tarka_jax.command import Command
-
-    return Command("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
-                   _add_arguments, _run,
-                   description="Mean cosine to the teacher and nearest-neighbour (top-1) "
-                               "agreement of a checkpoint, or any saved step of a distill run "
-                               "folder, on held-out texts; the teacher is a model or a "
-                               "cache-teacher folder.")

@@ -30,7 +30,6 @@ and the teacher's prompts.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -38,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tarka_jax.textfiles import read_json, read_optional_json, write_json
+from tarka_jax.files.jsonfiles import read_json, read_optional_json, write_json
 
 SPECIAL_ROLES = ("bos_token", "eos_token", "pad_token", "unk_token", "cls_token", "sep_token",
                  "mask_token")
@@ -254,7 +253,7 @@ def init_student(teacher: str, tokenizer_folder: str, out_dir: str, *,
     from tarka_jax.convert.sources import resolve_folder
     from tarka_jax.convert.st_folder import save_sentence_transformers
     from tarka_jax.distill.surgery import reinit_layers, resize_output
-    from tarka_jax.tokenizer import TextTokenizer
+    from tarka_jax.text.tokenizer import TextTokenizer
 
     check_output(out_dir, sources=[teacher, tokenizer_folder], force=force)  # before any work
     ckpt = open_model(teacher)
@@ -278,48 +277,3 @@ def init_student(teacher: str, tokenizer_folder: str, out_dir: str, *,
                              if k != "random_ids"},
             "random_ids_first": report.random_ids[:100]})
     return report
-
-
-# ---- CLI ------------------------------------------------------------------------------------
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", required=True,
-                   help="teacher checkpoint of our architecture (folder or hub id)")
-    p.add_argument("--tokenizer", required=True,
-                   help="folder (or hub id) with the student's tokenizer.json "
-                        "(+ tokenizer_config.json)")
-    p.add_argument("--out", required=True, help="output folder (sentence-transformers layout)")
-    p.add_argument("--reinit-layers", default="",
-                   help="comma-separated encoder layer indices to re-initialise (e.g. 0,23)")
-    p.add_argument("--output-dim", type=int, default=0,
-                   help="replace the last Dense layer to embed to this many dims (0 = keep)")
-    p.add_argument("--max-seq-length", type=int, default=None,
-                   help="the student's max_seq_length (default: the teacher's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random row / layer")
-    p.add_argument("--force", action="store_true",
-                   help="replace an --out folder tarka-jax wrote (never one with other files)")
-
-
-def _run(args) -> int:
-    layers = [int(x) for x in args.reinit_layers.split(",") if x.strip()]
-    report = init_student(args.teacher, args.tokenizer, args.out, reinit=layers,
-                          output_dim=args.output_dim, seed=args.seed,
-                          max_seq_length=args.max_seq_length, force=args.force)
-    print(report.summary())
-    print(f"wrote {args.out}")
-    return 0
-
-
-def command():
-    from tarka_jax.command import Command
-
-    return Command(
-        "init-student", "a student from a teacher + a new tokenizer (embedding transplant)",
-        _add_arguments, _run,
-        description="Copy a teacher's layers and Dense head, build an embedding table for a "
-                    "new tokenizer by averaging the teacher's embeddings of each token's text "
-                    "(random rows where a token maps to nothing; their count is printed), "
-                    "optionally re-initialise layers or change the output width, and write a "
-                    "sentence-transformers folder with the new tokenizer and the teacher's "
-                    "prompts.")

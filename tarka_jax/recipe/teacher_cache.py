@@ -8,7 +8,7 @@ A cache is a folder::
     train_prompts.npy    int32 [N]: index into manifest "prompt_names" of text i's prompt
     eval.npy, eval_prompts.npy   the same for the held-out texts (optional)
 
-Corpus order is :func:`tarka_jax.distill.data.read_corpus`'s (files in order,
+Corpus order is :func:`tarka_jax.train.data.read_corpus`'s (files in order,
 empty texts dropped), so a run whose ``data.train`` lists the same files finds
 text ``i`` at row ``i``; the sha256 of the texts and the prompt draw are checked
 before any step. The ``.npy`` files are memory-mapped, so a corpus larger than RAM
@@ -23,18 +23,24 @@ student, which sees its own truncation, should use a similar max length.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tarka_jax.distill.teacher_cache import (FORMAT, MANIFEST, SPLITS, VERSION, CacheError,
-                                             TeacherCache, corpus_sha256)
-from tarka_jax.prompts import assign_prompts, check_mix, prompt_strings, prompt_table
-from tarka_jax.textfiles import write_json
+from tarka_jax.distill.teacher_cache import (
+    FORMAT,
+    MANIFEST,
+    SPLITS,
+    VERSION,
+    CacheError,
+    TeacherCache,
+    corpus_sha256,
+)
+from tarka_jax.files.jsonfiles import write_json
+from tarka_jax.text.prompts import assign_prompts, check_mix, prompt_strings, prompt_table
 
-__all__ = ["CacheError", "TeacherCache", "build_cache", "corpus_sha256", "parse_mix", "command"]
+__all__ = ["CacheError", "TeacherCache", "build_cache", "corpus_sha256"]
 
 
 # ---- computing ------------------------------------------------------------------------------
@@ -42,7 +48,7 @@ __all__ = ["CacheError", "TeacherCache", "build_cache", "corpus_sha256", "parse_
 
 class _JaxTeacher:
     def __init__(self, model: str, dtype: str, max_seq_length: int | None):
-        from tarka_jax.embedder import Embedder
+        from tarka_jax.inference.embedder import Embedder
 
         self.model = Embedder.from_pretrained(model, dtype=dtype, max_seq_length=max_seq_length)
         self.prompts = self.model.prompts
@@ -116,7 +122,7 @@ def build_cache(out_dir: str, model: str, train_files: Sequence[str],
     files appear only when complete (written into a temporary sibling, then renamed).
     """
     from tarka_jax.convert.safe_write import check_output, output_folder
-    from tarka_jax.distill.data import read_corpus
+    from tarka_jax.train.data import read_corpus
 
     sources = [model, *train_files, *eval_files]
     check_output(out_dir, sources=sources, force=force, what="cache folder")  # before any work
@@ -154,62 +160,3 @@ def build_cache(out_dir: str, model: str, train_files: Sequence[str],
             np.save(os.path.join(tmp, name), array)
         write_json(os.path.join(tmp, MANIFEST), manifest, atomic=True)
     return manifest
-
-
-# ---- CLI ------------------------------------------------------------------------------------
-
-
-def parse_mix(text: str) -> dict[str, float]:
-    """"none=2,query=1,document=1" -> {"none": 2.0, "query": 1.0, "document": 1.0}."""
-    out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, weight = part.partition("=")
-        if not sep:
-            raise ValueError(f"--prompt-mix entries are NAME=WEIGHT, got {part!r}")
-        out[name.strip()] = float(weight)
-    return out
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", required=True,
-                   help="teacher: a tarka-jax/our-architecture checkpoint, or any "
-                        "sentence-transformers model (folder or hub id)")
-    p.add_argument("--out", required=True, help="cache folder to write")
-    p.add_argument("--train", nargs="+", required=True,
-                   help="corpus files (.txt/.jsonl/.parquet), as the run's data.train lists them")
-    p.add_argument("--eval", nargs="*", default=[], help="held-out files (the run's data.eval)")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--prompt-mix", default="",
-                   help="NAME=WEIGHT,... as the run's [data.prompt_mix] (none = no prompt); "
-                        "empty = no prompts")
-    p.add_argument("--seed", type=int, default=0, help="the run's data.seed (prompt draw)")
-    p.add_argument("--backend", choices=("auto", "jax", "torch"), default="auto",
-                   help="jax: our Embedder; torch: sentence-transformers (optional extra); "
-                        "auto: jax when the teacher is our architecture")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--max-seq-length", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default=None, help="torch device (default cpu)")
-    p.add_argument("--force", action="store_true",
-                   help="replace an existing cache folder (only one tarka-jax wrote)")
-
-
-def _run(args) -> int:
-    m = build_cache(args.out, args.teacher, args.train, args.eval, text_field=args.text_field,
-                    prompt_mix=parse_mix(args.prompt_mix), seed=args.seed, backend=args.backend,
-                    dtype=args.dtype, max_seq_length=args.max_seq_length,
-                    batch_size=args.batch_size, device=args.device, force=args.force)
-    counts = ", ".join(f"{k} {v['count']}" for k, v in m["splits"].items())
-    print(f"cached {counts} embeddings of dim {m['dim']} ({m['backend']} backend) in {args.out}")
-    return 0
-
-
-def command():
-    from tarka_jax.command import Command
-
-    return Command("cache-teacher", "compute teacher embeddings once for a corpus",
-                   _add_arguments, _run,
-                   description="Embed a corpus (and held-out texts) with a teacher once -- our "
-                               "JAX model or any sentence-transformers model through PyTorch -- "
-                               "and write a cache folder that `tarka-jax distill` reads as the "
-                               "teacher ([model] teacher_cache = DIR).")

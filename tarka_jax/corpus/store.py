@@ -1,0 +1,233 @@
+"""An embedded corpus on disk: ``shard-%06d.npy`` files plus ``manifest.json``; reading it back.
+
+Layout of an ``embed-corpus`` output folder (written by :mod:`tarka_jax.corpus.job`)::
+
+    manifest.json       settings, inputs (size, sha256, records), record count, shards done
+    shard-000000.npy    float32 [rows, dim]: records [k*S, (k+1)*S) of the inputs, in order
+    ids-000000.json     the --id-field values of those records (only with --id-field)
+
+A shard exists under its final name only once it is complete: it is written under a
+temporary name and renamed (``os.replace`` is atomic on POSIX), so a killed job never
+leaves a partial shard that a reader or a resume could mistake for a finished one.
+
+Public API: :func:`read_embeddings` and :func:`read_ids`; docs/corpus.md has the format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+FORMAT = "tarka-jax-corpus"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+#: Manifest keys a ``--resume`` must find unchanged (the model by its hash, inputs by content).
+SETTINGS = ("model_sha256", "prompt", "dtype", "max_seq_length", "truncate_dim", "normalize",
+            "shard_size", "dim", "text_field", "id_field", "inputs")
+
+
+class CorpusOutputError(ValueError):
+    """An output folder that is not (or not yet) what is asked of it."""
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:06d}.npy"
+
+
+def ids_name(k: int) -> str:
+    return f"ids-{k:06d}.json"
+
+
+def num_shards(records: int, shard_size: int) -> int:
+    return -(-records // shard_size)
+
+
+def shard_rows(manifest: dict, k: int) -> int:
+    """Rows of shard ``k``: ``shard_size`` except for the last one."""
+    size = manifest["shard_size"]
+    return min(size, manifest["records"] - k * size)
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Write JSON under a temporary name in the same folder, then rename it into place."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_shard_atomic(path: str, array: np.ndarray) -> None:
+    """``np.save`` under a temporary name, fsync, then rename: all or nothing."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array, np.float32))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(folder: str) -> dict:
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        raise CorpusOutputError(f"{folder} is not an embed-corpus output (no {MANIFEST})")
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    if manifest.get("format") != FORMAT:
+        raise CorpusOutputError(f"{path} is not a {FORMAT} manifest")
+    if manifest.get("version") != VERSION:
+        raise CorpusOutputError(f"{path} has format version {manifest.get('version')}; this "
+                                f"tarka-jax reads version {VERSION}")
+    return manifest
+
+
+def shard_ok(folder: str, manifest: dict, k: int) -> bool:
+    """Shard ``k`` is present under its final name with the expected header (and ids)."""
+    path = os.path.join(folder, shard_name(k))
+    if not os.path.isfile(path):
+        return False
+    if manifest.get("id_field") and not os.path.isfile(os.path.join(folder, ids_name(k))):
+        return False
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (ValueError, OSError):
+        return False
+    return arr.dtype == np.float32 and arr.shape == (shard_rows(manifest, k), manifest["dim"])
+
+
+def done_shards(folder: str, manifest: dict) -> list[int]:
+    return [k for k in range(manifest["shards"]) if shard_ok(folder, manifest, k)]
+
+
+def _complete_manifest(folder: str) -> dict:
+    manifest = read_manifest(folder)
+    missing = [k for k in range(manifest["shards"]) if not shard_ok(folder, manifest, k)]
+    if missing:
+        shown = ", ".join(shard_name(k) for k in missing[:3]) + (" ..." if len(missing) > 3
+                                                                  else "")
+        raise CorpusOutputError(f"{folder} is incomplete: {len(missing)} of "
+                                f"{manifest['shards']} shards missing ({shown}); finish it "
+                                "with embed-corpus --resume")
+    return manifest
+
+
+class ShardedEmbeddings:
+    """A lazy ``[n, dim]`` float32 array over the memory-mapped shards of an output folder.
+
+    Supports ``len``, ``.shape``, integer / slice / index-array row keys (with an optional
+    column key: ``emb[10:20, :64]``) and ``np.asarray(emb)``; only the rows asked for are
+    read. :meth:`chunks` walks the matrix shard by shard (what corpus search does).
+    """
+
+    def __init__(self, folder: str, manifest: dict):
+        self.folder = folder
+        self.manifest = manifest
+        self._size = manifest["shard_size"]
+        self._shards: dict[int, np.ndarray] = {}
+        self.shape = (manifest["records"], manifest["dim"])
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def shard(self, k: int) -> np.ndarray:
+        if k not in self._shards:
+            self._shards[k] = np.load(os.path.join(self.folder, shard_name(k)), mmap_mode="r")
+        return self._shards[k]
+
+    def chunks(self):
+        """``(first row, [rows, dim] memory-mapped shard)`` for every shard, in order."""
+        for k in range(self.manifest["shards"]):
+            yield k * self._size, self.shard(k)
+
+    def _rows(self, index: np.ndarray) -> np.ndarray:
+        out = np.empty((len(index), self.shape[1]), np.float32)
+        shard_of = index // self._size
+        for k in np.unique(shard_of):
+            where = np.flatnonzero(shard_of == k)
+            out[where] = self.shard(int(k))[index[where] - k * self._size]
+        return out
+
+    def __getitem__(self, key):
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        n = self.shape[0]
+        if isinstance(key, (int, np.integer)):
+            if not -n <= key < n:
+                raise IndexError(f"row {key} out of range for {n} rows")
+            out = self._rows(np.array([key % n]))[0]
+            return out[rest] if rest else out
+        if isinstance(key, slice):
+            index = np.arange(*key.indices(n))
+        else:
+            index = np.asarray(key)
+            if index.dtype == bool:
+                index = np.flatnonzero(index)
+            if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+                raise IndexError("rows must be an int, a slice or a 1-d integer/boolean array")
+            if index.size and (index.min() < -n or index.max() >= n):
+                raise IndexError(f"row index out of range for {n} rows")
+            index = index % n if n else index
+        out = self._rows(index)
+        return out[(slice(None), *rest)] if rest else out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"ShardedEmbeddings({self.folder!r}, shape={self.shape})"
+
+
+def read_embeddings(folder: str, mmap: bool = False):
+    """The embeddings of a finished ``embed-corpus`` folder, in input order.
+
+    Returns a float32 ``np.ndarray [n, dim]``; with ``mmap=True`` a lazy
+    :class:`ShardedEmbeddings` instead (nothing is read until it is indexed). An
+    unfinished folder (shards missing) is an error naming them.
+    """
+    folder = os.fspath(folder)
+    lazy = ShardedEmbeddings(folder, _complete_manifest(folder))
+    return lazy if mmap else np.asarray(lazy)
+
+
+def read_ids(folder: str) -> list:
+    """Record ids in input order: the ``--id-field`` values, else the record numbers 0..n-1."""
+    folder = os.fspath(folder)
+    manifest = _complete_manifest(folder)
+    if not manifest.get("id_field"):
+        return list(range(manifest["records"]))
+    ids: list = []
+    for k in range(manifest["shards"]):
+        with open(os.path.join(folder, ids_name(k)), encoding="utf-8") as f:
+            ids.extend(json.load(f))
+    return ids
+
+
+def describe_changes(old: dict, new: dict, keys: Sequence[str] = SETTINGS) -> list[str]:
+    """Human-readable differences between two manifests' settings (empty: same)."""
+    changes = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if key == "inputs":
+            a = [(i.get("size"), i.get("sha256"), i.get("records")) for i in a or []]
+            b = [(i.get("size"), i.get("sha256"), i.get("records")) for i in b or []]
+            if a != b:
+                changes.append("inputs (their number, sizes or contents differ from "
+                               f"{[i['path'] for i in old.get('inputs') or []]})")
+        elif a != b:
+            label = "model" if key == "model_sha256" else key
+            shown = (f"{old.get('model')!r} (sha256 {str(a)[:12]}) vs {new.get('model')!r} "
+                     f"(sha256 {str(b)[:12]})") if key == "model_sha256" else f"{a!r} vs {b!r}"
+            changes.append(f"{label}: {shown}")
+    return changes
+
+
+__all__ = ["ShardedEmbeddings", "read_embeddings", "read_ids"]
