@@ -18,6 +18,7 @@ from tarka_jax.convert.flax_folder import is_flax_folder, save_flax_folder
 from tarka_jax.convert.safe_write import output_folder
 from tarka_jax.convert.sources import resolve_folder
 from tarka_jax.convert.st_folder import SentenceTransformerMeta, load_hf_folder
+from tarka_jax.errors import UsageError
 from tarka_jax.runtime.command import Command, main_for
 
 
@@ -26,7 +27,7 @@ def hf_to_flax(src: str, out: str, *, revision: str | None = None, dtype: str = 
     """Convert ``src`` (folder or hub id) and write the Flax folder ``out``; returns ``out``."""
     folder = resolve_folder(src, revision=revision, cache_dir=cache_dir, token=token)
     if is_flax_folder(folder):
-        raise ValueError(f"{folder} is already a tarka-jax Flax folder")
+        raise UsageError(f"{folder} is already a tarka-jax Flax folder")
     with output_folder(out, sources=[src, folder], force=force) as tmp:
         config, params = load_hf_folder(folder)
         meta = SentenceTransformerMeta.from_folder(folder)

@@ -24,7 +24,7 @@ import numpy as np
 from tarka_jax.convert.flax_folder import FLAX_CONFIG_FILE, is_flax_folder, load_flax_folder
 from tarka_jax.convert.run_folder import is_run_folder, load_run_params
 from tarka_jax.convert.st_folder import SentenceTransformerMeta, load_hf_folder
-from tarka_jax.errors import TarkaError
+from tarka_jax.errors import InputTypeError, TarkaError
 from tarka_jax.nn.config import ModelConfig
 
 BUILTIN_PREFIX = "builtin:"
@@ -79,7 +79,7 @@ def resolve_folder(path_or_id: str | os.PathLike, *, revision: str | None = None
     FileNotFoundError; anything else of the form ``owner/name`` is fetched.
     """
     if not isinstance(path_or_id, (str, os.PathLike)):
-        raise TypeError("model must be a folder path or hub id string, got "
+        raise InputTypeError("model must be a folder path or hub id string, got "
                         f"{type(path_or_id).__name__}")
     if isinstance(path_or_id, str) and path_or_id.startswith(BUILTIN_PREFIX):
         return builtin_folder(path_or_id)

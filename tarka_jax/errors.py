@@ -14,3 +14,11 @@ class TarkaError(ValueError):
 
 class ConfigError(TarkaError):
     """A config (``config.json``, a module config, a tarka-jax config) we cannot parse or serve."""
+
+
+class UsageError(TarkaError):
+    """An argument or option out of range, unsupported, or combined with one it excludes."""
+
+
+class InputTypeError(TarkaError, TypeError):
+    """An argument of the wrong type (still a ``TypeError`` for code that catches that)."""

@@ -55,7 +55,7 @@ def test_window_convention_serialised_value_kept():
     sliding = cfg.layer_types.index(SLIDING)
     assert cfg.window_for(sliding) == (256, 256)
     assert cfg.window_for(cfg.layer_types.index(FULL)) is None
-    assert cfg.to_hf_config()["sliding_window"] == 512
+    assert cfg.to_hf()["sliding_window"] == 512
 
 
 @pytest.mark.torch
@@ -70,11 +70,11 @@ def test_window_matches_transformers(sw):
 
 
 @pytest.mark.torch
-def test_to_hf_config_round_trips_through_transformers():
+def test_to_hf_round_trips_through_transformers():
     from transformers import Gemma3TextConfig
 
     cfg = tarka_150m()
-    hf = Gemma3TextConfig(**cfg.to_hf_config())
+    hf = Gemma3TextConfig(**cfg.to_hf())
     again = ModelConfig(**backbone_from_hf(hf.to_dict()), dense=cfg.dense, normalize=cfg.normalize)
     assert again == cfg
 
@@ -122,7 +122,7 @@ def test_all_full_attention_config_loads_in_transformers():
     from transformers import Gemma3TextConfig
 
     cfg = tarka_150m().replace(layer_types=(FULL,) * 24, sliding_window=None)
-    hf = Gemma3TextConfig(**cfg.to_hf_config())  # transformers halves sliding_window: never null
+    hf = Gemma3TextConfig(**cfg.to_hf())  # transformers halves sliding_window: never null
     assert ModelConfig(**backbone_from_hf(hf.to_dict())).layer_types == (FULL,) * 24
 
 

@@ -29,6 +29,7 @@ def _worker(out_path: str) -> None:
     from tarka_jax.distill.step import StepConfig, make_train_step
     from tarka_jax.nn.config import DenseSpec, ModelConfig
     from tarka_jax.nn.encoder import init_params
+    from tarka_jax.nn.sharding_rules import path_str
     from tarka_jax.train import sharding as shd
     from tarka_jax.train.optim import OptimizerConfig, make_optimizer
     from tarka_jax.train.state import create_state, shard_params
@@ -80,7 +81,7 @@ def _worker(out_path: str) -> None:
             assert got.sharding.is_equivalent_to(want, got.ndim), (got.sharding, want)
         for v in metrics.values():
             assert v.sharding.is_fully_replicated
-        specs = {shd.path_str(p): [a if a is None or isinstance(a, str) else list(a)
+        specs = {path_str(p): [a if a is None or isinstance(a, str) else list(a)
                                    for a in s.spec] for p, s in
                  jax.tree_util.tree_flatten_with_path(state_sh["params"])[0]}
         key = f"{data}x{fsdp}/a{accum}"
@@ -137,18 +138,19 @@ def test_distill_sharded_meshes_match_one_device(tmp_path):
 def test_distill_rules_cover_every_param():
     import jax
 
+    from tarka_jax.nn import sharding_rules as rules
     from tarka_jax.nn.config import tarka_150m
     from tarka_jax.nn.encoder import init_params
     from tarka_jax.train import sharding as shd
 
     shapes = jax.eval_shape(lambda: init_params(tarka_150m(), jax.random.key(0)))
     mesh = shd.make_mesh(1, 1, devices=jax.devices()[:1])
-    specs = shd.param_specs(shapes, mesh)  # raises on a param no rule matches
+    specs = rules.param_specs(shapes, mesh)  # raises on a param no rule matches
     assert len(jax.tree.leaves(specs, is_leaf=lambda x: isinstance(
         x, jax.sharding.PartitionSpec))) == len(jax.tree.leaves(shapes))
     try:
-        shd.logical_axes("encoder/new_thing/kernel", 2)
-    except shd.ShardingError as e:
+        rules.logical_axes("encoder/new_thing/kernel", 2)
+    except rules.ShardingError as e:
         assert "new_thing" in str(e)
     else:
         raise AssertionError("an unmatched param must raise")

@@ -103,3 +103,20 @@ def test_finetune_loss_config_errors_name_the_setting():
         ContrastiveLossConfig(matryoshka_dims=(32, 8)).dims_and_weights(20)
     assert ContrastiveLossConfig(matryoshka_dims=(8, 20)).dims_and_weights(20) == [
         (20, 1.0), (8, 1.0)]
+
+
+def test_contrastive_loss_has_finite_gradients_at_an_all_zero_embedding():
+    """A pooled vector of zeros (an empty packed slot, a fully padded row) must not send NaN
+    into every parameter: the loss normalises with numerics.l2_normalize, not x / max(|x|, eps)."""
+    import jax
+    import jax.numpy as jnp
+
+    from tarka_jax.finetune.loss import ContrastiveLossConfig, contrastive_loss
+
+    rng = np.random.default_rng(0)
+    anchors = jnp.asarray(rng.standard_normal((4, 8)), jnp.float32).at[1].set(0.0)
+    docs = jnp.asarray(rng.standard_normal((4, 8)), jnp.float32).at[2].set(0.0)
+    for cfg in (ContrastiveLossConfig(), ContrastiveLossConfig(matryoshka_dims=(8, 4))):
+        grads = jax.grad(lambda a, d: contrastive_loss([a, d], cfg), argnums=(0, 1))(anchors, docs)
+        for g in grads:
+            assert np.isfinite(np.asarray(g)).all()

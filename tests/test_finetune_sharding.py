@@ -31,6 +31,7 @@ def _worker(out_dir: str) -> None:
     from tarka_jax.finetune.step import FinetuneStepConfig, make_finetune_step
     from tarka_jax.nn.config import DenseSpec, ModelConfig
     from tarka_jax.nn.encoder import init_params
+    from tarka_jax.nn.sharding_rules import path_str
     from tarka_jax.train import sharding as shd
     from tarka_jax.train.optim import OptimizerConfig, make_optimizer
     from tarka_jax.train.state import create_state
@@ -81,7 +82,7 @@ def _worker(out_dir: str) -> None:
         key = f"{data}x{fsdp}_m{mini}"
         flat = jax.tree_util.tree_flatten_with_path(jax.device_get(state["params"]))[0]
         np.savez(os.path.join(out_dir, key + ".npz"),
-                 **{shd.path_str(p): np.asarray(v) for p, v in flat})
+                 **{path_str(p): np.asarray(v) for p, v in flat})
         results[key] = {"losses": losses,
                         "devices": len(state["params"]["encoder"]["norm"]["weight"]
                                        .sharding.device_set)}

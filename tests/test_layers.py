@@ -231,7 +231,7 @@ def test_attention_matches_gemma3_attention(hf, layer):
     mask, rope = _hf_mask_and_rope(config, x, seg, pos, config.layer_types[layer])
     with torch.no_grad():
         ref = ref_mod(torch.tensor(x), position_embeddings=rope, attention_mask=mask)[0].numpy()
-    module = Attention(ours, ours.layer(layer), implementation="xla")  # built alone
+    module = Attention(ours, ours.layer(layer), attention="xla")  # built alone
     out = module.apply({"params": _attn_params(ref_mod)}, jnp.asarray(x), jnp.asarray(seg),
                        jnp.asarray(pos))
     assert scale_relative_error(_real(out), _real(ref)) <= 1e-5  # measured 2-3e-7
@@ -253,6 +253,6 @@ def test_decoder_layer_matches_gemma3_decoder_layer(hf, layer):
     for name in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                  "post_feedforward_layernorm"):
         params[name] = _norm(getattr(ref_mod, name))
-    module = DecoderLayer(ours, ours.layer(layer), implementation="xla")
+    module = DecoderLayer(ours, ours.layer(layer), attention="xla")
     out = module.apply({"params": params}, jnp.asarray(x), jnp.asarray(seg), jnp.asarray(pos))
     assert scale_relative_error(_real(out), _real(ref)) <= 1e-5  # measured 3-5e-7

@@ -28,6 +28,8 @@ import numpy as np
 
 from tarka_jax.corpus import store as out
 from tarka_jax.corpus.reader import describe_inputs, expand_inputs, iter_records
+from tarka_jax.corpus.store import CorpusOutputError
+from tarka_jax.errors import UsageError
 from tarka_jax.runtime import distributed
 from tarka_jax.text.prompts import st_prompt_name
 
@@ -61,7 +63,7 @@ def resolve_prompt(model, kind: str | None = None, prompt_name: str | None = Non
         prompt_name = st_prompt_name(model.prompts, kind)
     if prompt is None and prompt_name is not None and prompt_name not in model.prompts:
         valid = ", ".join(repr(p) for p in model.prompts) or "none: the model has no prompts"
-        raise ValueError(f"unknown prompt name {prompt_name!r}; valid names: {valid}")
+        raise UsageError(f"unknown prompt name {prompt_name!r}; valid names: {valid}")
     if prompt is not None:
         return prompt
     if prompt_name is not None:
@@ -77,7 +79,7 @@ def _our_files(folder: str) -> list[str]:
 def _check_folder(folder: str, new: dict, resume: bool, force: bool) -> dict | None:
     """The old manifest when resuming; raises on every state the flags do not allow."""
     if resume and force:
-        raise ValueError("--resume and --force exclude each other")
+        raise UsageError("--resume and --force exclude each other")
     exists = os.path.isdir(folder) and bool(os.listdir(folder))
     if not resume:
         if exists and not force:
@@ -87,7 +89,7 @@ def _check_folder(folder: str, new: dict, resume: bool, force: bool) -> dict | N
     old = out.read_manifest(folder)  # raises when there is nothing to resume
     changes = out.describe_changes(old, new)
     if changes:
-        raise ValueError(f"--resume refused, the settings differ from {folder}'s manifest: "
+        raise CorpusOutputError(f"--resume refused, the settings differ from {folder}'s manifest: "
                          + "; ".join(changes))
     return old
 
@@ -127,11 +129,11 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
     import jax
 
     if not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"--shard-size must be a positive int, got {shard_size!r}")
+        raise UsageError(f"--shard-size must be a positive int, got {shard_size!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"--batch-size must be a positive int, got {batch_size!r}")
+        raise UsageError(f"--batch-size must be a positive int, got {batch_size!r}")
     if truncate_dim is not None and not 0 < truncate_dim <= model.embedding_dim:
-        raise ValueError(f"--truncate-dim must be in 1..{model.embedding_dim}, got "
+        raise UsageError(f"--truncate-dim must be in 1..{model.embedding_dim}, got "
                          f"{truncate_dim}")
     output = os.path.abspath(output)
     p, n_proc = jax.process_index(), jax.process_count()

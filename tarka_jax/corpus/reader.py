@@ -29,13 +29,15 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from tarka_jax.errors import TarkaError
+
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 _BOM = b"\xef\xbb\xbf"
 _BLOCK = 1 << 20
 _PARQUET_BATCH = 4096
 
 
-class CorpusError(ValueError):
+class CorpusError(TarkaError):
     """An input that cannot be read as the documented format (names file and line or row)."""
 
 

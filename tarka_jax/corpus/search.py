@@ -18,13 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tarka_jax.corpus.store import ids_name, read_embeddings
+from tarka_jax.corpus.store import CorpusOutputError, ids_name, read_embeddings
+from tarka_jax.errors import UsageError
+from tarka_jax.nn.numerics import l2_normalize
 
 DEFAULT_CHUNK_ROWS = 65_536
-
-
-def _unit(x):
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "cosine"))
@@ -35,7 +33,7 @@ def _merge_chunk(best_scores, best_rows, queries, chunk, first_row, valid, *, k,
     rows >= ``valid`` of the chunk are padding and never win.
     """
     if cosine:
-        chunk = _unit(chunk)
+        chunk = l2_normalize(chunk)
     scores = jnp.einsum("qd,cd->qc", queries, chunk,
                         precision=jax.lax.Precision.HIGHEST)  # [Q, C]
     scores = jnp.where(jnp.arange(chunk.shape[0])[None] < valid, scores, -jnp.inf)
@@ -55,19 +53,19 @@ def search_index(folder: str, queries: np.ndarray, top_k: int = 10, *,
     size; a row index ``r`` is record ``r`` (``read_ids(folder)[r]`` is its id).
     """
     if similarity not in ("cosine", "dot"):
-        raise ValueError(f"index search supports cosine and dot similarity, not {similarity!r}")
+        raise UsageError(f"index search supports cosine and dot similarity, not {similarity!r}")
     emb = read_embeddings(folder, mmap=True)
     queries = np.atleast_2d(np.asarray(queries, np.float32))
     n, dim = emb.shape
     if queries.shape[1] != dim:
-        raise ValueError(f"queries are {queries.shape[1]}-d but the index {folder} is {dim}-d")
+        raise UsageError(f"queries are {queries.shape[1]}-d but the index {folder} is {dim}-d")
     if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+        raise UsageError(f"top_k must be at least 1, got {top_k}")
     k = min(top_k, n)
     if k == 0:
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
     cosine = similarity == "cosine"
-    q = jnp.asarray(np.asarray(_unit(queries)) if cosine else queries)
+    q = jnp.asarray(l2_normalize(np.asarray(queries, np.float32)) if cosine else queries)
     rows_per_chunk = min(chunk_rows, n)
     best = (jnp.full((len(queries), k), -jnp.inf, jnp.float32),
             jnp.full((len(queries), k), -1, jnp.int32))
@@ -94,7 +92,7 @@ def print_index_hits(model, folder: str, queries: list[str], top_k: int = 5,
 
     manifest = read_manifest(folder)
     if manifest["model_sha256"] != model_sha256(model):
-        raise ValueError(f"the index {folder} was built with model {manifest['model']!r} "
+        raise CorpusOutputError(f"the index {folder} was built with model {manifest['model']!r} "
                          f"(another hash); embed the queries with that model")
     truncate_dim = truncate_dim or manifest["truncate_dim"]
     emb = model.encode_query(queries, batch_size=batch_size, truncate_dim=truncate_dim)

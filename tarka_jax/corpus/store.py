@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tarka_jax.errors import TarkaError
+
 FORMAT = "tarka-jax-corpus"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -30,7 +32,7 @@ SETTINGS = ("model_sha256", "prompt", "dtype", "max_seq_length", "truncate_dim",
             "shard_size", "dim", "text_field", "id_field", "inputs")
 
 
-class CorpusOutputError(ValueError):
+class CorpusOutputError(TarkaError):
     """An output folder that is not (or not yet) what is asked of it."""
 
 

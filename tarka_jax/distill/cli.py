@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from tarka_jax.errors import UsageError
 from tarka_jax.runtime import distributed
 from tarka_jax.runtime.command import Command
 
@@ -48,9 +49,9 @@ def run_training(args: argparse.Namespace, load_config, train, shown: tuple[str,
         os.path.dirname(os.path.abspath(args.config)), "runs",
         os.path.splitext(os.path.basename(args.config))[0])
     if args.max_steps is not None and args.max_steps <= 0:
-        raise ValueError(f"--max-steps must be > 0, got {args.max_steps}")
+        raise UsageError(f"--max-steps must be > 0, got {args.max_steps}")
     if args.allow_config_change and not args.resume:
-        raise ValueError("--allow-config-change only applies with --resume")
+        raise UsageError("--allow-config-change only applies with --resume")
     result = train(config, workdir, max_steps=args.max_steps, resume=args.resume,
                    config_text=text, allow_config_change=args.allow_config_change)
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.items()

@@ -103,10 +103,6 @@ class LossConfig:
         return tuple(int(m) for m in self.matryoshka_dims)
 
 
-def _unit(x: Array) -> Array:
-    return l2_normalize(jnp.asarray(x))
-
-
 def _similarity_kl(s: Array, t: Array, temperature: float) -> Array:
     """Mean over rows of KL(softmax(t t^T / tau) || softmax(s s^T / tau)), diagonal excluded."""
     b = s.shape[0]
@@ -141,9 +137,9 @@ def distill_loss(student: Array, teacher: Array, config: LossConfig) -> tuple[Ar
     dims = config.dims(student.shape[-1], teacher.shape[-1])
     terms: dict[str, list] = {}
     for m in dims:
-        s = _unit(student[:, :m])
+        s = l2_normalize(jnp.asarray(student[:, :m]))
         # Without Matryoshka dims a KL-only loss may compare different widths.
-        t = _unit(teacher[:, :m] if config.matryoshka_dims else teacher)
+        t = l2_normalize(jnp.asarray(teacher[:, :m] if config.matryoshka_dims else teacher))
         if s.shape[-1] == t.shape[-1]:
             cos = jnp.sum(s * t, axis=-1)  # [B]
             terms.setdefault("cosine", []).append(jnp.mean(1.0 - cos))

@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P
 from tarka_jax.distill.loss import LossConfig, distill_loss
 from tarka_jax.nn.config import ModelConfig
 from tarka_jax.nn.encoder import embed
+from tarka_jax.nn.sharding_rules import RULES
 from tarka_jax.train import sharding as shd
 
 
@@ -83,7 +84,7 @@ def make_train_step(cfg: StepConfig, tx, schedule: Callable, mesh: Mesh,
 
     ``cached_teacher``: batches carry ``teacher_embeddings`` (teacher_params = ``{}``).
     """
-    batch_axes = shd.RULES["batch"]
+    batch_axes = RULES["batch"]
 
     def embeddings(params, teacher_params, batch):
         return loss_and_grads(cfg, params, teacher_params, batch)

@@ -25,25 +25,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tarka_jax.errors import UsageError
+from tarka_jax.nn.numerics import l2_normalize
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+def _unit(x) -> np.ndarray:
+    return l2_normalize(np.asarray(x, np.float64))  # scores in float64, as MTEB's numpy path
 
 
 def _relevance(relevance, n_queries: int, n_docs: int) -> np.ndarray:
     """float ``[Q, N]`` gains; None = query ``i``'s only answer is document ``i``."""
     if relevance is None:
         if n_queries != n_docs:
-            raise ValueError(f"without a relevance matrix query i pairs with document i: "
+            raise UsageError(f"without a relevance matrix query i pairs with document i: "
                              f"{n_queries} queries vs {n_docs} documents")
         return np.eye(n_queries)
     rel = np.asarray(relevance, np.float64)
     if rel.shape != (n_queries, n_docs):
-        raise ValueError(f"relevance must be [queries, documents] = {(n_queries, n_docs)}, "
+        raise UsageError(f"relevance must be [queries, documents] = {(n_queries, n_docs)}, "
                          f"got {rel.shape}")
     if np.any(rel < 0):
-        raise ValueError("relevance gains must be >= 0")
+        raise UsageError("relevance gains must be >= 0")
     return rel
 
 
@@ -80,7 +82,7 @@ def retrieval_scores(queries: np.ndarray, documents: np.ndarray, relevance=None,
     rel = _relevance(relevance, *scores.shape)
     keep = rel.max(axis=1) > 0
     if not keep.any():
-        raise ValueError("no query has a relevant document")
+        raise UsageError("no query has a relevant document")
     scores, rel = scores[keep], rel[keep]
     order = ranking(scores, rel)
     gains = np.take_along_axis(rel, order, axis=1)  # [Q, N] in ranked order
@@ -107,9 +109,9 @@ def sts_spearman(embeddings1: np.ndarray, embeddings2: np.ndarray,
     a, b = _unit(embeddings1), _unit(embeddings2)
     gold = np.asarray(gold, np.float64)
     if a.shape != b.shape or a.shape[0] != gold.shape[0]:
-        raise ValueError(f"STS needs equal rows: {a.shape}, {b.shape}, {gold.shape[0]} gold scores")
+        raise UsageError(f"STS needs equal rows: {a.shape}, {b.shape}, {gold.shape[0]} gold scores")
     if a.shape[0] < 2:
-        raise ValueError("STS needs at least 2 pairs")
+        raise UsageError("STS needs at least 2 pairs")
     cos = np.sum(a * b, axis=-1)
     return {"spearman": float(spearmanr(cos, gold).statistic),
             "pearson": float(pearsonr(cos, gold).statistic), "pairs": int(a.shape[0])}
@@ -147,7 +149,7 @@ def evaluate_pairs(model, records: Sequence[dict], *, batch_size: int = 32) -> d
     records = list(records)
     missing = [i for i, r in enumerate(records) if "query" not in r or "document" not in r]
     if missing:
-        raise ValueError(f"records {missing[:5]} lack a \"query\" or \"document\" field")
+        raise UsageError(f"records {missing[:5]} lack a \"query\" or \"document\" field")
     queries, docs = [r["query"] for r in records], [r["document"] for r in records]
     out = evaluate_retrieval(model, queries, docs, batch_size=batch_size)
     if records and all("score" in r for r in records):

@@ -33,7 +33,7 @@ class TextInputError(TarkaError):
 
 def _check_errors(errors: str) -> None:
     if errors not in ERRORS:
-        raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
+        raise TextInputError(f"errors must be one of {ERRORS}, got {errors!r}")
 
 
 def decode(data: bytes, source: str, errors: str = "strict") -> str:
@@ -140,7 +140,7 @@ def check_encodable(texts: Sequence[str]) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise ValueError(
+            raise TextInputError(
                 f"texts[{i}] holds a lone surrogate {text[e.start]!r} at character {e.start}: "
                 "not valid Unicode text (decode bytes with errors='replace', or remove it)"
             ) from None

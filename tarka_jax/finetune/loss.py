@@ -43,12 +43,15 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from tarka_jax.errors import TarkaError
+from tarka_jax.nn.numerics import l2_normalize
+
 Array = jax.Array
 
 DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
 
 
-class ContrastiveLossError(ValueError):
+class ContrastiveLossError(TarkaError):
     """A contrastive-loss setting that cannot work."""
 
 
@@ -116,14 +119,9 @@ class ContrastiveLossConfig:
         return sorted(zip(self.matryoshka_dims, map(float, weights)), reverse=True)
 
 
-def _unit(x: Array) -> Array:
-    """``F.normalize(x, dim=-1)``: ``x / max(|x|, 1e-12)``."""
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def cos_sim(a: Array, b: Array) -> Array:
     """``[N, D] x [M, D] -> [N, M]`` cosine similarities (float32, exact matmul)."""
-    return jnp.matmul(_unit(a), _unit(b).T, precision=jax.lax.Precision.HIGHEST)
+    return jnp.matmul(l2_normalize(a), l2_normalize(b).T, precision=jax.lax.Precision.HIGHEST)
 
 
 def mnrl(anchors: Array, docs: Sequence[Array], *, scale: float = 20.0,
@@ -167,7 +165,7 @@ def contrastive_loss(columns: Sequence[Array], cfg: ContrastiveLossConfig) -> Ar
         raise ContrastiveLossError(f"need anchors and positives, got {len(columns)} column(s)")
     total = jnp.float32(0.0)
     for m, w in cfg.dims_and_weights(columns[0].shape[-1]):
-        cut = [_unit(x[:, :m].astype(jnp.float32)) for x in columns]
+        cut = [l2_normalize(x[:, :m].astype(jnp.float32)) for x in columns]
         total = total + w * mnrl(cut[0], cut[1:], scale=cfg.scale, directions=cfg.directions,
                                  partition_mode=cfg.partition_mode)
     return total

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from tarka_jax.finetune.loss import ContrastiveLossConfig, loss_and_grads
 from tarka_jax.nn.config import ModelConfig
 from tarka_jax.nn.encoder import embed
+from tarka_jax.nn.sharding_rules import RULES
 from tarka_jax.train import sharding as shd
 
 
@@ -56,7 +57,7 @@ def contrastive_grads(cfg: FinetuneStepConfig, params, columns, mesh: Mesh | Non
     """``(loss, grads)`` of one global batch; with ``mesh``, mini-batch stacks stay sharded."""
     constrain = None
     if mesh is not None:
-        stacked = NamedSharding(mesh, P(None, shd.RULES["batch"]))
+        stacked = NamedSharding(mesh, P(None, RULES["batch"]))
 
         def constrain(x):
             return jax.lax.with_sharding_constraint(x, stacked)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from tarka_jax.errors import UsageError
 from tarka_jax.files.jsonfiles import read_jsonl
 from tarka_jax.runtime.command import Command
 
@@ -59,7 +60,7 @@ def _read_texts(texts: list[str], errors: str = "strict") -> list[str]:
 
     if texts and texts != ["-"]:
         if "-" in texts:
-            raise ValueError("'-' (stdin) cannot be mixed with texts on the command line")
+            raise UsageError("'-' (stdin) cannot be mixed with texts on the command line")
         return texts
     return text_input.split_lines(text_input.read_stdin(
         errors, hint="tarka-jax embed: reading texts from stdin, one per line "
@@ -131,7 +132,7 @@ def read_documents(path: str, *, recursive: bool = False,
     else:
         raise FileNotFoundError(f"documents not found: {path}")
     if not texts:
-        raise ValueError(f"no documents in {path}")
+        raise UsageError(f"no documents in {path}")
     return texts, labels
 
 
@@ -139,9 +140,9 @@ def _run_search(args) -> int:
     import numpy as np
 
     if args.top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     if (args.docs is None) == (args.index is None):
-        raise ValueError("give exactly one of --docs FILE|DIR and --index DIR")
+        raise UsageError("give exactly one of --docs FILE|DIR and --index DIR")
     if args.index:
         from tarka_jax.corpus.search import print_index_hits
 

@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from tarka_jax.errors import InputTypeError, UsageError
 from tarka_jax.files.text_input import check_encodable
 from tarka_jax.inference import batching, similarity, st_args
 from tarka_jax.inference.loading import load, tokenizer_for
@@ -52,7 +53,7 @@ class Embedder:
         self.tokenizer = tokenizer
         self.prompts = dict(prompts or {})
         if default_prompt_name is not None and default_prompt_name not in self.prompts:
-            raise ValueError(f"default_prompt_name {default_prompt_name!r} is not one of the "
+            raise UsageError(f"default_prompt_name {default_prompt_name!r} is not one of the "
                              f"prompts {list(self.prompts)}")
         self.default_prompt_name = default_prompt_name
         self.similarity_fn_name = similarity_fn_name
@@ -305,9 +306,9 @@ class Embedder:
         from tarka_jax.convert.st_folder import SentenceTransformerMeta, save_sentence_transformers
 
         if not safe_serialization:
-            raise ValueError("tarka-jax writes safetensors only (safe_serialization=False)")
+            raise UsageError("tarka-jax writes safetensors only (safe_serialization=False)")
         if self.source_folder is None:
-            raise ValueError("save needs the tokenizer files: build the model with "
+            raise UsageError("save needs the tokenizer files: build the model with "
                              "Embedder.from_pretrained")
         meta = SentenceTransformerMeta(dict(self.prompts), self.default_prompt_name,
                                        self.max_seq_length, self.similarity_fn_name)
@@ -325,12 +326,12 @@ class Embedder:
         # sentence-transformers' rule: explicit prompt > prompt_name > default_prompt_name.
         if prompt is not None:
             if not isinstance(prompt, str):
-                raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+                raise InputTypeError(f"prompt must be a str, got {type(prompt).__name__}")
             return prompt
         if prompt_name is not None:
             if prompt_name not in self.prompts:
                 valid = ", ".join(repr(p) for p in self.prompts) or "none: the model has no prompts"
-                raise ValueError(f"unknown prompt name {prompt_name!r}; valid names: {valid}")
+                raise UsageError(f"unknown prompt name {prompt_name!r}; valid names: {valid}")
             return self.prompts[prompt_name]
         if self.default_prompt_name is not None:
             return self.prompts.get(self.default_prompt_name)

@@ -38,6 +38,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from tarka_jax.errors import InputTypeError, UsageError
 from tarka_jax.inference import process_passes, st_args
 from tarka_jax.nn.sharding_rules import param_shardings
 
@@ -64,7 +65,7 @@ class Placement:
         given = [n for n, v in (("device", device), ("devices", devices), ("mesh", mesh))
                  if v is not None]
         if len(given) > 1:
-            raise ValueError(f"{' and '.join(f'{n}=' for n in given)} given: pass one of "
+            raise UsageError(f"{' and '.join(f'{n}=' for n in given)} given: pass one of "
                              "device= (one device), devices= (a list) or mesh=")
         if mesh is not None:
             return cls(_check_mesh(mesh))
@@ -148,7 +149,7 @@ class Placement:
     def check_local(self, what: str) -> None:
         """Refuse ``what`` on a mesh spanning processes (it has no collective path)."""
         if self.spans_processes:
-            raise ValueError(f"{what} runs on one process's devices only; this model's mesh "
+            raise UsageError(f"{what} runs on one process's devices only; this model's mesh "
                              "spans processes: build one on jax.local_devices() for it "
                              "(docs/devices.md)")
 
@@ -169,30 +170,30 @@ class Placement:
             return
         if set(st_args.resolve_device(device)) != set(self.devices):
             where = self.device or f"{self.mesh.size} devices {dict(self.mesh.shape)}"
-            raise ValueError(f"encode(device={device!r}): this model lives on {where}; "
+            raise UsageError(f"encode(device={device!r}): this model lives on {where}; "
                              "build it with device= / devices= / mesh= instead")
 
 
 def _check_devices(found: list, what: str) -> None:
     if not found:
-        raise ValueError(f"{what}=[] names no device")
+        raise UsageError(f"{what}=[] names no device")
     if len(set(found)) != len(found):
-        raise ValueError(f"{what} names a device twice: {found}")
+        raise UsageError(f"{what} names a device twice: {found}")
     platforms = sorted({d.platform for d in found})
     if len(platforms) > 1:
-        raise ValueError(f"{what} mixes platforms {platforms}: one backend per model")
+        raise UsageError(f"{what} mixes platforms {platforms}: one backend per model")
     here = jax.process_index()
     per_process = collections.Counter(d.process_index for d in found)
     if set(per_process) == {here}:
         return
     missing = sorted(set(range(jax.process_count())) - set(per_process))
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"{what} includes devices of process(es) {sorted(set(per_process) - {here})} "
             f"but none of {missing} (this is process {here}): a mesh over processes takes "
             "devices of every process, or use this process's devices only (docs/devices.md)")
     if len(set(per_process.values())) > 1:
-        raise ValueError(f"{what} has unequal device counts per process {dict(per_process)}: "
+        raise UsageError(f"{what} has unequal device counts per process {dict(per_process)}: "
                          "each process feeds an equal share of every pass's rows")
 
 
@@ -216,11 +217,11 @@ def _reshard(sharding: NamedSharding):
 
 def _check_mesh(mesh: Any) -> Mesh:
     if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+        raise InputTypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     names = tuple(mesh.axis_names)
     extra = [a for a in names if a not in BATCH_AXES]
     if "data" not in names or extra:
-        raise ValueError(f"mesh axes {names}: an Embedder mesh has a 'data' axis and "
+        raise UsageError(f"mesh axes {names}: an Embedder mesh has a 'data' axis and "
                          "optionally an 'fsdp' axis, nothing else")
     _check_devices(list(mesh.devices.flat), "mesh")
     # Auto axes: the forward is written for GSPMD propagation, not explicit sharding.

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tarka_jax.errors import InputTypeError, UsageError
+
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 
 
@@ -31,7 +33,7 @@ def quantization_ranges(embeddings: np.ndarray, precision: str = "int8") -> np.n
     """
     embeddings = np.asarray(embeddings)
     if embeddings.ndim == 1 or embeddings.shape[0] == 1:
-        raise ValueError(
+        raise UsageError(
             f"cannot compute {precision} quantization ranges from a single embedding; pass "
             "ranges= or calibration_embeddings= from a representative set of embeddings")
     return np.vstack((embeddings.min(axis=0), embeddings.max(axis=0)))
@@ -45,7 +47,7 @@ def quantize_embeddings(embeddings, precision: str, ranges: np.ndarray | None = 
     for binary/ubinary; float32 for ``"float32"``; a list for a list of matrices.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise UsageError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if isinstance(embeddings, Sequence) and not isinstance(embeddings, np.ndarray):
         if not embeddings:
             return []
@@ -61,7 +63,7 @@ def quantize_embeddings(embeddings, precision: str, ranges: np.ndarray | None = 
         embeddings = np.array(matrices)
     embeddings = np.asarray(embeddings)
     if embeddings.dtype in (np.int8, np.uint8):
-        raise TypeError("embeddings to quantize must be float, not int8 or uint8")
+        raise InputTypeError("embeddings to quantize must be float, not int8 or uint8")
     if embeddings.ndim == 2 and embeddings.shape[0] == 0:
         dim = embeddings.shape[1]
         width = (dim + 7) // 8 if precision.endswith("binary") else dim

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tarka_jax.errors import InputTypeError
 from tarka_jax.inference.embedder import Embedder
 
 
@@ -41,10 +42,10 @@ class SentenceTransformer(Embedder):
                  similarity_fn_name: str | None = None, truncate_dim: int | None = None,
                  **tarka_options: Any) -> None:
         if modules is not None:
-            raise TypeError("SentenceTransformer(modules=...) builds a model from torch modules; "
+            raise InputTypeError("SentenceTransformer(modules=...) builds a model from torch modules; "
                             "tarka-jax loads a saved folder or hub id: pass its path")
         if model_name_or_path is None:
-            raise TypeError("SentenceTransformer() needs a model folder or hub id (tarka-jax "
+            raise InputTypeError("SentenceTransformer() needs a model folder or hub id (tarka-jax "
                             "has no default model)")
         loaded = Embedder.from_pretrained(
             model_name_or_path, device=device, prompts=prompts,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tarka_jax.errors import UsageError
 from tarka_jax.nn.numerics import l2_normalize
 
 NAMES = ("cosine", "dot", "euclidean", "manhattan")
@@ -19,44 +20,40 @@ def as_matrices(a, b) -> tuple[np.ndarray, np.ndarray]:
     for name, x in (("a", a), ("b", b)):
         x = np.asarray(x, np.float32)
         if x.ndim not in (1, 2):
-            raise ValueError(f"{name} must be [n, dim] or [dim] embeddings, got shape {x.shape}")
+            raise UsageError(f"{name} must be [n, dim] or [dim] embeddings, got shape {x.shape}")
         out.append(np.atleast_2d(x))
     if out[0].shape[-1] != out[1].shape[-1]:
-        raise ValueError(f"cannot compare {out[0].shape[-1]}-d with {out[1].shape[-1]}-d "
+        raise UsageError(f"cannot compare {out[0].shape[-1]}-d with {out[1].shape[-1]}-d "
                          "embeddings")
     return out[0], out[1]
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return l2_normalize(x)
 
 
 def matrix(a, b, name: str) -> np.ndarray:
     """``[len(a), len(b)]``: every row of ``a`` against every row of ``b``."""
     a, b = as_matrices(a, b)
     if name == "cosine":
-        return unit(a) @ unit(b).T
+        return l2_normalize(a) @ l2_normalize(b).T
     if name == "dot":
         return a @ b.T
     if name == "euclidean":
         return -np.linalg.norm(a[:, None] - b[None], axis=-1)
     if name == "manhattan":
         return -np.abs(a[:, None] - b[None]).sum(-1)
-    raise ValueError(f"unknown similarity function {name!r}; choose from {NAMES}")
+    raise UsageError(f"unknown similarity function {name!r}; choose from {NAMES}")
 
 
 def pairwise(a, b, name: str) -> np.ndarray:
     """``[n]``: row i of ``a`` against row i of ``b``."""
     a, b = as_matrices(a, b)
     if a.shape[0] != b.shape[0]:
-        raise ValueError(f"similarity_pairwise needs as many rows in a ({a.shape[0]}) as in b "
+        raise UsageError(f"similarity_pairwise needs as many rows in a ({a.shape[0]}) as in b "
                          f"({b.shape[0]})")
     if name == "cosine":
-        return (unit(a) * unit(b)).sum(-1)
+        return (l2_normalize(a) * l2_normalize(b)).sum(-1)
     if name == "dot":
         return (a * b).sum(-1)
     if name == "euclidean":
         return -np.linalg.norm(a - b, axis=-1)
     if name == "manhattan":
         return -np.abs(a - b).sum(-1)
-    raise ValueError(f"unknown similarity function {name!r}; choose from {NAMES}")
+    raise UsageError(f"unknown similarity function {name!r}; choose from {NAMES}")

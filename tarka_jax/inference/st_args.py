@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from tarka_jax.errors import InputTypeError, UsageError
+
 _DEVICE = re.compile(r"^(cpu|cuda|gpu|tpu|mps|xpu|npu)(?::(\d+))?$")
 _PLATFORM = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "tpu": "tpu"}
 
@@ -27,7 +29,7 @@ def check_int(name: str, value: Any, lo: int = 1, hi: int | None = None) -> int:
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     if not ok or value < lo or (hi is not None and value > hi):
         span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be an int in {span}, got {value!r}")
+        raise UsageError(f"{name} must be an int in {span}, got {value!r}")
     return int(value)
 
 
@@ -52,29 +54,29 @@ def resolve_device(device: Any):
         return None
     if isinstance(device, (list, tuple)):
         if not device:
-            raise ValueError("device=[] names no device")
+            raise UsageError("device=[] names no device")
         return [d for item in device for d in resolve_device(item)]
     if isinstance(device, jax.Device):
         return [device]
     text = str(device).strip().lower()  # torch.device("cuda:1") prints as cuda:1
     match = _DEVICE.match(text)
     if not match:
-        raise ValueError(f"device {device!r} is not a device name; use 'cpu', 'cuda', "
+        raise UsageError(f"device {device!r} is not a device name; use 'cpu', 'cuda', "
                          "'cuda:N', 'tpu' or a jax.Device")
     kind, index = match.group(1), match.group(2)
     platform = _PLATFORM.get(kind)
     if platform is None:
-        raise ValueError(f"device {device!r}: jax has no {kind} backend; use 'cpu', 'cuda' or "
+        raise UsageError(f"device {device!r}: jax has no {kind} backend; use 'cpu', 'cuda' or "
                          "'tpu'")
     try:
         found = jax.devices(platform)
     except RuntimeError:
         have = sorted({d.platform for d in jax.devices()})
-        raise ValueError(f"device {device!r}: this jax install has no {platform} devices "
+        raise UsageError(f"device {device!r}: this jax install has no {platform} devices "
                          f"(it has: {', '.join(have)})") from None
     i = int(index or 0)
     if i >= len(found):
-        raise ValueError(f"device {device!r}: only {len(found)} {platform} device(s) "
+        raise UsageError(f"device {device!r}: only {len(found)} {platform} device(s) "
                          f"(indices 0..{len(found) - 1})")
     return [found[i]]
 
@@ -85,7 +87,7 @@ def single_device(device: Any):
     if devices is None:
         return None
     if len(devices) > 1:
-        raise ValueError(f"device={device!r} names {len(devices)} devices; device= is one "
+        raise UsageError(f"device={device!r} names {len(devices)} devices; device= is one "
                          "device: pass several as devices=[...] (docs/devices.md)")
     return devices[0]
 
@@ -103,14 +105,14 @@ def model_kwargs_dtype(model_kwargs: dict | None) -> str | None:
     if not model_kwargs:
         return None
     if not isinstance(model_kwargs, dict):
-        raise TypeError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
+        raise InputTypeError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
     kwargs = dict(model_kwargs)
     dtype = None
     for key in ("torch_dtype", "dtype"):
         if key in kwargs:
             value = str(kwargs.pop(key))
             if value not in _MODEL_KWARG_DTYPES:
-                raise ValueError(f"model_kwargs[{key!r}]={value!r}: tarka-jax computes in "
+                raise UsageError(f"model_kwargs[{key!r}]={value!r}: tarka-jax computes in "
                                  "float32 or bfloat16")
             dtype = _MODEL_KWARG_DTYPES[value]
     if kwargs:
@@ -159,7 +161,7 @@ def refuse_run_folder(path: Any) -> None:
         if os.path.isfile(os.path.join(folder, "run.json")) and not any(
                 os.path.isfile(os.path.join(folder, n))
                 for n in ("config.json", "tarka_jax_config.json")):
-            raise ValueError(
+            raise UsageError(
                 f"{folder} is a distillation run folder, not a model: export a step with "
                 f"`python convert/flax_to_hf.py {folder} OUT --step N` (default: the latest) "
                 "and load OUT")
@@ -183,7 +185,7 @@ def check_truncate_dim(truncate_dim, dim: int) -> int | None:
         return None
     if (not isinstance(truncate_dim, (int, np.integer)) or isinstance(truncate_dim, bool)
             or not 0 < truncate_dim <= dim):
-        raise ValueError(
+        raise UsageError(
             f"truncate_dim must be an int in 1..{dim} (the model's dimension), "
             f"got {truncate_dim!r}")
     return int(truncate_dim)
@@ -195,12 +197,12 @@ def check_encode_options(output_value, precision, pool, chunk_size) -> None:
     from tarka_jax.inference.quantize import PRECISIONS
 
     if output_value not in ("sentence_embedding", "token_embeddings"):
-        raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', "
+        raise UsageError(f"output_value must be 'sentence_embedding' or 'token_embeddings', "
                          f"got {output_value!r}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise UsageError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if pool is not None or chunk_size is not None:
-        raise ValueError("pool / chunk_size (multi-process encoding) are not supported: one "
+        raise UsageError("pool / chunk_size (multi-process encoding) are not supported: one "
                          "model encodes on its devices (devices= / mesh=, docs/devices.md); "
                          "batch_size sets the work per step")
 
@@ -210,14 +212,14 @@ def from_pretrained_options(path, *, dtype, device, revision, cache_dir, cache_f
     """sentence-transformers' constructor keywords -> ``(path, dtype, device, cache_dir,
     token)`` for ``Embedder.from_pretrained``; ``ignored`` options warn when set."""
     if cache_folder is not None and cache_dir is not None and cache_folder != cache_dir:
-        raise ValueError("cache_folder and cache_dir are the same setting; pass one")
+        raise UsageError("cache_folder and cache_dir are the same setting; pass one")
     cache_dir = cache_dir if cache_dir is not None else cache_folder
     token = token if token is not None else use_auth_token
     ignored_st_options(**ignored)
     kwargs_dtype = model_kwargs_dtype(model_kwargs)
     if kwargs_dtype is not None:
         if dtype not in ("float32", kwargs_dtype):
-            raise ValueError(f"dtype={dtype!r} and model_kwargs' dtype {kwargs_dtype!r} "
+            raise UsageError(f"dtype={dtype!r} and model_kwargs' dtype {kwargs_dtype!r} "
                              "disagree; pass one")
         dtype = kwargs_dtype
     device = single_device(device)

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 
+from tarka_jax.errors import UsageError
 from tarka_jax.runtime.command import Command
 
 
@@ -64,7 +65,7 @@ def load_task_module(path: str) -> list:
                if issubclass(obj, AbsTask) and obj.__module__ == name
                and not inspect.isabstract(obj) and hasattr(obj, "metadata")]
     if not classes:
-        raise ValueError(f"{path} defines no mteb task class (a subclass of an mteb AbsTask* "
+        raise UsageError(f"{path} defines no mteb task class (a subclass of an mteb AbsTask* "
                          "with a metadata = TaskMetadata(...))")
     return [cls() for cls in classes]
 
@@ -75,7 +76,7 @@ def select_tasks(tasks_arg: str | None, benchmark: str | None, task_module: str 
 
     names = [t.strip() for t in tasks_arg.split(",") if t.strip()] if tasks_arg else None
     if benchmark and (names or task_module):
-        raise ValueError("--benchmark cannot be combined with --tasks or --task-module")
+        raise UsageError("--benchmark cannot be combined with --tasks or --task-module")
     if benchmark:
         return list(mteb.get_benchmark(benchmark).tasks)
     if task_module:
@@ -84,12 +85,12 @@ def select_tasks(tasks_arg: str | None, benchmark: str | None, task_module: str 
             by_name = {t.metadata.name: t for t in tasks}
             missing = [n for n in names if n not in by_name]
             if missing:
-                raise ValueError(f"{task_module} has no task {missing}; it has {sorted(by_name)}")
+                raise UsageError(f"{task_module} has no task {missing}; it has {sorted(by_name)}")
             tasks = [by_name[n] for n in names]
         return tasks
     if names:
         return list(mteb.get_tasks(tasks=names))
-    raise ValueError("give --tasks, --benchmark or --task-module")
+    raise UsageError("give --tasks, --benchmark or --task-module")
 
 
 def load_data(tasks: list) -> tuple[list, dict[str, str]]:
@@ -141,7 +142,7 @@ def run(args) -> int:
     from tarka_jax.mteb.encoder import TarkaEncoder
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     tasks = select_tasks(args.tasks, args.benchmark, args.task_module)
     tasks, failed = load_data(tasks)
     model = TarkaEncoder(args.model, args.revision, dtype=args.dtype, attention=args.attention,

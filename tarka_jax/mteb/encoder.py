@@ -41,6 +41,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("tarka_jax.mteb.encoder needs the mteb package: install a CPU torch first, "
                       "then pip install 'tarka-jax[mteb]'") from e
 
+from tarka_jax.errors import InputTypeError, UsageError
 from tarka_jax.inference.embedder import Embedder
 from tarka_jax.text.prompts import st_prompt_name
 
@@ -110,7 +111,7 @@ class TarkaEncoder(AbsEncoder):
         self.device = _one_device(devices if devices is not None else device)
         if isinstance(model_name_or_path, Embedder):
             if kwargs:
-                raise TypeError(f"unexpected arguments for a ready Embedder: {sorted(kwargs)}")
+                raise InputTypeError(f"unexpected arguments for a ready Embedder: {sorted(kwargs)}")
             self.model = model_name_or_path
             source = None
         else:
@@ -139,7 +140,7 @@ class TarkaEncoder(AbsEncoder):
         """float32 ``[n, dim]`` embeddings of mteb's DataLoader of text batches."""
         features = getattr(getattr(inputs, "dataset", None), "features", None) or {}
         if any(k in features for k in _NON_TEXT):
-            raise ValueError(f"task {task_metadata.name} has {sorted(features)} inputs; "
+            raise UsageError(f"task {task_metadata.name} has {sorted(features)} inputs; "
                              "a tarka-jax model embeds text only")
         texts = [text for batch in inputs for text in batch["text"]]
         prompt = self.prompt_for(task_metadata, prompt_type)
@@ -150,7 +151,7 @@ class TarkaEncoder(AbsEncoder):
         elif prompt_type is None:
             encode = self.model.encode
         else:
-            raise ValueError(f"unknown prompt type {prompt_type!r}")
+            raise UsageError(f"unknown prompt type {prompt_type!r}")
         return encode(texts, prompt=prompt, batch_size=kwargs.get("batch_size", self.batch_size),
                       show_progress_bar=kwargs.get("show_progress_bar", False))
 
@@ -284,7 +285,7 @@ def _one_device(devices):
         try:
             return jax.devices(platform)[int(index or 0)]
         except (RuntimeError, IndexError) as e:
-            raise ValueError(f"no jax device {devices!r}; available: {jax.devices()}") from e
+            raise UsageError(f"no jax device {devices!r}; available: {jax.devices()}") from e
     if not isinstance(devices, (list, tuple)):
         return devices
     if len(devices) != 1:

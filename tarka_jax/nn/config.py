@@ -16,7 +16,6 @@ import dataclasses
 from typing import Any
 
 from tarka_jax.errors import ConfigError
-from tarka_jax.files.jsonfiles import read_json  # noqa: F401  (re-exported: older imports)
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
@@ -175,10 +174,6 @@ class ModelConfig:
         return cls(**backbone_from_hf(hf_config), dense=tuple(dense), normalize=normalize)
 
     def to_hf(self) -> dict[str, Any]:
-        """A config.json that transformers 5.x loads as the same backbone."""
-        return self.to_hf_config()
-
-    def to_hf_config(self) -> dict[str, Any]:
         """A config.json that transformers 5.x loads as the same backbone."""
         def rope(theta, factor):
             entry = {"rope_type": "default", "rope_theta": theta}

@@ -95,7 +95,7 @@ class Attention(nn.Module):
     config: ModelConfig  # shared sizes (heads, head_dim, hidden, eps, scale)
     spec: LayerSpec
     dtype: Any = jnp.float32
-    implementation: str | None = None
+    attention: str | None = None  # implementation name (tarka_jax.kernels); None = best
 
     @nn.compact
     def __call__(self, x, segment_ids, positions):
@@ -116,7 +116,7 @@ class Attention(nn.Module):
             q, k, v, segment_ids,
             window=self.spec.window,
             scale=cfg.attention_scale,
-            implementation=self.implementation,
+            implementation=self.attention,
         )  # [B, T, Hq, D]
         out = out.reshape(b, t, cfg.num_heads * cfg.head_dim)
         return Linear(cfg.hidden_size, self.dtype, name="o_proj")(out)
@@ -144,13 +144,13 @@ class DecoderLayer(nn.Module):
     config: ModelConfig
     spec: LayerSpec
     dtype: Any = jnp.float32
-    implementation: str | None = None
+    attention: str | None = None  # implementation name (tarka_jax.kernels); None = best
 
     @nn.compact
     def __call__(self, x, segment_ids, positions):
         eps = self.config.rms_norm_eps
         h = RMSNorm(eps, name="input_layernorm")(x)
-        h = Attention(self.config, self.spec, self.dtype, self.implementation,
+        h = Attention(self.config, self.spec, self.dtype, self.attention,
                       name="self_attn")(h, segment_ids, positions)
         x = x + RMSNorm(eps, name="post_attention_layernorm")(h)
         h = RMSNorm(eps, name="pre_feedforward_layernorm")(x)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from tarka_jax.errors import UsageError
 from tarka_jax.runtime.command import Command
 
 
@@ -156,6 +157,6 @@ def parse_mix(text: str) -> dict[str, float]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, weight = part.partition("=")
         if not sep:
-            raise ValueError(f"--prompt-mix entries are NAME=WEIGHT, got {part!r}")
+            raise UsageError(f"--prompt-mix entries are NAME=WEIGHT, got {part!r}")
         out[name.strip()] = float(weight)
     return out

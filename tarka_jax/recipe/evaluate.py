@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tarka_jax.errors import UsageError
 from tarka_jax.train.metrics import agreement, nearest_neighbours  # noqa: F401 (public here too)
 
 # ---- the command ----------------------------------------------------------------------------
@@ -49,7 +50,7 @@ def evaluate(student: str, texts_files, *, teacher: str | None = None,
     from tarka_jax.train.data import read_corpus
 
     if bool(teacher) == bool(teacher_cache):
-        raise ValueError("give exactly one of --teacher and --teacher-cache")
+        raise UsageError("give exactly one of --teacher and --teacher-cache")
     model = _student_embedder(student, step, dtype, max_seq_length)
     if teacher_cache:
         cache = TeacherCache(teacher_cache)

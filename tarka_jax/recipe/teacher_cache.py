@@ -37,6 +37,7 @@ from tarka_jax.distill.teacher_cache import (
     TeacherCache,
     corpus_sha256,
 )
+from tarka_jax.errors import UsageError
 from tarka_jax.files.jsonfiles import write_json
 from tarka_jax.text.prompts import assign_prompts, check_mix, prompt_strings, prompt_table
 
@@ -128,7 +129,7 @@ def build_cache(out_dir: str, model: str, train_files: Sequence[str],
     check_output(out_dir, sources=sources, force=force, what="cache folder")  # before any work
 
     if backend not in ("auto", "jax", "torch"):
-        raise ValueError(f"backend must be auto, jax or torch, got {backend!r}")
+        raise UsageError(f"backend must be auto, jax or torch, got {backend!r}")
     mix = dict(prompt_mix or {})
     splits = {"train": read_corpus(train_files, text_field, "--train")}
     if eval_files:

@@ -21,6 +21,8 @@ import argparse
 import os
 from typing import Any
 
+from tarka_jax.errors import UsageError
+
 _FLAGS = ("coordinator_address", "num_processes", "process_id")
 
 
@@ -43,14 +45,14 @@ def _from_flags(args) -> dict[str, Any] | None:
         return None
     missing = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is None]
     if missing:
-        raise ValueError(f"the multi-process flags go together: missing {', '.join(missing)}")
+        raise UsageError(f"the multi-process flags go together: missing {', '.join(missing)}")
     n, i = given["num_processes"], given["process_id"]
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--process-id must be in 0..{n - 1} and --num-processes >= 1, "
+        raise UsageError(f"--process-id must be in 0..{n - 1} and --num-processes >= 1, "
                          f"got --process-id {i} --num-processes {n}")
     host, sep, port = given["coordinator_address"].rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"--coordinator-address must be HOST:PORT, got "
+        raise UsageError(f"--coordinator-address must be HOST:PORT, got "
                          f"{given['coordinator_address']!r}")
     return given
 
@@ -62,7 +64,7 @@ def _from_environment(env=os.environ) -> dict[str, Any] | None:
                     "num_processes": int(env["JAX_NUM_PROCESSES"]),
                     "process_id": int(env["JAX_PROCESS_ID"])}
         except (KeyError, ValueError):
-            raise ValueError("JAX_COORDINATOR_ADDRESS is set: JAX_NUM_PROCESSES and "
+            raise UsageError("JAX_COORDINATOR_ADDRESS is set: JAX_NUM_PROCESSES and "
                              "JAX_PROCESS_ID must be set to integers too") from None
     detected = (int(env.get("SLURM_NTASKS", "1")) > 1
                 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1

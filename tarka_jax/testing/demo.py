@@ -103,18 +103,13 @@ def sample_pairs(corpus: Corpus, n: int, *, split: str = "heldout", seed: int = 
 def retrieval_metrics(queries: np.ndarray, documents: np.ndarray) -> dict[str, float]:
     """recall@1 and MRR when query ``i``'s answer is document ``i`` (cosine similarity).
 
-    Ties count against the true document (rank = 1 + number of documents scoring
-    at least as high, itself excluded), so a constant model scores the minimum.
+    :func:`tarka_jax.evaluation.scores.retrieval_scores`' numbers, under the names the demo
+    tables use. Ties count against the true document, so a constant model scores the minimum.
     """
-    q = l2_normalize(np.asarray(queries, np.float32))
-    d = l2_normalize(np.asarray(documents, np.float32))
-    if q.shape != d.shape:
-        raise ValueError(f"queries {q.shape} and documents {d.shape} must pair up row by row")
-    scores = q @ d.T
-    true = np.diag(scores)[:, None]
-    ranks = (scores >= true).sum(axis=1)  # counts the true document itself
-    return {"recall@1": float(np.mean(ranks == 1)), "mrr": float(np.mean(1.0 / ranks)),
-            "n": len(q)}
+    from tarka_jax.evaluation.scores import retrieval_scores
+
+    scores = retrieval_scores(queries, documents, recall_at=(1,))
+    return {"recall@1": scores["recall@1"], "mrr": scores["mrr"], "n": scores["queries"]}
 
 
 def evaluate_retrieval(model, pairs: Sequence[dict], *, batch_size: int = 32,

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
-from tarka_jax.errors import ConfigError, TarkaError
+from tarka_jax.errors import ConfigError, InputTypeError, TarkaError
 from tarka_jax.files.jsonfiles import read_json
 
 # Named special tokens transformers adds to the backend when it lacks them.
@@ -77,13 +77,13 @@ def check_texts(texts: Any) -> tuple[list[str], bool]:
     if isinstance(texts, str):
         return [texts], True
     if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
-        raise TypeError(
+        raise InputTypeError(
             f"texts must be a str or a sequence of str, got {type(texts).__name__}"
         )
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(
+            raise InputTypeError(
                 f"texts[{i}] is a {type(text).__name__}, not a str: {text!r:.60}"
             )
     return texts, False
@@ -291,7 +291,7 @@ class TextTokenizer:
         if pack:
             target = max(longest, row_length or 0)
             if row_length is not None and row_length < longest:
-                raise ValueError(f"row_length={row_length} is shorter than a text ({longest})")
+                raise TokenizerError(f"row_length={row_length} is shorter than a text ({longest})")
             width = _round_length(target, pad_to_multiple_of, buckets)
             rows = pack_rows(lengths, width, max_segments)
         else:
@@ -336,7 +336,7 @@ def pack_rows(lengths: Sequence[int], row_length: int | Callable[[int], int],
         if k < len(free):
             space, r = free.pop(k)
         elif n > (space := width_for(n)):
-            raise ValueError(f"a text of {n} tokens does not fit a row of {space}")
+            raise TokenizerError(f"a text of {n} tokens does not fit a row of {space}")
         else:
             r = len(rows)
             rows.append(([], cap(space)))

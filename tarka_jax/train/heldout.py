@@ -181,7 +181,7 @@ class HeldOutEvaluator:
 
     def __init__(self, encoder: MeshEncoder, retrieval=None, sts=None):
         if retrieval is None and sts is None:
-            raise ValueError("HeldOutEvaluator needs retrieval pairs or STS rows")
+            raise DataError("HeldOutEvaluator needs retrieval pairs or STS rows")
         self.encoder, self.retrieval, self.sts = encoder, retrieval, sts
 
     def __call__(self, params) -> dict:

@@ -13,6 +13,7 @@ import os
 import jax
 import numpy as np
 
+from tarka_jax.errors import UsageError
 from tarka_jax.nn.numerics import l2_normalize
 
 
@@ -107,8 +108,8 @@ def read_metrics(workdir: str) -> list[dict]:
 # ---- agreement with the teacher ----------------------------------------------------------
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return l2_normalize(np.asarray(x, np.float64))
+def _unit(x) -> np.ndarray:
+    return l2_normalize(np.asarray(x, np.float64))  # agreement in float64
 
 
 def nearest_neighbours(x: np.ndarray) -> np.ndarray:
@@ -127,7 +128,7 @@ def agreement(student: np.ndarray, teacher: np.ndarray, dim: int | None = None) 
     """
     student, teacher = np.asarray(student), np.asarray(teacher)
     if student.shape[0] != teacher.shape[0]:
-        raise ValueError(f"{student.shape[0]} student vs {teacher.shape[0]} teacher embeddings")
+        raise UsageError(f"{student.shape[0]} student vs {teacher.shape[0]} teacher embeddings")
     out = {}
     if dim is None and student.shape[1] == teacher.shape[1]:
         dim = student.shape[1]

@@ -20,6 +20,8 @@ import re
 import jax
 import optax
 
+from tarka_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
@@ -58,15 +60,15 @@ class OptimizerConfig:
             try:
                 re.compile(pattern)
             except re.error as e:
-                raise ValueError(f"optimizer.freeze: {pattern!r} is not a regular expression "
+                raise ConfigError(f"optimizer.freeze: {pattern!r} is not a regular expression "
                                  f"({e})") from None
         if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"optimizer.schedule must be 'cosine' or 'constant', "
+            raise ConfigError(f"optimizer.schedule must be 'cosine' or 'constant', "
                              f"got {self.schedule!r}")
         if self.learning_rate <= 0:
-            raise ValueError(f"optimizer.learning_rate must be > 0, got {self.learning_rate}")
+            raise ConfigError(f"optimizer.learning_rate must be > 0, got {self.learning_rate}")
         if self.warmup_steps < 0 or self.accumulation_steps < 1 or self.clip_norm < 0:
-            raise ValueError("optimizer.warmup_steps >= 0, accumulation_steps >= 1 and "
+            raise ConfigError("optimizer.warmup_steps >= 0, accumulation_steps >= 1 and "
                              "clip_norm >= 0 are required")
 
 
@@ -100,7 +102,7 @@ def freeze_labels(patterns: tuple[str, ...]):
                  for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
         unused = [p for p in patterns if not any(re.search(p, name) for name in paths.values())]
         if unused and paths:  # (optax.tree_map_params passes a tree without leaves)
-            raise ValueError(f"optimizer.freeze: {unused} match no parameter (paths look like "
+            raise ConfigError(f"optimizer.freeze: {unused} match no parameter (paths look like "
                              f"{next(iter(paths.values()))!r})")
         return jax.tree_util.tree_map_with_path(
             lambda path, _: "frozen" if any(re.search(p, paths[path]) for p in patterns)

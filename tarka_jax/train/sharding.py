@@ -1,9 +1,8 @@
-"""The distillation loop's meshes: a ("data", "fsdp") grid and the batch / replicated shardings.
+"""The training loops' meshes: a ("data", "fsdp") grid and the batch / replicated shardings.
 
-The logical axis names of the parameters and the rules table that maps them to
-mesh axes live one layer down, in :mod:`tarka_jax.nn.sharding_rules` (the inference
-``Embedder`` shards with the same table); they are re-exported here, so
-``shd.RULES`` / ``shd.param_shardings`` keep working.
+The logical axis names of the parameters and the rules table that maps them to mesh axes
+live one layer down, in :mod:`tarka_jax.nn.sharding_rules` (the inference ``Embedder``
+shards with the same table); import them from there.
 """
 
 from __future__ import annotations
@@ -13,17 +12,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tarka_jax.nn.sharding_rules import (  # noqa: F401
-    MESH_AXES,
-    PARAM_AXES,
-    RULES,
-    ShardingError,
-    logical_axes,
-    param_shardings,
-    param_specs,
-    path_str,
-    spec_for,
-)
+from tarka_jax.nn.sharding_rules import MESH_AXES, RULES, ShardingError
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -59,15 +48,3 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
                             f"{n} devices")
     grid = np.asarray(devices, dtype=object).reshape(data, fsdp)
     return Mesh(grid, MESH_AXES)
-
-
-def maybe_initialize_distributed() -> bool:
-    """``jax.distributed.initialize()`` when the environment says multi-process.
-
-    See :mod:`tarka_jax.runtime.distributed` (the one helper every command uses; it also reads
-    the ``--coordinator-address/--num-processes/--process-id`` flags). Must run before
-    any other jax call; a single-process run never calls ``jax.distributed``.
-    """
-    from tarka_jax.runtime import distributed
-
-    return distributed.initialize()

@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 
 from tarka_jax.nn.config import ModelConfig
 from tarka_jax.nn.encoder import embed
+from tarka_jax.nn.sharding_rules import param_shardings
 from tarka_jax.train import sharding as shd
 
 
@@ -42,7 +43,7 @@ def state_shardings(params_shape, tx, mesh: Mesh) -> dict:
     is replicated. Nothing is matched by name or shape.
     """
     state = abstract_state(params_shape, tx)
-    p_sh = shd.param_shardings(state["params"], mesh)
+    p_sh = param_shardings(state["params"], mesh)
     # A frozen parameter (optimizer.freeze) has an empty ``MaskedNode`` where the others
     # have moments: it stays one (nothing to shard).
     masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
@@ -71,7 +72,7 @@ def abstract_sharded_state(params_shape, tx, mesh: Mesh) -> tuple[dict, dict]:
 
 def shard_params(params, mesh: Mesh):
     """Teacher params placed by the same rules (float32, read-only)."""
-    shardings = shd.param_shardings(params, mesh)
+    shardings = param_shardings(params, mesh)
     return jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params),
                           shardings), shardings
 
