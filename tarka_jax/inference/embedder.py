@@ -384,8 +384,7 @@ class Embedder:
         """Run the planned passes (pipelined) and put each embedding back at its input index."""
         out = np.empty((n_texts, self.embedding_dim), np.float32)
         passes = self.placement.schedule(passes, self.tokenizer.pad_token_id)
-        show = (n_texts > _AUTO_PROGRESS_TEXTS if show_progress_bar is None
-                else show_progress_bar)
+        show = n_texts > _AUTO_PROGRESS_TEXTS if show_progress_bar is None else show_progress_bar
         batches = ((p, p.arrays) for p in passes)
         for p, result in batching.pipelined(self._forward, batches, len(passes), show):
             out[p.texts] = result[p.row, p.slot]
