@@ -19,18 +19,22 @@ sha256, record counts) differ from the manifest. The process count may change.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
 
 import numpy as np
 
+from tarka_jax.corpus import folder
 from tarka_jax.corpus import store as out
 from tarka_jax.corpus.reader import describe_inputs, expand_inputs, iter_records
 from tarka_jax.corpus.store import CorpusOutputError
 from tarka_jax.errors import UsageError
+from tarka_jax.files.joblock import JobLock
+from tarka_jax.files.outputs import report
+from tarka_jax.files.ownership import new_run_id
 from tarka_jax.runtime import distributed
+from tarka_jax.runtime.interrupt import Interrupted, stop_on_signals
 from tarka_jax.text.prompts import st_prompt_name
 
 ENCODE_TEXTS = 4096  # texts per Embedder.encode call: enough to pack well, small in memory
@@ -71,29 +75,6 @@ def resolve_prompt(model, kind: str | None = None, prompt_name: str | None = Non
     return model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
 
 
-def _our_files(folder: str) -> list[str]:
-    names = [out.MANIFEST, "shard-*.npy", "ids-*.json", ".*.tmp*"]
-    return [p for name in names for p in glob.glob(os.path.join(folder, name))]
-
-
-def _check_folder(folder: str, new: dict, resume: bool, force: bool) -> dict | None:
-    """The old manifest when resuming; raises on every state the flags do not allow."""
-    if resume and force:
-        raise UsageError("--resume and --force exclude each other")
-    exists = os.path.isdir(folder) and bool(os.listdir(folder))
-    if not resume:
-        if exists and not force:
-            raise FileExistsError(f"--output {folder} exists and is not empty; pass --resume "
-                                  "to continue it or --force to start over")
-        return None
-    old = out.read_manifest(folder)  # raises when there is nothing to resume
-    changes = out.describe_changes(old, new)
-    if changes:
-        raise CorpusOutputError(f"--resume refused, the settings differ from {folder}'s manifest: "
-                         + "; ".join(changes))
-    return old
-
-
 class _Progress:
     """records/s and ETA over this process's own records (tqdm when enabled, else quiet)."""
 
@@ -119,12 +100,15 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
                  prompt_name: str | None = None, prompt: str | None = None,
                  batch_size: int = 32, shard_size: int = DEFAULT_SHARD_SIZE,
                  truncate_dim: int | None = None, normalize: bool = False,
-                 resume: bool = False, force: bool = False, progress: bool = True) -> dict:
+                 resume: bool = False, force: bool = False, progress: bool = True,
+                 errors: str = "strict") -> dict:
     """Embed every record of ``inputs`` into ``output``; returns the manifest.
 
     ``model`` is an :class:`~tarka_jax.Embedder`; ``kind`` "query" / "document" picks the
     prompt as ``encode_query`` / ``encode_document`` do. Under ``jax.distributed`` this
-    process embeds the shards ``k % process_count() == process_index()``.
+    process embeds the shards ``k % process_count() == process_index()``. SIGINT / SIGTERM
+    raise :class:`~tarka_jax.runtime.interrupt.Interrupted` (its ``message`` says what was
+    kept); ``errors="replace"`` reads invalid UTF-8 and lone surrogates as U+FFFD.
     """
     import jax
 
@@ -137,8 +121,11 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
                          f"{truncate_dim}")
     output = os.path.abspath(output)
     p, n_proc = jax.process_index(), jax.process_count()
-    paths = expand_inputs(inputs)
-    files = describe_inputs(paths, text_field, id_field)
+    notes: list[str] = []
+    paths = expand_inputs(inputs, notes)
+    for note in notes if p == 0 else []:
+        report(note)
+    files = describe_inputs(paths, text_field, id_field, errors)  # validates every record
     records = sum(f.records for f in files)
     manifest = {
         "format": out.FORMAT, "version": out.VERSION, "model": model_name,
@@ -149,40 +136,98 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
         "dim": truncate_dim or model.embedding_dim, "text_field": text_field,
         "id_field": id_field, "inputs": [f.to_dict() for f in files], "records": records,
         "shards": out.num_shards(records, shard_size), "shards_done": 0, "complete": False,
-        "num_processes": n_proc, "batch_size": batch_size,
+        "num_processes": n_proc, "batch_size": batch_size, "errors": errors,
     }
-    _check_folder(output, manifest, resume, force)
-    distributed.barrier("embed-corpus: folder checked")  # before anyone changes it
-    if p == 0:
-        os.makedirs(output, exist_ok=True)
-        for path in _our_files(output):
-            if force or os.path.basename(path).startswith("."):  # stale temporaries
-                os.remove(path)
-        manifest["shards_done"] = len(out.done_shards(output, manifest))
-        out.write_json_atomic(os.path.join(output, out.MANIFEST), manifest)
-    distributed.barrier("embed-corpus: manifest written")
+    folder.precheck(output, manifest, resume, force)  # every process: the same refusals
+    with stop_on_signals():
+        lock, run = _hold_folder(output, manifest, resume, force)
+        try:
+            return _run_job(model, paths, output, manifest, batch_size, progress, run)
+        except Interrupted as e:
+            e.message = _kept(output, manifest, e.name)
+            raise
+        finally:
+            lock.release()
 
+
+def _hold_folder(output: str, manifest: dict, resume: bool, force: bool):
+    """Process 0 takes the folder's lock and prepares it; everyone learns the run id."""
+    import jax
+
+    p, lock, error, status = jax.process_index(), None, None, b""
+    if p == 0:
+        run = new_run_id()
+        created = not os.path.isdir(output)
+        try:
+            os.makedirs(output, exist_ok=True)
+            lock = JobLock.acquire(output, run, what="embed-corpus", leader=True)
+            folder.take(output, manifest, run, resume, force)
+            manifest["shards_done"] = len(out.done_shards(output, manifest))
+            _write_manifest(output, manifest, run)
+            status = b"ok:" + run.encode()
+        except Exception as e:  # noqa: BLE001 -- told to every process, then re-raised
+            error, status = e, b"error:" + str(e).encode()
+            if lock is not None:
+                lock.release()
+            if created and os.path.isdir(output) and not os.listdir(output):
+                os.rmdir(output)
+    status = distributed.broadcast_bytes(status)
+    if error is not None:
+        raise error
+    if not status.startswith(b"ok:"):
+        raise CorpusOutputError("process 0 could not take the output folder: "
+                                + status.removeprefix(b"error:").decode(errors="replace"))
+    run = status[3:].decode()
+    if p != 0:
+        lock = JobLock.acquire(output, run, what="embed-corpus", leader=False)
+    return lock, run
+
+
+def _write_manifest(output: str, manifest: dict, run: str) -> None:
+    receipts = folder.Receipts(output, run, 0)
+    try:
+        out.write_json_atomic(os.path.join(output, out.MANIFEST), manifest, run, receipts)
+    finally:
+        receipts.close()
+
+
+def _kept(output: str, manifest: dict, signame: str) -> str:
+    try:
+        done = len(out.done_shards(output, manifest))
+    except (OSError, ValueError):
+        done = "?"
+    return (f"interrupted by {signame}: {done} of {manifest['shards']} shards are complete "
+            f"and kept in {output}")
+
+
+def _run_job(model, paths, output, manifest, batch_size, progress, run) -> dict:
+    import jax
+
+    p, n_proc = jax.process_index(), jax.process_count()
     done = set(out.done_shards(output, manifest))
     todo = [k for k in range(manifest["shards"]) if k % n_proc == p and k not in done]
     bar = _Progress(sum(out.shard_rows(manifest, k) for k in todo), progress,
                     f"embed-corpus {p}/{n_proc}" if n_proc > 1 else "embed-corpus")
+    receipts = folder.Receipts(output, run, p)
     try:
-        _embed_shards(model, paths, output, manifest, todo, batch_size, bar)
+        _embed_shards(model, paths, output, manifest, todo, batch_size, bar, run, receipts)
     finally:
         bar.close()
+        receipts.close()
     distributed.barrier("embed-corpus: shards written")
     if p == 0:
         manifest["shards_done"] = len(out.done_shards(output, manifest))
         manifest["complete"] = manifest["shards_done"] == manifest["shards"]
         if not manifest["complete"]:
-            raise RuntimeError(f"{manifest['shards'] - manifest['shards_done']} shards are "
-                               f"missing in {output} after every process finished")
-        out.write_json_atomic(os.path.join(output, out.MANIFEST), manifest)
+            raise CorpusOutputError(f"{manifest['shards'] - manifest['shards_done']} shards "
+                                    f"are missing in {output} after every process finished")
+        _write_manifest(output, manifest, run)
+        folder.finish(output)
     distributed.barrier("embed-corpus: manifest completed")
     return manifest
 
 
-def _embed_shards(model, paths, output, manifest, todo, batch_size, bar) -> None:
+def _embed_shards(model, paths, output, manifest, todo, batch_size, bar, run, receipts) -> None:
     """Stream the inputs once; fill, embed and write the shards in ``todo`` (ascending)."""
     if not todo:
         return
@@ -202,7 +247,7 @@ def _embed_shards(model, paths, output, manifest, todo, batch_size, bar) -> None
             texts.clear()
 
     for item in iter_records(paths, manifest["text_field"], manifest["id_field"],
-                             wanted=lambda i: i // size in wanted):
+                             wanted=lambda i: i // size in wanted, errors=manifest["errors"]):
         if item is None:
             continue
         number, text, rid = item
@@ -216,8 +261,9 @@ def _embed_shards(model, paths, output, manifest, todo, batch_size, bar) -> None
         if filled + len(texts) == len(buf):
             flush_texts()
             if manifest["id_field"]:
-                out.write_json_atomic(os.path.join(output, out.ids_name(k)), ids)
-            out.write_shard_atomic(os.path.join(output, out.shard_name(k)), buf)
+                out.write_json_atomic(os.path.join(output, out.ids_name(k)), ids, run,
+                                      receipts)
+            out.write_shard_atomic(os.path.join(output, out.shard_name(k)), buf, run, receipts)
             wanted.discard(k)
             k, buf, ids = None, None, []
             if not wanted:
