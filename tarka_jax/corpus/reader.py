@@ -35,11 +35,11 @@ import hashlib
 import json
 import os
 import re
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from tarka_jax.errors import TarkaError
+from tarka_jax.files.text_input import special_kind
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 ERRORS = ("strict", "replace")
@@ -66,15 +66,10 @@ class InputFile:
 
 
 def _kind(path: str) -> str | None:
-    """None for a regular file (links followed), else what it is."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None if os.path.lexists(path) else "missing"
-    if stat.S_ISREG(mode):
-        return None
-    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-            else "a socket" if stat.S_ISSOCK(mode) else "a device or special file")
+    """None for a regular file (links followed), "missing", or what else it is."""
+    if not os.path.lexists(path):
+        return "missing"
+    return special_kind(path)
 
 
 def _folder_inputs(folder: str, notes: list[str]) -> list[str]:

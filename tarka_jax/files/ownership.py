@@ -285,6 +285,28 @@ def _self_proving(entry, tmp: tuple[str, str]) -> bool:
         return False
 
 
+def why_not_ours(folder: str, rel: str, marker: Marker | None) -> str | None:
+    """None when ``folder/rel`` is provably ours, else a short reason naming it."""
+    return _why_not_ours(rel, _Entry(os.path.join(folder, *rel.split("/"))), marker)
+
+
+class _Entry:
+    """The part of ``os.DirEntry`` :func:`_why_not_ours` uses, for a path."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._st = os.lstat(path)
+
+    def stat(self, follow_symlinks: bool = False):
+        return self._st
+
+    def is_dir(self, follow_symlinks: bool = False) -> bool:
+        return stat_module.S_ISDIR(self._st.st_mode)
+
+    def is_file(self, follow_symlinks: bool = False) -> bool:
+        return stat_module.S_ISREG(self._st.st_mode)
+
+
 def _why_not_ours(rel: str, entry, marker: Marker | None) -> str | None:
     """None when ``rel`` is provably ours, else a short reason naming it."""
     if rel == MARKER or rel == LOCK:
@@ -387,5 +409,6 @@ __all__ = [
     "remove_owned",
     "survey",
     "tmp_name",
+    "why_not_ours",
     "write_marker",
 ]
