@@ -76,6 +76,11 @@ class HashingWriter:
         self._f.flush()
 
 
+def _open_tmp(path: str) -> int:
+    """Create a temporary exclusively (a user's file of that name is never opened)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
 def write_atomic(path: str, fill: Callable[[HashingWriter], None], run_id: str,
                  hint: str = "") -> Claim:
     """Write ``path`` through ``fill(writer)`` under a temporary, fsync, rename; its claim.
@@ -86,7 +91,7 @@ def write_atomic(path: str, fill: Callable[[HashingWriter], None], run_id: str,
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, tmp_name(name, run_id))
     with disk_errors(path, hint):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = _open_tmp(tmp)
         try:
             with os.fdopen(fd, "wb") as f:
                 w = HashingWriter(f)

@@ -39,6 +39,7 @@ from tarka_jax.files.ownership import (
     remove_owned,
     survey,
     tmp_name,
+    walk,
     write_marker,
 )
 
@@ -162,9 +163,12 @@ def _swap_in(tmp: str, out: str, before: Survey | None, run: str) -> None:
             os.rename(old, out)
             raise
     kept = remove_owned(Survey(old, before.owned, before.folders, [], before.marker))
-    if not kept:
+    left = [rel + ("/" if e.is_dir(follow_symlinks=False) else "") for rel, e in walk(old)]
+    if not left:
         os.rmdir(old)
         return
+    changed = {k.split(" ")[0]: k for k in kept}
+    kept = [changed.get(rel, rel) for rel in left]
     if old == tmp:
         os.rename(old, _old_name(out, run))
         old = _old_name(out, run)
