@@ -33,6 +33,8 @@ from tarka_jax.files.ownership import (
     write_marker,
 )
 
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called")
+
 
 def snapshot(folder) -> dict[str, str]:
     """relative path -> sha256 (files) or '' (folders) of everything below ``folder``."""

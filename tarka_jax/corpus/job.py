@@ -33,7 +33,7 @@ from tarka_jax.errors import UsageError
 from tarka_jax.files.joblock import JobLock
 from tarka_jax.files.outputs import report
 from tarka_jax.files.ownership import new_run_id
-from tarka_jax.runtime import distributed
+from tarka_jax.runtime import distributed, interrupt
 from tarka_jax.runtime.interrupt import Interrupted, stop_on_signals
 from tarka_jax.text.prompts import st_prompt_name
 
@@ -214,6 +214,7 @@ def _run_job(model, paths, output, manifest, batch_size, progress, run) -> dict:
     finally:
         bar.close()
         receipts.close()
+    interrupt.check()
     distributed.barrier("embed-corpus: shards written")
     if p == 0:
         manifest["shards_done"] = len(out.done_shards(output, manifest))
@@ -242,12 +243,14 @@ def _embed_shards(model, paths, output, manifest, todo, batch_size, bar, run, re
         nonlocal filled
         if texts:
             buf[filled:filled + len(texts)] = model.encode(texts, **kw)
+            interrupt.check()
             filled += len(texts)
             bar.update(len(texts))
             texts.clear()
 
     for item in iter_records(paths, manifest["text_field"], manifest["id_field"],
                              wanted=lambda i: i // size in wanted, errors=manifest["errors"]):
+        interrupt.check()  # a signal whose raise was swallowed stops us here
         if item is None:
             continue
         number, text, rid = item

@@ -6,6 +6,12 @@ launchers) inherits SIGINT *ignored*, so ``kill -INT`` did nothing and the job r
 Inside :func:`stop_on_signals` both signals raise :class:`Interrupted` in the main thread
 at the next Python instruction (after the current XLA call returns): ``finally`` blocks run,
 temporaries are removed, and the command prints one line and exits ``128 + signal``.
+
+A raise from a signal handler can land where Python swallows it: in a garbage-collector
+callback (jax registers one), a ``__del__`` or a weakref callback ("Exception ignored in
+..."). That is how the first SIGINT used to vanish. So the handler also records the signal,
+and the job calls :func:`check` at its safe points (every record read, every encode chunk):
+a swallowed signal is raised there.
 """
 
 from __future__ import annotations
@@ -47,9 +53,11 @@ def stop_on_signals(signals=SIGNALS) -> Iterator[None]:
         return
 
     def handler(signum, frame):
+        _pending.append(signum)
         raise Interrupted(signum)
 
     old = {s: signal.getsignal(s) for s in signals}
+    _pending.clear()
     for s in signals:
         signal.signal(s, handler)
     try:
@@ -57,6 +65,17 @@ def stop_on_signals(signals=SIGNALS) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+        _pending.clear()
 
 
-__all__ = ["Interrupted", "stop_on_signals"]
+_pending: list[int] = []  # signals received inside stop_on_signals
+
+
+def check() -> None:
+    """Raise :class:`Interrupted` if a stop signal arrived (even one whose raise was
+    swallowed on the way): call it where stopping is safe."""
+    if _pending:
+        raise Interrupted(_pending[0])
+
+
+__all__ = ["Interrupted", "check", "stop_on_signals"]
