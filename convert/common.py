@@ -27,8 +27,9 @@ def prepare_output(out: str, force: bool) -> None:
     Prefer :func:`~tarka_jax.files.outputs.output_folder` (writes into a temporary sibling,
     swapped into place when complete).
     """
+    from tarka_jax.files.marker import UnsafeOutputError
     from tarka_jax.files.outputs import check_output
-    from tarka_jax.files.ownership import UnsafeOutputError, remove_owned
+    from tarka_jax.files.ownership import remove_owned
 
     found = check_output(out, force=force)
     if found is not None:

@@ -4,7 +4,7 @@ Kept as names only, for code written against ``tarka_jax.convert.safe_write``; n
 imports from :mod:`tarka_jax.files.outputs` / :mod:`tarka_jax.files.ownership`.
 """
 
+from tarka_jax.files.marker import MARKER, UnsafeOutputError
 from tarka_jax.files.outputs import check_output, output_folder
-from tarka_jax.files.ownership import MARKER, UnsafeOutputError
 
 __all__ = ["MARKER", "UnsafeOutputError", "check_output", "output_folder"]

@@ -161,7 +161,7 @@ def test_embed_corpus_resume_redoes_only_missing_shards(model, tmp_path):
     full = read_embeddings(out)
     # What a kill leaves: shard 2 never renamed (a temporary of the run), manifest not
     # completed. A user's own hidden file that merely looks like a temporary stays.
-    from tarka_jax.files.ownership import read_marker, tmp_name
+    from tarka_jax.files.marker import read_marker, tmp_name
 
     run = read_marker(str(out)).runs[-1]
     os.remove(out / "shard-000002.npy")

@@ -137,7 +137,7 @@ def test_force_replaces_our_run_but_not_a_file_added_to_it(model, tmp_path):
     with pytest.raises(ValueError, match=r"shard-000001\.npy \(its contents differ"):
         run(model, path, out, force=True)
     os.remove(out / "shard-000001.npy")
-    from tarka_jax.files.ownership import read_marker
+    from tarka_jax.files.marker import read_marker
 
     first = read_marker(str(out)).runs
     run(model, path, out, force=True)  # ours, unchanged: replaced
@@ -149,7 +149,7 @@ def test_force_replaces_our_run_but_not_a_file_added_to_it(model, tmp_path):
 
 def test_resume_touches_only_its_own_temporaries(model, tmp_path):
     from tarka_jax.corpus.store import read_manifest, write_json_atomic
-    from tarka_jax.files.ownership import read_marker, tmp_name
+    from tarka_jax.files.marker import read_marker, tmp_name
 
     path = corpus(tmp_path)
     out = tmp_path / "out"
@@ -336,7 +336,7 @@ def test_errors_replace_reads_bad_text_and_is_recorded(model, tmp_path):
 
 def test_a_fixed_input_resumes_when_its_part_is_not_embedded_yet(model, tmp_path):
     from tarka_jax.corpus.store import read_embeddings, read_manifest, write_json_atomic
-    from tarka_jax.files.ownership import read_marker
+    from tarka_jax.files.marker import read_marker
 
     first = corpus(tmp_path, TEXTS, "a.txt")  # records 0..19: shards 0, 1, 2 (of 8)
     second = corpus(tmp_path, ["typo here"] * 8, "b.txt")  # records 20..27: shards 2, 3

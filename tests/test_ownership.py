@@ -22,16 +22,9 @@ from hypothesis import strategies as st
 from tarka_jax.files import atomic
 from tarka_jax.files import outputs as outputs_module
 from tarka_jax.files.joblock import JobLock, JobLockError
+from tarka_jax.files.marker import LOCK, MARKER, UnsafeOutputError, read_marker, write_marker
 from tarka_jax.files.outputs import check_output, output_folder
-from tarka_jax.files.ownership import (
-    LOCK,
-    MARKER,
-    UnsafeOutputError,
-    claim_folder,
-    read_marker,
-    survey,
-    write_marker,
-)
+from tarka_jax.files.ownership import claim_folder, survey
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called")
 

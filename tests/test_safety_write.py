@@ -18,8 +18,8 @@ from tarka_jax.convert.flax_to_hf import flax_to_hf
 from tarka_jax.convert.flax_to_hf import main as flax_to_hf_main
 from tarka_jax.convert.hf_to_flax import hf_to_flax
 from tarka_jax.convert.hf_to_flax import main as hf_to_flax_main
+from tarka_jax.files.marker import MARKER, UnsafeOutputError
 from tarka_jax.files.outputs import output_folder
-from tarka_jax.files.ownership import MARKER, UnsafeOutputError
 
 
 def _snapshot(folder) -> dict[str, str]:

@@ -147,7 +147,8 @@ def _export(run: str, out: str) -> None:
     from tarka_jax.convert.common import prepare_output
     from tarka_jax.convert.st_folder import save_sentence_transformers
     from tarka_jax.distill.export import load_run_step
-    from tarka_jax.files.ownership import claim_folder, new_run_id, write_marker
+    from tarka_jax.files.marker import new_run_id, write_marker
+    from tarka_jax.files.ownership import claim_folder
 
     config, params, meta, tokenizer = load_run_step(run)  # the last step
     if config.sliding_window is None:  # transformers' Gemma 3 config cannot load None;

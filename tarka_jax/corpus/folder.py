@@ -28,8 +28,7 @@ from tarka_jax.corpus import store
 from tarka_jax.corpus.store import CorpusOutputError
 from tarka_jax.errors import UsageError
 from tarka_jax.files.atomic import disk_errors
-from tarka_jax.files.outputs import report
-from tarka_jax.files.ownership import (
+from tarka_jax.files.marker import (
     LOCK,
     MARKER,
     Marker,
@@ -39,11 +38,11 @@ from tarka_jax.files.ownership import (
     parse_claim,
     parse_tmp,
     read_marker,
-    remove_owned,
-    survey,
     tmp_name,
     write_marker,
 )
+from tarka_jax.files.outputs import report
+from tarka_jax.files.ownership import remove_owned, survey
 
 KIND = "embed-corpus"
 MAX_RECEIPTS_BYTES = 256 << 20

@@ -7,14 +7,21 @@ peak memory is O(shard size + chunk), not O(corpus).
 
 Several processes: process p of P owns the shards k with k % P == p, reads every input
 (skimming, without decoding, the records other processes own) and embeds only its own
-shards on its own devices; no collective runs during the job, only three barriers. Process
-0 writes the manifest at the start (``complete: false``) and completes it at the end.
+shards on its own devices; no collective runs during the job, only a broadcast at the start
+(process 0 holds the folder: the run id, or why not) and two barriers. Process 0 writes the
+manifest at the start (``complete: false``) and completes it at the end.
 
 Resume: a shard counts when its final file exists with the right header, so after a
 SIGKILL ``--resume`` redoes only the shards that were in flight (one per process at
 most). The resume refuses, naming the setting, when the model (weights, config and
-tokenizer hash), prompt, dtype, lengths, normalisation, shard size or inputs (sizes,
-sha256, record counts) differ from the manifest. The process count may change.
+tokenizer hash), prompt, dtype, lengths, normalisation, shard size, batch size, ``errors``
+or inputs (sizes, sha256, record counts; a fixed input whose records are not embedded yet
+is accepted) differ from the manifest. The process count may change.
+
+The folder: process 0 holds its job lock (:mod:`tarka_jax.files.joblock`) for the whole
+job and decides what may be touched (:mod:`tarka_jax.corpus.folder`); every file is written
+under a temporary carrying the run id and claimed in a receipt before its rename. SIGINT /
+SIGTERM stop the job at the next record or batch (:mod:`tarka_jax.runtime.interrupt`).
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ from tarka_jax.corpus.reader import describe_inputs, expand_inputs, iter_records
 from tarka_jax.corpus.store import CorpusOutputError
 from tarka_jax.errors import UsageError
 from tarka_jax.files.joblock import JobLock
+from tarka_jax.files.marker import new_run_id
 from tarka_jax.files.outputs import report
-from tarka_jax.files.ownership import new_run_id
 from tarka_jax.runtime import distributed, interrupt
 from tarka_jax.runtime.interrupt import Interrupted, stop_on_signals
 from tarka_jax.text.prompts import st_prompt_name

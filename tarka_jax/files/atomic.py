@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable
 
 from tarka_jax.errors import TarkaError
-from tarka_jax.files.ownership import Claim, ident_of, tmp_name
+from tarka_jax.files.marker import Claim, ident_of, tmp_name
 
 _FULL = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
          errno.EFBIG: "file size limit exceeded"}

@@ -45,7 +45,7 @@ import socket
 import stat
 
 from tarka_jax.errors import TarkaError
-from tarka_jax.files.ownership import LOCK
+from tarka_jax.files.marker import LOCK
 
 FORMAT = "tarka-jax-lock"
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.ENOTSUP)

@@ -29,19 +29,15 @@ import sys
 from collections.abc import Iterable, Iterator
 
 from tarka_jax.files.atomic import exchange
-from tarka_jax.files.ownership import (
+from tarka_jax.files.marker import (
     MARKER,
-    Survey,
     UnsafeOutputError,
-    claim_folder,
     new_run_id,
     parse_tmp,
-    remove_owned,
-    survey,
     tmp_name,
-    walk,
     write_marker,
 )
+from tarka_jax.files.ownership import Survey, claim_folder, remove_owned, survey, walk
 
 
 def report(message: str) -> None:

@@ -103,7 +103,7 @@ def _check_finite(emb, texts: list[str], from_stdin: bool) -> None:
 
 def _write_output(path: str, emb, texts: list[str]) -> None:
     from tarka_jax.files.atomic import write_atomic
-    from tarka_jax.files.ownership import new_run_id
+    from tarka_jax.files.marker import new_run_id
 
     if path.lower().endswith(".npy"):
         import numpy as np

@@ -14,15 +14,15 @@ import os
 
 from tarka_jax.files.atomic import write_atomic
 from tarka_jax.files.joblock import JobLock
-from tarka_jax.files.ownership import (
+from tarka_jax.files.marker import (
     Marker,
     UnsafeOutputError,
     check_relpath,
     new_run_id,
     read_marker,
-    why_not_ours,
     write_marker,
 )
+from tarka_jax.files.ownership import why_not_ours
 
 
 class ResultsFolder:
