@@ -8,7 +8,7 @@ peak memory is O(shard size + chunk), not O(corpus).
 Several processes: process p of P owns the shards k with k % P == p, reads every input
 (skimming, without decoding, the records other processes own) and embeds only its own
 shards on its own devices; no collective runs during the job, only a broadcast at the start
-(process 0 holds the folder: the run id, or why not) and two barriers. Process 0 writes the
+(process 0 holds the folder: the run id, or why not) and three barriers. Process 0 writes the
 manifest at the start (``complete: false``) and completes it at the end.
 
 Resume: a shard counts when its final file exists with the right header, so after a
@@ -117,7 +117,6 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
     raise :class:`~tarka_jax.runtime.interrupt.Interrupted` (its ``message`` says what was
     kept); ``errors="replace"`` reads invalid UTF-8 and lone surrogates as U+FFFD.
     """
-    import jax
 
     if not isinstance(shard_size, int) or shard_size < 1:
         raise UsageError(f"--shard-size must be a positive int, got {shard_size!r}")
@@ -127,26 +126,16 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
         raise UsageError(f"--truncate-dim must be in 1..{model.embedding_dim}, got "
                          f"{truncate_dim}")
     output = os.path.abspath(output)
-    p, n_proc = jax.process_index(), jax.process_count()
-    notes: list[str] = []
-    paths = expand_inputs(inputs, notes)
-    for note in notes if p == 0 else []:
-        report(note)
-    files = describe_inputs(paths, text_field, id_field, errors)  # validates every record
-    records = sum(f.records for f in files)
-    manifest = {
-        "format": out.FORMAT, "version": out.VERSION, "model": model_name,
-        "model_sha256": model_sha256(model),
-        "prompt": resolve_prompt(model, kind, prompt_name, prompt), "dtype": model.dtype,
-        "max_seq_length": model.max_seq_length, "truncate_dim": truncate_dim,
-        "normalize": bool(normalize), "shard_size": shard_size,
-        "dim": truncate_dim or model.embedding_dim, "text_field": text_field,
-        "id_field": id_field, "inputs": [f.to_dict() for f in files], "records": records,
-        "shards": out.num_shards(records, shard_size), "shards_done": 0, "complete": False,
-        "num_processes": n_proc, "batch_size": batch_size, "errors": errors,
-    }
-    folder.precheck(output, manifest, resume, force)  # every process: the same refusals
-    with stop_on_signals():
+    with stop_on_signals():  # from the counting pass on: a signal is one line, not a trace
+        try:
+            manifest, paths = _plan(model, inputs, output, text_field, id_field, errors, model_name,
+                             resolve_prompt(model, kind, prompt_name, prompt), batch_size,
+                             shard_size, truncate_dim, normalize)
+        except Interrupted as e:
+            e.message = f"interrupted by {e.name} while reading the inputs: nothing written"
+            raise
+        folder.precheck(output, manifest, resume, force)  # every process: the same refusals
+        distributed.barrier("embed-corpus: folder checked")  # before process 0 changes it
         lock, run = _hold_folder(output, manifest, resume, force)
         try:
             return _run_job(model, paths, output, manifest, batch_size, progress, run)
@@ -155,6 +144,29 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
             raise
         finally:
             lock.release()
+
+
+def _plan(model, inputs, output, text_field, id_field, errors, model_name, prompt,
+          batch_size, shard_size, truncate_dim, normalize) -> tuple[dict, list[str]]:
+    """The manifest this run would write (every input read once and validated); the paths."""
+    import jax
+
+    notes: list[str] = []
+    paths = expand_inputs(inputs, notes)
+    for note in notes if jax.process_index() == 0 else []:
+        report(note)
+    files = describe_inputs(paths, text_field, id_field, errors)  # validates every record
+    records = sum(f.records for f in files)
+    return {
+        "format": out.FORMAT, "version": out.VERSION, "model": model_name,
+        "model_sha256": model_sha256(model), "prompt": prompt, "dtype": model.dtype,
+        "max_seq_length": model.max_seq_length, "truncate_dim": truncate_dim,
+        "normalize": bool(normalize), "shard_size": shard_size,
+        "dim": truncate_dim or model.embedding_dim, "text_field": text_field,
+        "id_field": id_field, "inputs": [f.to_dict() for f in files], "records": records,
+        "shards": out.num_shards(records, shard_size), "shards_done": 0, "complete": False,
+        "num_processes": jax.process_count(), "batch_size": batch_size, "errors": errors,
+    }, paths
 
 
 def _hold_folder(output: str, manifest: dict, resume: bool, force: bool):
