@@ -29,19 +29,6 @@ from tarka_jax.files.ownership import claim_folder, survey
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called")
 
 
-def snapshot(folder) -> dict[str, str]:
-    """relative path -> sha256 (files) or '' (folders) of everything below ``folder``."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(root, d), folder) + "/"] = ""
-        for f in files:
-            with open(os.path.join(root, f), "rb") as fh:
-                out[os.path.relpath(os.path.join(root, f), folder)] = \
-                    hashlib.sha256(fh.read()).hexdigest()
-    return out
-
-
 def write_ours(out, files: dict[str, bytes], force=False) -> None:
     with output_folder(out, force=force, kind="test") as tmp:
         for rel, data in files.items():
@@ -90,7 +77,7 @@ def wait(pid: int, timeout: float = 60) -> int:
      "files": {"a": {"size": "1", "sha256": "0" * 64}}},
     [1, 2], "not json",
 ])
-def test_a_malformed_marker_is_never_trusted(tmp_path, marker):
+def test_a_malformed_marker_is_never_trusted(snapshot, tmp_path, marker):
     out = tmp_path / "out"
     out.mkdir()
     (out / "a").write_text("mine\n")
@@ -102,7 +89,7 @@ def test_a_malformed_marker_is_never_trusted(tmp_path, marker):
     assert snapshot(out) == before
 
 
-def test_a_copied_marker_does_not_let_force_replace_a_hand_edited_file(tmp_path):
+def test_a_copied_marker_does_not_let_force_replace_a_hand_edited_file(snapshot, tmp_path):
     ours = tmp_path / "ours"
     write_ours(str(ours), {"config.json": b'{"layers": 2}\n', "w.bin": b"\x00" * 64})
     user = tmp_path / "user"
@@ -118,7 +105,7 @@ def test_a_copied_marker_does_not_let_force_replace_a_hand_edited_file(tmp_path)
     assert (ours / "config.json").read_bytes() == b"{}"
 
 
-def test_anything_unlisted_blocks_force_and_is_named(tmp_path):
+def test_anything_unlisted_blocks_force_and_is_named(snapshot, tmp_path):
     out = tmp_path / "out"
     write_ours(str(out), {"a.bin": b"1", "sub/b.bin": b"2"})
     (out / "sub" / "notes.txt").write_text("mine\n")
@@ -153,12 +140,13 @@ CLAIM = st.one_of(
     st.sampled_from([None, 1, "s", [], {"size": -1}, {"size": 1, "sha256": "zz"}]))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(files=st.dictionaries(NAMES, st.binary(max_size=16), max_size=5),
        claims=st.dictionaries(NAMES, CLAIM, max_size=6),
        junk=st.sampled_from([None, "version", "format", "files-list", "runs"]))
-def test_property_force_touches_only_exactly_claimed_files(tmp_path_factory, files, claims,
-                                                           junk):
+def test_property_force_touches_only_exactly_claimed_files(snapshot, tmp_path_factory, files,
+                                                           claims, junk):
     root = tmp_path_factory.mktemp("prop")
     out = root / "out"
     out.mkdir()

@@ -18,9 +18,11 @@ folder brought it in (opening a FIFO would wait forever).
 
 Text is validated in the counting pass, before any compute: invalid UTF-8 anywhere (the last
 line too) and, in .jsonl, a lone surrogate (``"\\ud800"``) or a bad record are refused as
-``file:line``; ``errors="replace"`` reads bad bytes and lone surrogates as U+FFFD instead. :func:`describe_inputs` makes one
-pass to count records and hash bytes (what a manifest records and a resume compares);
-:func:`iter_records` makes the streaming pass, holding one line or one record batch.
+``file:line``; ``errors="replace"`` reads bad bytes and lone surrogates as U+FFFD instead.
+
+:func:`describe_inputs` makes one pass to count records, hash bytes (what a manifest records
+and a resume compares) and validate; :func:`iter_records` makes the streaming pass, holding
+one line or one record batch.
 
 Why not ``grain``: see docs/corpus.md (its sources are random-access or whole-file, it has
 no .txt/.jsonl streaming source with these rules, and the GPU image lacks it).

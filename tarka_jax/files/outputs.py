@@ -1,4 +1,4 @@
-"""Output folders written whole: into a temporary sibling, then swapped in; never a user's file lost.
+"""Output folders written whole: into a temporary sibling, then swapped in; no user file lost.
 
 Every writer of a model folder (the converters, ``init-student``, ``Embedder.save``, the tiny
 and demo models) and ``cache-teacher`` goes through :func:`output_folder`::
