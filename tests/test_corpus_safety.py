@@ -55,6 +55,16 @@ def run(model, inputs, out, **kw):
                         model_name="m", **kw)
 
 
+def communicate(p: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[str, str]:
+    """``p.communicate``, killing the child when it runs past ``timeout`` (a hang fails)."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail(f"{p.args[:4]} ran past {timeout} s (a hang)")
+
+
 def cli(argv: list[str], **kw) -> subprocess.Popen:
     env = dict(os.environ, JAX_PLATFORMS="cpu", TARKA_JAX_COMPILATION_CACHE="0")
     return subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.PIPE,
@@ -214,13 +224,14 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # real embed-corpus processes: leg 1 only
 def test_a_kill_during_the_first_manifest_write_leaves_a_folder_a_rerun_accepts(
         jax_only_model, model, tmp_path):
     path = corpus(tmp_path)
     out = tmp_path / "out"
     p = cli(["-c", KILL_AT_FIRST_MANIFEST, "embed-corpus", "-m", jax_only_model, "-i", path,
              "-o", str(out), "--shard-size", "8", "--no-progress"])
-    p.communicate(timeout=TIMEOUT)
+    communicate(p)
     assert p.returncode == -signal.SIGKILL and os.listdir(out)
     import shutil
 
@@ -230,6 +241,7 @@ def test_a_kill_during_the_first_manifest_write_leaves_a_folder_a_rerun_accepts(
     run(model, path, tmp_path / "copy")  # and so does a plain rerun
 
 
+@pytest.mark.slow  # real embed-corpus processes: leg 1 only
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_embed_corpus_promptly_and_says_how_to_resume(jax_only_model, tmp_path,
                                                                     sig):
@@ -248,7 +260,7 @@ def test_a_signal_stops_embed_corpus_promptly_and_says_how_to_resume(jax_only_mo
         time.sleep(0.05)
     sent = time.monotonic()
     p.send_signal(sig)
-    _, err = p.communicate(timeout=TIMEOUT)
+    _, err = communicate(p)
     took = time.monotonic() - sent
     assert p.returncode == 128 + sig, err[-2000:]
     last = err.strip().splitlines()[-1]
@@ -279,6 +291,7 @@ def test_disk_full_names_the_path(model, tmp_path, monkeypatch):
     assert "shard-000000.npy" in os.listdir(out)
 
 
+@pytest.mark.slow  # a real embed-corpus process: leg 1 only
 def test_a_file_size_limit_is_named_not_a_short_write(jax_only_model, tmp_path):
     import resource
 
@@ -290,7 +303,7 @@ def test_a_file_size_limit_is_named_not_a_short_write(jax_only_model, tmp_path):
     p = cli(["-m", "tarka_jax", "embed-corpus", "-m", jax_only_model, "-i",
              corpus(tmp_path, TEXTS * 10), "-o", str(out), "--shard-size", "100",
              "--no-progress"], preexec_fn=limit)
-    _, err = p.communicate(timeout=TIMEOUT)
+    _, err = communicate(p)
     assert p.returncode == 2 and "Traceback" not in err, err
     assert "file size limit exceeded: could not write" in err and "shard-000000.npy" in err
     assert "requested and" not in err
@@ -398,13 +411,13 @@ def test_a_manifest_claiming_1e10_shards_is_refused_at_once(model, tmp_path):
     manifest.update(records=10**10 * 8, shards=10**10)
     (out / "manifest.json").write_text(json.dumps(manifest))
     p = cli(["-c", HOSTILE_MANIFEST, str(out)])
-    printed, err = p.communicate(timeout=120)
+    printed, err = communicate(p, 120)
     assert p.returncode == 0, err
     assert printed.count("incomplete: 9999999998 of 10000000000 shards missing") == 2, printed
     manifest.update(shards=10**10, records=5)
     (out / "manifest.json").write_text(json.dumps(manifest))
     p = cli(["-c", HOSTILE_MANIFEST, str(out)])
-    printed, err = p.communicate(timeout=120)
+    printed, err = communicate(p, 120)
     assert printed.count("the manifest is corrupt") == 2, (printed, err)
 
 

@@ -77,6 +77,8 @@ def _check_output_file(path: str, force: bool, model_folder: str | None) -> None
     """Refuse an --output that exists (without --force), is a folder, or is the model's."""
     if os.path.isdir(path):
         raise UsageError(f"--output {path} is a folder; give a file name")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UsageError(f"--output {path}: the folder it names does not exist")
     if model_folder and os.path.isdir(model_folder):
         real, folder = os.path.realpath(path), os.path.realpath(model_folder)
         own = {os.path.realpath(os.path.join(d, f))  # hub snapshots link into blobs/
