@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 
 from tarka_jax.convert.safetensors_io import STORAGE_DTYPES as DTYPES
 
@@ -21,14 +20,21 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def prepare_output(out: str, force: bool) -> None:
-    """Empty ``out`` for writing, after :func:`~tarka_jax.convert.safe_write.check_output`.
+    """Empty ``out`` for writing in place, after
+    :func:`~tarka_jax.files.outputs.check_output`: only files it proves tarka-jax wrote
+    are removed.
 
-    Prefer :func:`~tarka_jax.convert.safe_write.output_folder` (writes into a temporary
-    sibling, moved into place when complete).
+    Prefer :func:`~tarka_jax.files.outputs.output_folder` (writes into a temporary sibling,
+    swapped into place when complete).
     """
-    from tarka_jax.convert.safe_write import check_output
+    from tarka_jax.files.marker import UnsafeOutputError
+    from tarka_jax.files.outputs import check_output
+    from tarka_jax.files.ownership import remove_owned
 
-    check_output(out, force=force)
-    if os.path.isdir(out) and os.listdir(out):
-        shutil.rmtree(out)
+    found = check_output(out, force=force)
+    if found is not None:
+        kept = remove_owned(found)
+        if kept:
+            raise UnsafeOutputError(f"{out} changed while it was being cleared; kept "
+                                    + ", ".join(kept[:3]))
     os.makedirs(out, exist_ok=True)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 
 from tarka_jax.convert.common import add_common_arguments
-from tarka_jax.convert.safe_write import output_folder
 from tarka_jax.convert.sources import open_model
 from tarka_jax.convert.st_folder import save_sentence_transformers
+from tarka_jax.files.outputs import output_folder
 from tarka_jax.runtime.command import Command, main_for
 
 

@@ -15,10 +15,10 @@ import sys
 
 from tarka_jax.convert.common import add_common_arguments
 from tarka_jax.convert.flax_folder import is_flax_folder, save_flax_folder
-from tarka_jax.convert.safe_write import output_folder
 from tarka_jax.convert.sources import resolve_folder
 from tarka_jax.convert.st_folder import SentenceTransformerMeta, load_hf_folder
 from tarka_jax.errors import UsageError
+from tarka_jax.files.outputs import output_folder
 from tarka_jax.runtime.command import Command, main_for
 
 

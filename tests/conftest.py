@@ -153,3 +153,27 @@ def make_run_folder():
         return run_dir
 
     return write
+
+
+# ---- writers: ownership, output folders (tests/test_ownership.py, test_safety_write.py) -----
+
+
+def _snapshot(folder) -> dict[str, str]:
+    """relative path -> sha256 of every file (and '' for every folder) below ``folder``."""
+    import hashlib
+
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(root, d), folder) + "/"] = ""
+        for f in files:
+            path = os.path.join(root, f)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="session")
+def snapshot():
+    """``snapshot(folder)``: what is below a folder, byte for byte (to prove nothing changed)."""
+    return _snapshot

@@ -135,7 +135,7 @@ def test_embed_corpus_equals_encode_document(model, tmp_path, fmt):
     assert manifest["prompt"] == model.prompts["document"]
     assert [i["records"] for i in manifest["inputs"]] == [half, len(TEXTS) - half]
     assert sorted(os.listdir(tmp_path / "out")) == sorted(
-        ["manifest.json"] + [f"shard-{k:06d}.npy" for k in range(5)]
+        [".tarka-jax-output.json", "manifest.json"] + [f"shard-{k:06d}.npy" for k in range(5)]
         + ([f"ids-{k:06d}.json" for k in range(5)] if id_field else []))
 
 
@@ -159,11 +159,16 @@ def test_embed_corpus_resume_redoes_only_missing_shards(model, tmp_path):
     out = tmp_path / "out"
     _run(model, [path], out)
     full = read_embeddings(out)
-    # What a kill leaves: shard 2 never renamed (a temporary), manifest not completed.
+    # What a kill leaves: shard 2 never renamed (a temporary of the run), manifest not
+    # completed. A user's own hidden file that merely looks like a temporary stays.
+    from tarka_jax.files.marker import read_marker, tmp_name
+
+    run = read_marker(str(out)).runs[-1]
     os.remove(out / "shard-000002.npy")
-    (out / ".shard-000002.npy.tmp999").write_bytes(b"\x93NUMPY partial")
+    (out / tmp_name("shard-000002.npy", run)).write_bytes(b"\x93NUMPY partial")
+    (out / ".shard-000002.npy.tmp999").write_bytes(b"mine")
     manifest = read_manifest(str(out))
-    write_json_atomic(str(out / "manifest.json"), {**manifest, "complete": False})
+    write_json_atomic(str(out / "manifest.json"), {**manifest, "complete": False}, run)
     before = {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out) if n.startswith("shard")}
     with pytest.raises(ValueError, match="incomplete: 1 of 5 shards missing"):
         read_embeddings(out)
@@ -171,7 +176,7 @@ def test_embed_corpus_resume_redoes_only_missing_shards(model, tmp_path):
     after = {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out) if n.startswith("shard")}
     assert set(after) == set(before) | {"shard-000002.npy"}
     assert all(after[n] == t for n, t in before.items())  # done shards untouched
-    assert not [n for n in os.listdir(out) if "tmp" in n]
+    assert [n for n in os.listdir(out) if "tmp" in n] == [".shard-000002.npy.tmp999"]
     np.testing.assert_array_equal(read_embeddings(out), full)
 
 
@@ -180,7 +185,7 @@ def test_embed_corpus_refuses_changed_settings_and_existing_folder(model, other_
     path = _write(tmp_path, "txt", TEXTS)
     out = tmp_path / "out"
     _run(model, [path], out, kind="document")
-    with pytest.raises(FileExistsError, match="exists and is not empty; pass --resume"):
+    with pytest.raises(ValueError, match="exists and is not empty; pass --resume"):
         _run(model, [path], out, kind="document")
     with pytest.raises(ValueError, match="settings differ.*prompt"):
         _run(model, [path], out, kind="query", resume=True)

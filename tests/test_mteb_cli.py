@@ -120,3 +120,21 @@ def test_docstring_task_module_follows_its_rules():
     clf.load_data()
     assert set(clf.dataset["test"]["label"]) <= set(clf.dataset["train"]["label"])
     assert len(set(clf.dataset["test"]["label"])) >= 5
+
+
+def test_cli_mteb_never_overwrites_a_users_summary(tmp_path, capsys, monkeypatch):
+    """The output folder is shared: a summary.json tarka-jax did not write is refused (and
+    kept), before any evaluation. (One it wrote is replaced: test_cli_mteb_local_tasks.)"""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    module = tmp_path / "tasks.py"
+    module.write_text(TASK_MODULE)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"mine": true}\n')
+    argv = ["mteb", "--model", "builtin:demo-mini", "--task-module", str(module), "--tasks",
+            "CliLocalSTS", "--output-folder", str(out)]
+    assert _run(argv) == 2
+    err = capsys.readouterr().err
+    assert "already holds summary.json (not listed in the marker)" in err, err
+    assert (out / "summary.json").read_text() == '{"mine": true}\n'
+    assert sorted(os.listdir(out)) == ["summary.json"]  # nothing else written, lock released

@@ -8,7 +8,6 @@ Torch-free: the source is the JAX-written ``jax_only_model`` folder.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 
@@ -18,20 +17,8 @@ from tarka_jax.convert.flax_to_hf import flax_to_hf
 from tarka_jax.convert.flax_to_hf import main as flax_to_hf_main
 from tarka_jax.convert.hf_to_flax import hf_to_flax
 from tarka_jax.convert.hf_to_flax import main as hf_to_flax_main
-from tarka_jax.convert.safe_write import MARKER, UnsafeOutputError, output_folder
-
-
-def _snapshot(folder) -> dict[str, str]:
-    """relative path -> sha256 of every file (and '' for every folder) below ``folder``."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(root, d), folder) + "/"] = ""
-        for f in files:
-            path = os.path.join(root, f)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
+from tarka_jax.files.marker import MARKER, UnsafeOutputError
+from tarka_jax.files.outputs import output_folder
 
 
 @pytest.fixture
@@ -48,44 +35,45 @@ def _refused(main_fn, argv, capsys, why: str) -> None:
     assert why in err, err
 
 
-def test_force_onto_the_source_is_refused(src, capsys):
-    before = _snapshot(src)
+def test_force_onto_the_source_is_refused(snapshot, src, capsys):
+    before = snapshot(src)
     _refused(hf_to_flax_main, [src, src, "--force"], capsys, "is the source")
-    assert _snapshot(src) == before
+    assert snapshot(src) == before
 
 
-def test_force_onto_a_parent_of_the_source_is_refused(src, capsys):
+def test_force_onto_a_parent_of_the_source_is_refused(snapshot, src, capsys):
     parent = os.path.dirname(src)
     with open(os.path.join(parent, "README.txt"), "w") as f:
         f.write("my project\n")
-    before = _snapshot(parent)
+    before = snapshot(parent)
     _refused(hf_to_flax_main, [src, parent, "--force"], capsys, "contains the source")
-    assert _snapshot(parent) == before
+    assert snapshot(parent) == before
 
 
-def test_force_onto_the_current_directory_is_refused(jax_only_model, tmp_path, monkeypatch,
+def test_force_onto_the_current_directory_is_refused(snapshot, jax_only_model, tmp_path,
+                                                     monkeypatch,
                                                      capsys):
     project = tmp_path / "work"
     (project / "code").mkdir(parents=True)
     (project / "code" / "train.py").write_text("print('mine')\n")
     (project / "notes.md").write_text("notes\n")
     monkeypatch.chdir(project)
-    before = _snapshot(project)
+    before = snapshot(project)
     _refused(hf_to_flax_main, [jax_only_model, ".", "--force"], capsys, "current directory")
-    assert _snapshot(project) == before
+    assert snapshot(project) == before
 
 
-def test_force_onto_a_folder_with_other_files_is_refused(src, tmp_path, capsys):
+def test_force_onto_a_folder_with_other_files_is_refused(snapshot, src, tmp_path, capsys):
     out = tmp_path / "out"
     (out / "subdir").mkdir(parents=True)
     (out / "notes.txt").write_text("keep me\n")
     (out / "subdir" / "data.csv").write_text("1,2\n")
-    before = _snapshot(out)
+    before = snapshot(out)
     _refused(hf_to_flax_main, [src, str(out), "--force"], capsys, "not written by tarka-jax")
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
-def test_force_replaces_only_our_own_output(src, tmp_path, capsys):
+def test_force_replaces_only_our_own_output(snapshot, src, tmp_path, capsys):
     out = str(tmp_path / "flax")
     hf_to_flax(src, out)
     assert os.path.isfile(os.path.join(out, MARKER))
@@ -93,20 +81,20 @@ def test_force_replaces_only_our_own_output(src, tmp_path, capsys):
     hf_to_flax(src, out, force=True)  # ours, nothing else in it: replaced
     with open(os.path.join(out, "notes.txt"), "w") as f:
         f.write("added later\n")
-    before = _snapshot(out)
+    before = snapshot(out)
     _refused(hf_to_flax_main, [src, out, "--force"], capsys, "notes.txt")
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
-def test_failed_write_leaves_the_old_output(src, tmp_path):
+def test_failed_write_leaves_the_old_output(snapshot, src, tmp_path):
     out = str(tmp_path / "flax")
     hf_to_flax(src, out)
-    before = _snapshot(out)
+    before = snapshot(out)
     with pytest.raises(RuntimeError, match="half-way"), output_folder(out, force=True) as tmp:
         with open(os.path.join(tmp, "partial.bin"), "wb") as f:
             f.write(b"x")
         raise RuntimeError("failed half-way")
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     assert sorted(os.listdir(tmp_path)) == ["flax", "project"]  # no temporary left behind
 
 
@@ -118,16 +106,17 @@ def test_output_that_is_a_file_is_refused(src, tmp_path):
     assert target.read_bytes() == b"data"
 
 
-def test_export_onto_its_own_run_folder_is_refused(src, tmp_path, capsys, caplog,
+def test_export_onto_its_own_run_folder_is_refused(snapshot, src, tmp_path, capsys,
+                                                   caplog,
                                                    make_run_folder):
     from tarka_jax.train.optim import OptimizerConfig
 
     run = make_run_folder(src, str(tmp_path / "run"),
                           {"optimizer": OptimizerConfig().__dict__, "train": {"steps": 20}},
                           steps=(5, 10))
-    before = _snapshot(run)
+    before = snapshot(run)
     _refused(flax_to_hf_main, [run, run, "--step", "10", "--force"], capsys, "is the source")
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
     out = flax_to_hf(run, str(tmp_path / "st"), step=5)  # the run itself exports fine
     assert os.path.isfile(os.path.join(out, "modules.json"))
     assert not [r for r in caplog.records if "read only" in r.getMessage()]  # no absl noise
@@ -144,14 +133,15 @@ def test_distill_refuses_a_workdir_that_is_not_a_run(tmp_path):
     check_new_run_folder(str(tmp_path / "new"), "run.json")  # a new folder is fine
 
 
-def test_init_student_force_into_a_folder_with_other_files_is_refused(src, tmp_path, capsys):
+def test_init_student_force_into_a_folder_with_other_files_is_refused(snapshot, src, tmp_path,
+                                                                     capsys):
     from tarka_jax.cli import main
 
     out = tmp_path / "student"
     out.mkdir()
     (out / "config.json").write_text('{"mine": true}\n')
-    before = _snapshot(out)
+    before = snapshot(out)
     assert main(["init-student", "--teacher", src, "--tokenizer", src, "--out", str(out),
                  "--force"]) == 2
     assert "not written by tarka-jax" in capsys.readouterr().err
-    assert _snapshot(out) == before
+    assert snapshot(out) == before

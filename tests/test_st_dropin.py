@@ -221,7 +221,7 @@ def test_save_writes_a_folder_sentence_transformers_loads(tiny_reference, tmp_pa
     assert ref.prompts["mine"] == "custom: " and ref.similarity_fn_name == "dot"
     assert ref.max_seq_length == 32
     _close(model.encode(DOCUMENTS, prompt_name="mine"), ref.encode(DOCUMENTS, prompt_name="mine"))
-    from tarka_jax.convert.safe_write import UnsafeOutputError
+    from tarka_jax.files.marker import UnsafeOutputError
 
     with pytest.raises(UnsafeOutputError, match="is the source"):
         model.save(tiny_reference)

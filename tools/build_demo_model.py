@@ -22,6 +22,7 @@ then it prints the held-out retrieval table (``benchmarks/demo_retrieval.py``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -144,9 +145,10 @@ def _export(run: str, out: str) -> None:
 
     from tarka_jax.convert import open_model
     from tarka_jax.convert.common import prepare_output
-    from tarka_jax.convert.safe_write import write_marker
     from tarka_jax.convert.st_folder import save_sentence_transformers
     from tarka_jax.distill.export import load_run_step
+    from tarka_jax.files.marker import new_run_id, write_marker
+    from tarka_jax.files.ownership import claim_folder
 
     config, params, meta, tokenizer = load_run_step(run)  # the last step
     if config.sliding_window is None:  # transformers' Gemma 3 config cannot load None;
@@ -167,7 +169,10 @@ def _export(run: str, out: str) -> None:
             params=sum(int(np.size(x)) for x in _leaves(ckpt.params)),
             steps=toml["train"]["steps"], batch=toml["data"]["batch_size"],
             mdims="/".join(map(str, toml["loss"]["matryoshka_dims"]))))
-    write_marker(out, "demo-model")  # ours: a later --force may replace it
+    marker = claim_folder(out, "demo-model", [new_run_id()])
+    marker.files = {k: dataclasses.replace(c, ident=None)  # a committed folder: hashes only
+                    for k, c in marker.files.items()}
+    write_marker(out, marker)  # ours: a later --force may replace it
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
     print(f"wrote {out} ({size / 2**20:.1f} MiB)")
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 
 from tarka_jax.corpus.job import DEFAULT_SHARD_SIZE, embed_corpus
 from tarka_jax.runtime import distributed
 from tarka_jax.runtime.command import Command
+from tarka_jax.runtime.interrupt import Interrupted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue an interrupted run in DIR (settings must match)")
-    again.add_argument("--force", action="store_true", help="delete DIR's outputs and start over")
+    again.add_argument("--force", action="store_true",
+                       help="delete DIR's outputs and start over (only when every file in DIR "
+                            "is provably one tarka-jax wrote)")
+    p.add_argument("--errors", choices=("strict", "replace"), default="strict",
+                   help="invalid UTF-8 / lone surrogates in the inputs: strict (default) "
+                        "refuses them as file:line before any compute; replace reads them "
+                        "as U+FFFD (recorded: a resume must use the same)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     distributed.add_arguments(p)
 
@@ -56,17 +65,32 @@ def run(args: argparse.Namespace) -> int:
                                      max_seq_length=args.max_seq_length, revision=args.revision,
                                      devices=jax.local_devices())
     kind = "query" if args.query else "document" if args.document else None
-    manifest = embed_corpus(
-        model, args.input, args.output, model_name=args.model, text_field=args.text_field,
-        id_field=args.id_field, kind=kind, prompt_name=args.prompt_name, prompt=args.prompt,
-        batch_size=args.batch_size, shard_size=args.shard_size, truncate_dim=args.truncate_dim,
-        normalize=args.normalize, resume=args.resume, force=args.force,
-        progress=not args.no_progress)
+    try:
+        manifest = embed_corpus(
+            model, args.input, args.output, model_name=args.model, text_field=args.text_field,
+            id_field=args.id_field, kind=kind, prompt_name=args.prompt_name, prompt=args.prompt,
+            batch_size=args.batch_size, shard_size=args.shard_size,
+            truncate_dim=args.truncate_dim, normalize=args.normalize, resume=args.resume,
+            force=args.force, progress=not args.no_progress, errors=args.errors)
+    except Interrupted as e:
+        print(f"tarka-jax embed-corpus: {e.message or 'interrupted by ' + e.name}; resume "
+              f"with: {resume_command()}", file=sys.stderr)
+        return e.exit_status
     if jax.process_index() == 0:
         print(f"{manifest['records']} records, {manifest['shards']} shards of "
               f"[<= {manifest['shard_size']}, {manifest['dim']}] in {args.output} "
               f"({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def resume_command(argv=None) -> str:
+    """This command line with ``--force`` dropped and ``--resume`` added."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "embed-corpus" not in argv:
+        return "the same command with --resume"
+    argv = argv[argv.index("embed-corpus"):]
+    argv = [a for a in argv if a != "--force"] + ([] if "--resume" in argv else ["--resume"])
+    return shlex.join(["tarka-jax", *argv])
 
 
 COMMAND = Command("embed-corpus", "embed a corpus into resumable .npy shards (multi-process)",

@@ -7,30 +7,41 @@ peak memory is O(shard size + chunk), not O(corpus).
 
 Several processes: process p of P owns the shards k with k % P == p, reads every input
 (skimming, without decoding, the records other processes own) and embeds only its own
-shards on its own devices; no collective runs during the job, only three barriers. Process
-0 writes the manifest at the start (``complete: false``) and completes it at the end.
+shards on its own devices; no collective runs during the job, only a broadcast at the start
+(process 0 holds the folder: the run id, or why not) and three barriers. Process 0 writes the
+manifest at the start (``complete: false``) and completes it at the end.
 
 Resume: a shard counts when its final file exists with the right header, so after a
 SIGKILL ``--resume`` redoes only the shards that were in flight (one per process at
 most). The resume refuses, naming the setting, when the model (weights, config and
-tokenizer hash), prompt, dtype, lengths, normalisation, shard size or inputs (sizes,
-sha256, record counts) differ from the manifest. The process count may change.
+tokenizer hash), prompt, dtype, lengths, normalisation, shard size, batch size, ``errors``
+or inputs (sizes, sha256, record counts; a fixed input whose records are not embedded yet
+is accepted) differ from the manifest. The process count may change.
+
+The folder: process 0 holds its job lock (:mod:`tarka_jax.files.joblock`) for the whole
+job and decides what may be touched (:mod:`tarka_jax.corpus.folder`); every file is written
+under a temporary carrying the run id and claimed in a receipt before its rename. SIGINT /
+SIGTERM stop the job at the next record or batch (:mod:`tarka_jax.runtime.interrupt`).
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
 
 import numpy as np
 
+from tarka_jax.corpus import folder
 from tarka_jax.corpus import store as out
 from tarka_jax.corpus.reader import describe_inputs, expand_inputs, iter_records
 from tarka_jax.corpus.store import CorpusOutputError
 from tarka_jax.errors import UsageError
-from tarka_jax.runtime import distributed
+from tarka_jax.files.joblock import JobLock
+from tarka_jax.files.marker import new_run_id
+from tarka_jax.files.outputs import report
+from tarka_jax.runtime import distributed, interrupt
+from tarka_jax.runtime.interrupt import Interrupted, stop_on_signals
 from tarka_jax.text.prompts import st_prompt_name
 
 ENCODE_TEXTS = 4096  # texts per Embedder.encode call: enough to pack well, small in memory
@@ -71,29 +82,6 @@ def resolve_prompt(model, kind: str | None = None, prompt_name: str | None = Non
     return model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
 
 
-def _our_files(folder: str) -> list[str]:
-    names = [out.MANIFEST, "shard-*.npy", "ids-*.json", ".*.tmp*"]
-    return [p for name in names for p in glob.glob(os.path.join(folder, name))]
-
-
-def _check_folder(folder: str, new: dict, resume: bool, force: bool) -> dict | None:
-    """The old manifest when resuming; raises on every state the flags do not allow."""
-    if resume and force:
-        raise UsageError("--resume and --force exclude each other")
-    exists = os.path.isdir(folder) and bool(os.listdir(folder))
-    if not resume:
-        if exists and not force:
-            raise FileExistsError(f"--output {folder} exists and is not empty; pass --resume "
-                                  "to continue it or --force to start over")
-        return None
-    old = out.read_manifest(folder)  # raises when there is nothing to resume
-    changes = out.describe_changes(old, new)
-    if changes:
-        raise CorpusOutputError(f"--resume refused, the settings differ from {folder}'s manifest: "
-                         + "; ".join(changes))
-    return old
-
-
 class _Progress:
     """records/s and ETA over this process's own records (tqdm when enabled, else quiet)."""
 
@@ -119,14 +107,16 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
                  prompt_name: str | None = None, prompt: str | None = None,
                  batch_size: int = 32, shard_size: int = DEFAULT_SHARD_SIZE,
                  truncate_dim: int | None = None, normalize: bool = False,
-                 resume: bool = False, force: bool = False, progress: bool = True) -> dict:
+                 resume: bool = False, force: bool = False, progress: bool = True,
+                 errors: str = "strict") -> dict:
     """Embed every record of ``inputs`` into ``output``; returns the manifest.
 
     ``model`` is an :class:`~tarka_jax.Embedder`; ``kind`` "query" / "document" picks the
     prompt as ``encode_query`` / ``encode_document`` do. Under ``jax.distributed`` this
-    process embeds the shards ``k % process_count() == process_index()``.
+    process embeds the shards ``k % process_count() == process_index()``. SIGINT / SIGTERM
+    raise :class:`~tarka_jax.runtime.interrupt.Interrupted` (its ``message`` says what was
+    kept); ``errors="replace"`` reads invalid UTF-8 and lone surrogates as U+FFFD.
     """
-    import jax
 
     if not isinstance(shard_size, int) or shard_size < 1:
         raise UsageError(f"--shard-size must be a positive int, got {shard_size!r}")
@@ -136,53 +126,128 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
         raise UsageError(f"--truncate-dim must be in 1..{model.embedding_dim}, got "
                          f"{truncate_dim}")
     output = os.path.abspath(output)
-    p, n_proc = jax.process_index(), jax.process_count()
-    paths = expand_inputs(inputs)
-    files = describe_inputs(paths, text_field, id_field)
+    with stop_on_signals():  # from the counting pass on: a signal is one line, not a trace
+        try:
+            manifest, paths = _plan(model, inputs, output, text_field, id_field, errors, model_name,
+                             resolve_prompt(model, kind, prompt_name, prompt), batch_size,
+                             shard_size, truncate_dim, normalize)
+        except Interrupted as e:
+            e.message = f"interrupted by {e.name} while reading the inputs: nothing written"
+            raise
+        folder.precheck(output, manifest, resume, force)  # every process: the same refusals
+        distributed.barrier("embed-corpus: folder checked")  # before process 0 changes it
+        lock, run = _hold_folder(output, manifest, resume, force)
+        try:
+            return _run_job(model, paths, output, manifest, batch_size, progress, run)
+        except Interrupted as e:
+            e.message = _kept(output, manifest, e.name)
+            raise
+        finally:
+            lock.release()
+
+
+def _plan(model, inputs, output, text_field, id_field, errors, model_name, prompt,
+          batch_size, shard_size, truncate_dim, normalize) -> tuple[dict, list[str]]:
+    """The manifest this run would write (every input read once and validated); the paths."""
+    import jax
+
+    notes: list[str] = []
+    paths = expand_inputs(inputs, notes)
+    for note in notes if jax.process_index() == 0 else []:
+        report(note)
+    files = describe_inputs(paths, text_field, id_field, errors)  # validates every record
     records = sum(f.records for f in files)
-    manifest = {
+    return {
         "format": out.FORMAT, "version": out.VERSION, "model": model_name,
-        "model_sha256": model_sha256(model),
-        "prompt": resolve_prompt(model, kind, prompt_name, prompt), "dtype": model.dtype,
+        "model_sha256": model_sha256(model), "prompt": prompt, "dtype": model.dtype,
         "max_seq_length": model.max_seq_length, "truncate_dim": truncate_dim,
         "normalize": bool(normalize), "shard_size": shard_size,
         "dim": truncate_dim or model.embedding_dim, "text_field": text_field,
         "id_field": id_field, "inputs": [f.to_dict() for f in files], "records": records,
         "shards": out.num_shards(records, shard_size), "shards_done": 0, "complete": False,
-        "num_processes": n_proc, "batch_size": batch_size,
-    }
-    _check_folder(output, manifest, resume, force)
-    distributed.barrier("embed-corpus: folder checked")  # before anyone changes it
-    if p == 0:
-        os.makedirs(output, exist_ok=True)
-        for path in _our_files(output):
-            if force or os.path.basename(path).startswith("."):  # stale temporaries
-                os.remove(path)
-        manifest["shards_done"] = len(out.done_shards(output, manifest))
-        out.write_json_atomic(os.path.join(output, out.MANIFEST), manifest)
-    distributed.barrier("embed-corpus: manifest written")
+        "num_processes": jax.process_count(), "batch_size": batch_size, "errors": errors,
+    }, paths
 
+
+def _hold_folder(output: str, manifest: dict, resume: bool, force: bool):
+    """Process 0 takes the folder's lock and prepares it; everyone learns the run id."""
+    import jax
+
+    p, lock, error, status = jax.process_index(), None, None, b""
+    if p == 0:
+        run = new_run_id()
+        created = not os.path.isdir(output)
+        try:
+            os.makedirs(output, exist_ok=True)
+            lock = JobLock.acquire(output, run, what="embed-corpus", leader=True)
+            folder.take(output, manifest, run, resume, force)
+            manifest["shards_done"] = len(out.done_shards(output, manifest))
+            _write_manifest(output, manifest, run)
+            status = b"ok:" + run.encode()
+        except Exception as e:  # noqa: BLE001 -- told to every process, then re-raised
+            error, status = e, b"error:" + str(e).encode()
+            if lock is not None:
+                lock.release()
+            if created and os.path.isdir(output) and not os.listdir(output):
+                os.rmdir(output)
+    status = distributed.broadcast_bytes(status)
+    if error is not None:
+        raise error
+    if not status.startswith(b"ok:"):
+        raise CorpusOutputError("process 0 could not take the output folder: "
+                                + status.removeprefix(b"error:").decode(errors="replace"))
+    run = status[3:].decode()
+    if p != 0:
+        lock = JobLock.acquire(output, run, what="embed-corpus", leader=False)
+    return lock, run
+
+
+def _write_manifest(output: str, manifest: dict, run: str) -> None:
+    receipts = folder.Receipts(output, run, 0)
+    try:
+        out.write_json_atomic(os.path.join(output, out.MANIFEST), manifest, run, receipts)
+    finally:
+        receipts.close()
+
+
+def _kept(output: str, manifest: dict, signame: str) -> str:
+    try:
+        done = len(out.done_shards(output, manifest))
+    except (OSError, ValueError):
+        done = "?"
+    return (f"interrupted by {signame}: {done} of {manifest['shards']} shards are complete "
+            f"and kept in {output}")
+
+
+def _run_job(model, paths, output, manifest, batch_size, progress, run) -> dict:
+    import jax
+
+    p, n_proc = jax.process_index(), jax.process_count()
     done = set(out.done_shards(output, manifest))
     todo = [k for k in range(manifest["shards"]) if k % n_proc == p and k not in done]
     bar = _Progress(sum(out.shard_rows(manifest, k) for k in todo), progress,
                     f"embed-corpus {p}/{n_proc}" if n_proc > 1 else "embed-corpus")
+    receipts = folder.Receipts(output, run, p)
     try:
-        _embed_shards(model, paths, output, manifest, todo, batch_size, bar)
+        _embed_shards(model, paths, output, manifest, todo, batch_size, bar, run, receipts)
     finally:
         bar.close()
+        receipts.close()
+    interrupt.check()
     distributed.barrier("embed-corpus: shards written")
     if p == 0:
         manifest["shards_done"] = len(out.done_shards(output, manifest))
         manifest["complete"] = manifest["shards_done"] == manifest["shards"]
         if not manifest["complete"]:
-            raise RuntimeError(f"{manifest['shards'] - manifest['shards_done']} shards are "
-                               f"missing in {output} after every process finished")
-        out.write_json_atomic(os.path.join(output, out.MANIFEST), manifest)
+            raise CorpusOutputError(f"{manifest['shards'] - manifest['shards_done']} shards "
+                                    f"are missing in {output} after every process finished")
+        _write_manifest(output, manifest, run)
+        folder.finish(output)
     distributed.barrier("embed-corpus: manifest completed")
     return manifest
 
 
-def _embed_shards(model, paths, output, manifest, todo, batch_size, bar) -> None:
+def _embed_shards(model, paths, output, manifest, todo, batch_size, bar, run, receipts) -> None:
     """Stream the inputs once; fill, embed and write the shards in ``todo`` (ascending)."""
     if not todo:
         return
@@ -197,12 +262,14 @@ def _embed_shards(model, paths, output, manifest, todo, batch_size, bar) -> None
         nonlocal filled
         if texts:
             buf[filled:filled + len(texts)] = model.encode(texts, **kw)
+            interrupt.check()
             filled += len(texts)
             bar.update(len(texts))
             texts.clear()
 
     for item in iter_records(paths, manifest["text_field"], manifest["id_field"],
-                             wanted=lambda i: i // size in wanted):
+                             wanted=lambda i: i // size in wanted, errors=manifest["errors"]):
+        interrupt.check()  # a signal whose raise was swallowed stops us here
         if item is None:
             continue
         number, text, rid = item
@@ -216,8 +283,9 @@ def _embed_shards(model, paths, output, manifest, todo, batch_size, bar) -> None
         if filled + len(texts) == len(buf):
             flush_texts()
             if manifest["id_field"]:
-                out.write_json_atomic(os.path.join(output, out.ids_name(k)), ids)
-            out.write_shard_atomic(os.path.join(output, out.shard_name(k)), buf)
+                out.write_json_atomic(os.path.join(output, out.ids_name(k)), ids, run,
+                                      receipts)
+            out.write_shard_atomic(os.path.join(output, out.shard_name(k)), buf, run, receipts)
             wanted.discard(k)
             k, buf, ids = None, None, []
             if not wanted:

@@ -10,10 +10,19 @@ Formats (every rule is about keeping "row i of the output is record i of the inp
   naming ``file:line`` (it is almost always a corrupt or concatenated file).
 * ``.parquet``: a string column, read in record batches with pyarrow.
 
-Patterns are expanded with :func:`glob.glob` and sorted; the records of all inputs are
-numbered 0, 1, ... in the order the inputs are given. :func:`describe_inputs` makes one
-pass to count records and hash bytes (what a manifest records and a resume compares);
-:func:`iter_records` makes the streaming pass, holding one line or one record batch.
+Patterns are expanded with :func:`glob.glob` and sorted; a folder stands for its own
+.txt / .jsonl / .parquet files (sorted; not its subfolders); the records of all inputs are
+numbered 0, 1, ... in the order the inputs are given. Only regular files are read: a FIFO
+or device named ``*.txt`` is refused when named, skipped with a note when a glob or a
+folder brought it in (opening a FIFO would wait forever).
+
+Text is validated in the counting pass, before any compute: invalid UTF-8 anywhere (the last
+line too) and, in .jsonl, a lone surrogate (``"\\ud800"``) or a bad record are refused as
+``file:line``; ``errors="replace"`` reads bad bytes and lone surrogates as U+FFFD instead.
+
+:func:`describe_inputs` makes one pass to count records, hash bytes (what a manifest records
+and a resume compares) and validate; :func:`iter_records` makes the streaming pass, holding
+one line or one record batch.
 
 Why not ``grain``: see docs/corpus.md (its sources are random-access or whole-file, it has
 no .txt/.jsonl streaming source with these rules, and the GPU image lacks it).
@@ -21,17 +30,21 @@ no .txt/.jsonl streaming source with these rules, and the GPU image lacks it).
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import glob
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from tarka_jax.errors import TarkaError
+from tarka_jax.files.text_input import special_kind
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
+ERRORS = ("strict", "replace")
 _BOM = b"\xef\xbb\xbf"
 _BLOCK = 1 << 20
 _PARQUET_BATCH = 4096
@@ -54,21 +67,63 @@ class InputFile:
         return dataclasses.asdict(self)
 
 
-def expand_inputs(patterns: Sequence[str]) -> list[str]:
-    """Absolute paths: each pattern's glob matches in sorted order, patterns in given order."""
+def _kind(path: str) -> str | None:
+    """None for a regular file (links followed), "missing", or what else it is."""
+    if not os.path.lexists(path):
+        return "missing"
+    return special_kind(path)
+
+
+def _folder_inputs(folder: str, notes: list[str]) -> list[str]:
+    """The folder's own input files, sorted; what else it holds goes into ``notes``."""
+    names = sorted(os.listdir(folder))
+    take = [n for n in names if n.endswith(SUFFIXES) and _kind(os.path.join(folder, n)) is None]
+    other = [n for n in names if n not in take]
+    if not take:
+        held = ", ".join(other[:5]) + (" ..." if len(other) > 5 else "") or "nothing"
+        raise CorpusError(f"--input {folder} is a folder without .txt, .jsonl or .parquet "
+                          f"files (it holds: {held}); name the files, or a glob")
+    note = f"--input {folder}: reading {len(take)} file(s) ({', '.join(take[:5])}" + (
+        " ..." if len(take) > 5 else "") + ")"
+    if other:
+        note += (f"; skipped {len(other)} other entr{'y' if len(other) == 1 else 'ies'} "
+                 f"({', '.join(other[:5])}{' ...' if len(other) > 5 else ''}: not a regular "
+                 f"{'/'.join(SUFFIXES)} file; subfolders are not read)")
+    notes.append(note)
+    return [os.path.abspath(os.path.join(folder, n)) for n in take]
+
+
+def expand_inputs(patterns: Sequence[str], notes: list[str] | None = None) -> list[str]:
+    """Absolute paths: each pattern's glob matches (or folder's files) in sorted order.
+
+    ``notes`` (when given) receives one line per folder read or non-regular file skipped.
+    """
     if not patterns:
         raise CorpusError("no --input given")
+    notes = [] if notes is None else notes
     paths: list[str] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if os.path.isdir(pattern):
+            paths += _folder_inputs(pattern, notes)
+            continue
+        magic = glob.has_magic(pattern)
+        matches = sorted(glob.glob(pattern)) if magic else [pattern]
         if not matches:
             raise CorpusError(f"--input {pattern!r} matches no file")
         for path in matches:
-            if not os.path.isfile(path):
+            kind = _kind(path)
+            if kind == "missing":
                 raise FileNotFoundError(f"input not found: {path}")
+            if kind is not None and magic:
+                notes.append(f"--input {pattern!r}: skipped {path} ({kind}, not a regular file)")
+                continue
+            if kind is not None:
+                raise CorpusError(f"input {path} is {kind}, not a regular file")
             if not path.endswith(SUFFIXES):
                 raise CorpusError(f"input {path} must end in one of {', '.join(SUFFIXES)}")
             paths.append(os.path.abspath(path))
+    if not paths:
+        raise CorpusError(f"--input {' '.join(patterns)}: no regular input file")
     return paths
 
 
@@ -86,39 +141,87 @@ def _parquet_file(path: str, columns: Sequence[str]):
     return pf
 
 
-def _count_lines(path: str, digest) -> int:
-    """Lines of a .txt file (a final line without ``\\n`` counts), hashing as it reads."""
+def _bad_utf8(path: str, line: int, e: UnicodeDecodeError, data: bytes) -> CorpusError:
+    what = (f"byte 0x{data[e.start]:02x}" if 0 <= e.start < len(data)
+            else "the file ends inside a character")
+    return CorpusError(f"{path}:{line}: not valid UTF-8 ({what}); convert the input to "
+                       "UTF-8, or pass --errors replace to read bad bytes as U+FFFD")
+
+
+def _count_lines(path: str, digest, errors: str = "strict") -> int:
+    """Lines of a .txt file (a final line without ``\\n`` counts), hashing and (strict)
+    checking UTF-8 as it reads."""
     lines, last = 0, b"\n"
+    decoder = codecs.getincrementaldecoder("utf-8")("strict") if errors == "strict" else None
     with open(path, "rb") as f:
         while block := f.read(_BLOCK):
             digest.update(block)
+            if decoder is not None:
+                pending = decoder.getstate()[0]  # a character cut by the previous block
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as e:
+                    data = pending + block
+                    line = lines + data.count(b"\n", 0, max(e.start, 0)) + 1
+                    raise _bad_utf8(path, line, e, data) from None
             lines += block.count(b"\n")
             last = block[-1:]
+    if decoder is not None:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            raise _bad_utf8(path, lines + (last != b"\n"), e, b"") from None
     return lines + (last != b"\n")
 
 
-def _count_jsonl(path: str, digest) -> int:
-    """Lines of a .jsonl file; a blank line is an error here, before any compute."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value) -> int | None:
+    m = _LONE.search(value) if isinstance(value, str) else None
+    return m.start() if m else None
+
+
+def _check_jsonl_line(path: str, n: int, raw: bytes, text_field: str,
+                      id_field: str | None, errors: str) -> None:
+    """One .jsonl line as the streaming pass will read it: refuse it here, before compute."""
+    record = _parse_jsonl(path, n, raw, text_field, id_field, errors)
+    if errors == "strict":
+        for field in (text_field, id_field):
+            at = _lone_surrogate(record.get(field)) if field else None
+            if at is not None:
+                raise CorpusError(f'{path}:{n}: field "{field}" holds a lone surrogate at '
+                                  f"character {at} (not valid Unicode text); fix the input, "
+                                  "or pass --errors replace to read it as U+FFFD")
+
+
+def _count_jsonl(path: str, digest, text_field: str = "text", id_field: str | None = None,
+                 errors: str = "strict") -> int:
+    """Lines of a .jsonl file, each validated (JSON object, text field, UTF-8, no lone
+    surrogate): a bad line is an error here, before any compute."""
     n = 0
     with open(path, "rb") as f:
         for n, line in enumerate(f, 1):
             digest.update(line)
-            if not line.strip():
-                raise CorpusError(f"{path}:{n} is a blank line (every line of a .jsonl "
-                                  "input must be a JSON object)")
+            _check_jsonl_line(path, n, line, text_field, id_field, errors)
     return n
 
 
 def describe_inputs(paths: Sequence[str], text_field: str = "text",
-                    id_field: str | None = None) -> list[InputFile]:
-    """Size, sha256 and record count of each input (one pass over its bytes)."""
+                    id_field: str | None = None, errors: str = "strict") -> list[InputFile]:
+    """Size, sha256 and record count of each input (one pass over its bytes, validating)."""
+    if errors not in ERRORS:
+        raise CorpusError(f"--errors must be one of {', '.join(ERRORS)}, got {errors!r}")
     out = []
     for path in paths:
         digest = hashlib.sha256()
         if path.endswith(".txt"):
-            records = _count_lines(path, digest)
+            if id_field is not None:
+                raise CorpusError(f"--id-field needs .jsonl or .parquet inputs, not {path}")
+            records = _count_lines(path, digest, errors)
         elif path.endswith(".jsonl"):
-            records = _count_jsonl(path, digest)
+            records = _count_jsonl(path, digest, text_field, id_field, errors)
         else:
             columns = [text_field] + ([id_field] if id_field else [])
             records = _parquet_file(path, columns).metadata.num_rows
@@ -129,7 +232,7 @@ def describe_inputs(paths: Sequence[str], text_field: str = "text",
     return out
 
 
-def _txt_records(path: str) -> Iterator[tuple[str, None]]:
+def _txt_records(path: str, errors: str = "strict") -> Iterator[tuple[str, None]]:
     with open(path, "rb") as f:  # binary: iteration splits on b"\n" only
         for n, raw in enumerate(f, 1):
             if n == 1 and raw.startswith(_BOM):
@@ -139,13 +242,32 @@ def _txt_records(path: str) -> Iterator[tuple[str, None]]:
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             try:
-                yield raw.decode("utf-8"), None
+                yield raw.decode("utf-8", errors), None
             except UnicodeDecodeError as e:
-                raise CorpusError(f"{path}:{n} is not valid UTF-8 ({e.reason})") from None
+                raise _bad_utf8(path, n, e, raw) from None
+
+
+def _parse_jsonl(path: str, n: int, raw: bytes, text_field: str, id_field: str | None,
+                 errors: str) -> dict:
+    if not raw.strip():
+        raise CorpusError(f"{path}:{n} is a blank line (every line of a .jsonl "
+                          "input must be a JSON object)")
+    try:
+        record = json.loads(raw.decode("utf-8", errors))
+    except UnicodeDecodeError as e:
+        raise _bad_utf8(path, n, e, raw) from None
+    except json.JSONDecodeError as e:
+        raise CorpusError(f"{path}:{n} is not valid JSON ({e})") from None
+    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+        raise CorpusError(f'{path}:{n} needs a string "{text_field}" field')
+    if id_field is not None and id_field not in record:
+        raise CorpusError(f'{path}:{n} has no "{id_field}" field (--id-field)')
+    return record
 
 
 def _jsonl_records(path: str, text_field: str, id_field: str | None,
-                   wanted: Callable[[], bool]) -> Iterator[tuple[str, Any] | None]:
+                   wanted: Callable[[], bool],
+                   errors: str = "strict") -> Iterator[tuple[str, Any] | None]:
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             if not raw.strip():
@@ -154,15 +276,12 @@ def _jsonl_records(path: str, text_field: str, id_field: str | None,
             if not wanted():
                 yield None
                 continue
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise CorpusError(f"{path}:{n} is not valid JSON ({e})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                raise CorpusError(f'{path}:{n} needs a string "{text_field}" field')
-            if id_field is not None and id_field not in record:
-                raise CorpusError(f'{path}:{n} has no "{id_field}" field (--id-field)')
-            yield record[text_field], (record[id_field] if id_field else None)
+            record = _parse_jsonl(path, n, raw, text_field, id_field, errors)
+            text, rid = record[text_field], (record[id_field] if id_field else None)
+            if errors == "replace" and _SURROGATE_ESCAPE.search(raw):
+                text = _LONE.sub("\ufffd", text)
+                rid = _LONE.sub("\ufffd", rid) if isinstance(rid, str) else rid
+            yield text, rid
 
 
 def _parquet_records(path: str, text_field: str,
@@ -182,7 +301,7 @@ def _parquet_records(path: str, text_field: str,
 
 
 def iter_records(paths: Sequence[str], text_field: str = "text", id_field: str | None = None,
-                 wanted: Callable[[int], bool] | None = None
+                 wanted: Callable[[int], bool] | None = None, errors: str = "strict"
                  ) -> Iterator[tuple[int, str, Any] | None]:
     """``(record number, text, id)`` for every record of every input, in order.
 
@@ -196,9 +315,9 @@ def iter_records(paths: Sequence[str], text_field: str = "text", id_field: str |
         if path.endswith(".txt"):
             if id_field is not None:
                 raise CorpusError(f"--id-field needs .jsonl or .parquet inputs, not {path}")
-            records = _txt_records(path)
+            records = _txt_records(path, errors)
         elif path.endswith(".jsonl"):
-            records = _jsonl_records(path, text_field, id_field, want)
+            records = _jsonl_records(path, text_field, id_field, want, errors)
         else:
             records = _parquet_records(path, text_field, id_field)
         for record in records:

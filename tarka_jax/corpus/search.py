@@ -88,9 +88,8 @@ def print_index_hits(model, folder: str, queries: list[str], top_k: int = 5,
                      batch_size: int = 32, truncate_dim: int | None = None) -> None:
     """What ``tarka-jax search --index DIR`` prints: per query, rank, score and record id."""
     from tarka_jax.corpus.job import model_sha256
-    from tarka_jax.corpus.store import read_manifest
 
-    manifest = read_manifest(folder)
+    manifest = read_embeddings(folder, mmap=True).manifest  # validated against the files
     if manifest["model_sha256"] != model_sha256(model):
         raise CorpusOutputError(f"the index {folder} was built with model {manifest['model']!r} "
                          f"(another hash); embed the queries with that model")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,7 +30,9 @@ MANIFEST = "manifest.json"
 
 #: Manifest keys a ``--resume`` must find unchanged (the model by its hash, inputs by content).
 SETTINGS = ("model_sha256", "prompt", "dtype", "max_seq_length", "truncate_dim", "normalize",
-            "shard_size", "dim", "text_field", "id_field", "inputs")
+            "shard_size", "dim", "text_field", "id_field", "batch_size", "errors", "inputs")
+#: Settings older manifests did not record, and the value they ran with.
+DEFAULTS = {"errors": "strict"}
 
 
 class CorpusOutputError(TarkaError):
@@ -54,38 +57,96 @@ def shard_rows(manifest: dict, k: int) -> int:
     return min(size, manifest["records"] - k * size)
 
 
-def write_json_atomic(path: str, obj) -> None:
-    """Write JSON under a temporary name in the same folder, then rename it into place."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _hint(folder: str) -> str:
+    return f"free space, then rerun with --resume (the finished shards in {folder} are kept)"
 
 
-def write_shard_atomic(path: str, array: np.ndarray) -> None:
-    """``np.save`` under a temporary name, fsync, then rename: all or nothing."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array, np.float32))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def write_json_atomic(path: str, obj, run_id: str, receipts=None) -> None:
+    """JSON under ``.NAME.tarka-tmp-RUNID``, fsynced, renamed into place (claimed first)."""
+    data = json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8")
+    _write(path, lambda w: w.write(data), run_id, receipts)
+
+
+def write_shard_atomic(path: str, array: np.ndarray, run_id: str, receipts=None) -> None:
+    """``np.save`` under ``.NAME.tarka-tmp-RUNID``, fsync, rename: all or nothing.
+
+    Written through a hashing writer (so a full disk is ``DiskFullError`` naming the path,
+    not numpy's "N requested and M written") and claimed in ``receipts`` before the rename.
+    """
+    arr = np.ascontiguousarray(array, np.float32)
+    _write(path, lambda w: np.lib.format.write_array(w, arr, allow_pickle=False), run_id,
+           receipts)
+
+
+def _write(path: str, fill, run_id: str, receipts) -> None:
+    from tarka_jax.files.atomic import write_atomic
+
+    def fill_and_claim(w):
+        fill(w)
+        if receipts is not None:  # claimed before the rename: a kill leaves no unclaimed file
+            receipts.claim(os.path.basename(path), w.size, w.digest.hexdigest())
+
+    claim = write_atomic(path, fill_and_claim, run_id, hint=_hint(os.path.dirname(path)))
+    if receipts is not None:
+        receipts.claim(os.path.basename(path), claim.size, claim.sha256, claim.ident)
+
+
+_MANIFEST_TYPES = {"model": str, "model_sha256": str, "dtype": str, "normalize": bool,
+                   "shard_size": int, "dim": int, "text_field": str, "inputs": list,
+                   "records": int, "shards": int, "shards_done": int, "complete": bool}
 
 
 def read_manifest(folder: str) -> dict:
+    """The folder's manifest, validated: schema, types, and a shard count that matches its
+    records (a manifest claiming 10**10 shards is refused here, before any loop)."""
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
         raise CorpusOutputError(f"{folder} is not an embed-corpus output (no {MANIFEST})")
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    if manifest.get("format") != FORMAT:
+    from tarka_jax.files.jsonfiles import read_json
+
+    try:
+        manifest = read_json(path, "embed-corpus manifest")
+    except TarkaError as e:
+        raise CorpusOutputError(str(e)) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CorpusOutputError(f"{path} is not a {FORMAT} manifest")
     if manifest.get("version") != VERSION:
         raise CorpusOutputError(f"{path} has format version {manifest.get('version')}; this "
                                 f"tarka-jax reads version {VERSION}")
+    for key, kind in _MANIFEST_TYPES.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CorpusOutputError(f"{path}: {key!r} is {value!r}, not a {kind.__name__}")
+    if manifest["shard_size"] < 1 or manifest["records"] < 0 or not 0 < manifest["dim"] <= 1 << 20:
+        raise CorpusOutputError(f"{path}: shard_size, records or dim out of range")
+    if manifest["shards"] != num_shards(manifest["records"], manifest["shard_size"]):
+        raise CorpusOutputError(
+            f"{path}: {manifest['shards']} shards do not hold {manifest['records']} records of "
+            f"{manifest['shard_size']} per shard: the manifest is corrupt")
     return manifest
+
+
+_NUMBERED = re.compile(r"^(?:shard-(\d{6,})\.npy|ids-(\d{6,})\.json)$")
+
+
+def shard_number(name: str) -> int | None:
+    """k of ``shard_name(k)`` or ``ids_name(k)``; None for any other name."""
+    m = _NUMBERED.match(name)
+    if not m:
+        return None
+    k = int(m[1] or m[2])
+    return k if name in (shard_name(k), ids_name(k)) else None
+
+
+def present_shards(folder: str, manifest: dict) -> list[int]:
+    """Shard numbers with a file under their final name in ``folder`` (a directory listing:
+    O(files), never O(the manifest's claim))."""
+    found = []
+    for name in os.listdir(folder):
+        k = shard_number(name)
+        if k is not None and k < manifest["shards"] and name == shard_name(k):
+            found.append(k)
+    return sorted(found)
 
 
 def shard_ok(folder: str, manifest: dict, k: int) -> bool:
@@ -103,17 +164,25 @@ def shard_ok(folder: str, manifest: dict, k: int) -> bool:
 
 
 def done_shards(folder: str, manifest: dict) -> list[int]:
-    return [k for k in range(manifest["shards"]) if shard_ok(folder, manifest, k)]
+    return [k for k in present_shards(folder, manifest) if shard_ok(folder, manifest, k)]
 
 
 def _complete_manifest(folder: str) -> dict:
     manifest = read_manifest(folder)
-    missing = [k for k in range(manifest["shards"]) if not shard_ok(folder, manifest, k)]
-    if missing:
-        shown = ", ".join(shard_name(k) for k in missing[:3]) + (" ..." if len(missing) > 3
-                                                                  else "")
-        raise CorpusOutputError(f"{folder} is incomplete: {len(missing)} of "
-                                f"{manifest['shards']} shards missing ({shown}); finish it "
+    total = manifest["shards"]
+    done = done_shards(folder, manifest)
+    if len(done) < total:
+        done_set = set(done)
+        missing = []  # the first few, without walking a huge claimed range
+        for k in range(total):
+            if k not in done_set:
+                missing.append(k)
+                if len(missing) == 3:
+                    break
+        shown = ", ".join(shard_name(k) for k in missing) + (" ..." if total - len(done) > 3
+                                                              else "")
+        raise CorpusOutputError(f"{folder} is incomplete: {total - len(done)} of "
+                                f"{total} shards missing ({shown}); finish it "
                                 "with embed-corpus --resume")
     return manifest
 
@@ -217,7 +286,7 @@ def describe_changes(old: dict, new: dict, keys: Sequence[str] = SETTINGS) -> li
     """Human-readable differences between two manifests' settings (empty: same)."""
     changes = []
     for key in keys:
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, DEFAULTS.get(key)), new.get(key, DEFAULTS.get(key))
         if key == "inputs":
             a = [(i.get("size"), i.get("sha256"), i.get("records")) for i in a or []]
             b = [(i.get("size"), i.get("sha256"), i.get("records")) for i in b or []]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import sys
 from collections.abc import Sequence
 
@@ -56,7 +57,11 @@ def decode(data: bytes, source: str, errors: str = "strict") -> str:
 
 
 def read_file(path: str | os.PathLike, errors: str = "strict") -> str:
-    """A whole text file, decoded as :func:`decode` does."""
+    """A whole text file, decoded as :func:`decode` does (a FIFO or device is refused
+    unopened: reading one could block forever)."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise TextInputError(f"{os.fspath(path)} is {kind}, not a regular file")
     with open(path, "rb") as f:
         return decode(f.read(), os.fspath(path), errors)
 
@@ -92,6 +97,7 @@ class DirectoryRead:
     texts: list[str]
     skipped_files: list[str]
     skipped_folders: list[str]
+    skipped_special: list[str] = dataclasses.field(default_factory=list)  # FIFOs, devices
 
     def summary(self) -> str:
         exts = ", ".join(DOC_EXTENSIONS)
@@ -99,6 +105,9 @@ class DirectoryRead:
         if self.skipped_files:
             parts.append(f"skipped {len(self.skipped_files)} other file(s) "
                          f"({_preview(self.skipped_files)})")
+        if self.skipped_special:
+            parts.append(f"skipped {len(self.skipped_special)} non-regular file(s), never "
+                         f"opened ({_preview(self.skipped_special)})")
         if self.skipped_folders:
             parts.append(f"skipped {len(self.skipped_folders)} subfolder(s) "
                          f"({_preview(self.skipped_folders)}; pass --recursive to read them)")
@@ -110,7 +119,7 @@ def read_directory(folder: str | os.PathLike, *, recursive: bool = False,
                    errors: str = "strict") -> DirectoryRead:
     """One text per file with one of ``extensions`` (case-insensitive), sorted by path."""
     folder = os.fspath(folder)
-    names, skipped, folders = [], [], []
+    names, skipped, folders, special = [], [], [], []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         rel = os.path.relpath(root, folder)
@@ -119,10 +128,26 @@ def read_directory(folder: str | os.PathLike, *, recursive: bool = False,
             folders.extend(prefix + d + "/" for d in dirs)
             dirs.clear()
         for name in sorted(files):
+            kind = special_kind(os.path.join(root, name))
+            if kind is not None:  # a FIFO would block open() forever: never opened
+                special.append(f"{prefix}{name} ({kind})")
+                continue
             target = names if name.lower().endswith(tuple(extensions)) else skipped
             target.append(prefix + name)
     texts = [read_file(os.path.join(folder, *n.split("/")), errors) for n in names]
-    return DirectoryRead(folder, names, texts, skipped, folders)
+    return DirectoryRead(folder, names, texts, skipped, folders, special)
+
+
+def special_kind(path: str | os.PathLike) -> str | None:
+    """None for a regular file (links followed) or a missing one; else what it is."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device")
 
 
 def check_encodable(texts: Sequence[str]) -> None:
@@ -161,5 +186,6 @@ __all__ = [
     "read_directory",
     "read_file",
     "read_stdin",
+    "special_kind",
     "split_lines",
 ]

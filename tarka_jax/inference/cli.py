@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from tarka_jax.errors import UsageError
+from tarka_jax.errors import TarkaError, UsageError
 from tarka_jax.files.jsonfiles import read_jsonl
 from tarka_jax.runtime.command import Command
 
@@ -51,6 +51,8 @@ def _embed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", default=None,
                    help="write here: .npy (float32 [n, dim]) when it ends so, JSON lines "
                         "otherwise (default: JSON lines on stdout)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --output file (never one of the model's files)")
     p.add_argument("texts", nargs="*", metavar="TEXT",
                    help="texts to embed; none or '-' reads one text per line from stdin")
 
@@ -67,9 +69,64 @@ def _read_texts(texts: list[str], errors: str = "strict") -> list[str]:
                      "(end with Ctrl-D; or pass them as arguments)"))
 
 
+class NonFiniteEmbeddingError(TarkaError):
+    """An embedding holds NaN or inf: nothing is written (JSON cannot even hold NaN)."""
+
+
+def _check_output_file(path: str, force: bool, model_folder: str | None) -> None:
+    """Refuse an --output that exists (without --force), is a folder, or is the model's."""
+    if os.path.isdir(path):
+        raise UsageError(f"--output {path} is a folder; give a file name")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UsageError(f"--output {path}: the folder it names does not exist")
+    if model_folder and os.path.isdir(model_folder):
+        real, folder = os.path.realpath(path), os.path.realpath(model_folder)
+        own = {os.path.realpath(os.path.join(d, f))  # hub snapshots link into blobs/
+               for d, _, files in os.walk(model_folder) for f in files}
+        if real.startswith(folder.rstrip(os.sep) + os.sep) or real in own:
+            raise UsageError(f"--output {path} is in the model's own folder {model_folder}; "
+                             "refusing to write there (even with --force)")
+    if os.path.lexists(path) and not force:
+        raise UsageError(f"--output {path} already exists; pass --force to replace it, or "
+                         "choose a new name")
+
+
+def _check_finite(emb, texts: list[str], from_stdin: bool) -> None:
+    import numpy as np
+
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        where = f"stdin line {i + 1}" if from_stdin else f"argument {i + 1}"
+        raise NonFiniteEmbeddingError(
+            f"the embedding of text {i} ({where}) holds NaN or inf ({bad.size} of {len(emb)} "
+            "texts do); the model's weights or numerics produced it; nothing written")
+
+
+def _write_output(path: str, emb, texts: list[str]) -> None:
+    from tarka_jax.files.atomic import write_atomic
+    from tarka_jax.files.marker import new_run_id
+
+    if path.lower().endswith(".npy"):
+        import numpy as np
+
+        def fill(w):
+            np.lib.format.write_array(w, np.ascontiguousarray(emb), allow_pickle=False)
+    else:
+        def fill(w):
+            for text, row in zip(texts, emb):
+                w.write((json.dumps({"text": text, "embedding": row.tolist()},
+                                    ensure_ascii=False, allow_nan=False) + "\n").encode())
+    write_atomic(os.path.abspath(path), fill, new_run_id())
+
+
 def _run_embed(args) -> int:
+    if args.output:
+        _check_output_file(args.output, args.force, args.model)
     texts = _read_texts(args.texts, args.errors)
     model = _load_embedder(args)
+    if args.output:
+        _check_output_file(args.output, args.force, model.source_folder)
     kw = {"batch_size": args.batch_size, "truncate_dim": args.truncate_dim,
           "normalize_embeddings": args.normalize}
     if args.query:
@@ -78,19 +135,13 @@ def _run_embed(args) -> int:
         emb = model.encode_document(texts, **kw)
     else:
         emb = model.encode(texts, prompt_name=args.prompt_name, prompt=args.prompt, **kw)
-    if args.output and args.output.lower().endswith(".npy"):
-        import numpy as np
-
-        with open(args.output, "wb") as f:  # a file object: np.save adds no second suffix
-            np.save(f, emb)
-        return 0
-    lines = (json.dumps({"text": text, "embedding": row.tolist()}, ensure_ascii=False) + "\n"
-             for text, row in zip(texts, emb))
+    _check_finite(emb, texts, from_stdin=not args.texts or args.texts == ["-"])
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-    else:
-        sys.stdout.writelines(lines)
+        _write_output(args.output, emb, texts)
+        return 0
+    sys.stdout.writelines(json.dumps({"text": text, "embedding": row.tolist()},
+                                     ensure_ascii=False, allow_nan=False) + "\n"
+                          for text, row in zip(texts, emb))
     return 0
 
 
@@ -129,6 +180,9 @@ def read_documents(path: str, *, recursive: bool = False,
         else:
             pairs = text_input.lines(text_input.read_file(path, errors))
             texts, labels = [t.strip() for _, t in pairs], [f"line {n}" for n, _ in pairs]
+    elif text_input.special_kind(path):
+        raise UsageError(f"--docs {path} is {text_input.special_kind(path)}, not a file or "
+                         "folder (never opened)")
     else:
         raise FileNotFoundError(f"documents not found: {path}")
     if not texts:

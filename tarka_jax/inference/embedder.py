@@ -302,8 +302,8 @@ class Embedder:
         ``model_name`` / ``create_model_card`` / ``train_datasets`` are accepted for
         sentence-transformers compatibility and write nothing extra.
         """
-        from tarka_jax.convert.safe_write import output_folder
         from tarka_jax.convert.st_folder import SentenceTransformerMeta, save_sentence_transformers
+        from tarka_jax.files.outputs import output_folder
 
         if not safe_serialization:
             raise UsageError("tarka-jax writes safetensors only (safe_serialization=False)")

@@ -22,6 +22,7 @@ import os
 import sys
 
 from tarka_jax.errors import UsageError
+from tarka_jax.mteb.results import ResultsFolder
 from tarka_jax.runtime.command import Command
 
 
@@ -147,8 +148,33 @@ def run(args) -> int:
     tasks, failed = load_data(tasks)
     model = TarkaEncoder(args.model, args.revision, dtype=args.dtype, attention=args.attention,
                          batch_size=args.batch_size, max_seq_length=args.max_seq_length)
-    os.makedirs(args.output_folder, exist_ok=True)
-    cache = mteb.ResultCache(cache_path=args.output_folder) if args.reuse_results else None
+    out = ResultsFolder(args.output_folder)
+    try:
+        rows = _evaluate(mteb, model, tasks, failed, out, args)
+    finally:
+        out.close()
+    print(format_rows(rows, failed))
+    return 1 if failed else 0
+
+
+def _task_json(task_result) -> bytes:
+    """mteb's own file format (``TaskResult.to_disk``), as bytes for an atomic write."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "result.json"
+        task_result.to_disk(path)
+        return path.read_bytes()
+
+
+def _evaluate(mteb, model, tasks, failed, out, args) -> list[dict]:
+    """Run mteb, write each task's result and summary.json (only files we may replace)."""
+    meta = model.mteb_model_meta
+    sub = f"{meta.name.replace('/', '__')}/{meta.revision}"
+    cache = mteb.ResultCache(cache_path=out.folder) if args.reuse_results else None
+    out.check(["summary.json"] + ([] if cache else [f"{sub}/{t.metadata.name}.json"
+                                                  for t in tasks]))
     result = mteb.evaluate(model, tasks, cache=cache, raise_error=False,
                            overwrite_strategy="only-missing" if cache else "always",
                            encode_kwargs={"batch_size": args.batch_size},
@@ -157,20 +183,15 @@ def run(args) -> int:
     if result is not None:
         for err in result.exceptions:
             failed[err.task_name] = err.exception.strip().splitlines()[0]
-        meta = model.mteb_model_meta
-        folder = os.path.join(args.output_folder, meta.name.replace("/", "__"), meta.revision)
         if cache is None:
-            from pathlib import Path
-
-            os.makedirs(folder, exist_ok=True)
             for tr in result.task_results:
-                tr.to_disk(Path(folder) / f"{tr.task_name}.json")
+                out.write(f"{sub}/{tr.task_name}.json",
+                          lambda w, tr=tr: w.write(_task_json(tr)))
         rows = result_rows(result, tasks)
-    with open(os.path.join(args.output_folder, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump({"model": model.mteb_model_meta.name, "revision": model.mteb_model_meta.revision,
-                   "dtype": args.dtype, "tasks": rows, "failed": failed}, f, indent=2)
-    print(format_rows(rows, failed))
-    return 1 if failed else 0
+    summary = {"model": meta.name, "revision": meta.revision, "dtype": args.dtype,
+               "tasks": rows, "failed": failed}
+    out.write("summary.json", lambda w: w.write(json.dumps(summary, indent=2).encode()))
+    return rows
 
 
 COMMAND = Command("mteb", "run MTEB tasks on a model (needs the mteb extra)", add_arguments, run,

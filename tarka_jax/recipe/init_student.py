@@ -249,10 +249,10 @@ def init_student(teacher: str, tokenizer_folder: str, out_dir: str, *,
                  max_seq_length: int | None = None, force: bool = False) -> InitReport:
     """Write the student folder (``force``: replace an earlier output of ours); the report."""
     from tarka_jax.convert import open_model
-    from tarka_jax.convert.safe_write import check_output, output_folder
     from tarka_jax.convert.sources import resolve_folder
     from tarka_jax.convert.st_folder import save_sentence_transformers
     from tarka_jax.distill.surgery import reinit_layers, resize_output
+    from tarka_jax.files.outputs import check_output, output_folder
     from tarka_jax.text.tokenizer import TextTokenizer
 
     check_output(out_dir, sources=[teacher, tokenizer_folder], force=force)  # before any work

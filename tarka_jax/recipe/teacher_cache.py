@@ -122,7 +122,7 @@ def build_cache(out_dir: str, model: str, train_files: Sequence[str],
     existing non-empty folder is refused unless ``force`` and tarka-jax wrote it; the
     files appear only when complete (written into a temporary sibling, then renamed).
     """
-    from tarka_jax.convert.safe_write import check_output, output_folder
+    from tarka_jax.files.outputs import check_output, output_folder
     from tarka_jax.train.data import read_corpus
 
     sources = [model, *train_files, *eval_files]

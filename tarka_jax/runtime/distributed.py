@@ -101,4 +101,28 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-__all__ = ["add_arguments", "barrier", "initialize", "plan"]
+def broadcast_bytes(data: bytes, size: int = 1024) -> bytes:
+    """Process 0's ``data`` (at most ``size`` bytes) on every process; itself for one process.
+
+    How a job's processes agree on what only process 0 can decide (the job id once it holds
+    the output folder's lock, or why it was refused).
+    """
+    import jax
+
+    if len(data) > size:
+        data = data[:size]
+    if jax.process_count() == 1:
+        return data
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    buf = np.zeros(size + 4, np.uint8)  # [4-byte length][payload]
+    if jax.process_index() == 0:
+        buf[:4] = np.frombuffer(len(data).to_bytes(4, "little"), np.uint8)
+        buf[4:4 + len(data)] = np.frombuffer(data, np.uint8)
+    out = np.asarray(multihost_utils.broadcast_one_to_all(buf), np.uint8)
+    n = int.from_bytes(out[:4].tobytes(), "little")
+    return out[4:4 + n].tobytes()
+
+
+__all__ = ["add_arguments", "barrier", "broadcast_bytes", "initialize", "plan"]

@@ -39,7 +39,7 @@ def write_model(out_dir: str, config: ModelConfig, seed: int) -> None:
         lambda p, x: x + 0.1 * rng.standard_normal(x.shape).astype(np.float32)
         if p[-1].key == "weight" else x, params)
     meta = SentenceTransformerMeta(prompts={}, default_prompt_name=None, max_seq_length=64)
-    from tarka_jax.convert.safe_write import output_folder
+    from tarka_jax.files.outputs import output_folder
 
     with output_folder(out_dir, force=True, kind="tiny-model") as tmp:  # replaces only ours
         save_flax_folder(tmp, config, params, meta, tok_dir)
