@@ -49,6 +49,7 @@ from tokenizers import AddedToken, Tokenizer
 
 from tarka_jax.errors import ConfigError, InputTypeError, TarkaError
 from tarka_jax.files.jsonfiles import read_json
+from tarka_jax.text.truncation import encode_bounded, vocabulary_width, widest_token
 
 # Named special tokens transformers adds to the backend when it lacks them.
 _NAMED_SPECIAL_TOKENS = (
@@ -155,8 +156,10 @@ class TextTokenizer:
     """
 
     def __init__(self, backend: Tokenizer, *, max_seq_length: int | None, pad_token_id: int = 0,
-                 truncation_side: str = "right"):
+                 truncation_side: str = "right", widest_token: int | None = None):
         self._backend = backend
+        # characters of the longest token: where a long text is cut (text/truncation.py)
+        self._widest = widest_token or vocabulary_width(backend)
         self.pad_token_id = int(pad_token_id)
         self.truncation_side = truncation_side
         self.num_special_tokens = backend.num_special_tokens_to_add(False)
@@ -218,8 +221,10 @@ class TextTokenizer:
             backend_truncation or {}).get("direction") or "right"
         pad = _token_content(tok_config.get("pad_token"))
         pad_id = backend.token_to_id(pad) if pad is not None else None
+        added = [t.content for t in backend.get_added_tokens_decoder().values()]
         return cls(backend, max_seq_length=max_seq_length,
-                   pad_token_id=pad_id if pad_id is not None else 0, truncation_side=side)
+                   pad_token_id=pad_id if pad_id is not None else 0, truncation_side=side,
+                   widest_token=widest_token(tokenizer_json, added))
 
     def set_max_seq_length(self, max_seq_length: int | None) -> None:
         """Change the truncation length (None = none)."""
@@ -246,11 +251,11 @@ class TextTokenizer:
     def encode(self, texts: str | Sequence[str], *, prompt: str | None = None) -> list[list[int]]:
         """Token ids of each text (prompt prepended, truncated, special tokens added)."""
         texts, _ = check_texts(texts)
-        if prompt:
-            texts = [prompt + t for t in texts]
         if not texts:
             return []
-        return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=True)]
+        return [e.ids for e in encode_bounded(self._backend, texts, prompt or "",
+                                              self.max_seq_length, self.truncation_side,
+                                              self._widest)]
 
     def __call__(self, texts: str | Sequence[str], *, prompt: str | None = None,
                  pack: bool = False, pad_to_multiple_of: int | None = None,
@@ -384,15 +389,18 @@ def _add_missing_tokens(backend: Tokenizer, tok_config: dict) -> None:
 
 def _resolve_max_seq_length(folder: str, tok_config: dict, st_config: dict,
                             max_position_embeddings: int | None) -> int | None:
-    """sentence-transformers' rule: sentence_bert_config, else tokenizer capped by positions."""
-    if st_config.get("max_seq_length") is not None:
-        return int(st_config["max_seq_length"])
+    """sentence-transformers' rule: sentence_bert_config, else tokenizer; either capped by
+    the model's positions (a saved 10**12 must not size anything)."""
     if max_position_embeddings is None:
         model_config = _read_json(os.path.join(folder, "config.json"))
         max_position_embeddings = model_config.get("max_position_embeddings")
         if max_position_embeddings is None and isinstance(model_config.get("text_config"), dict):
             max_position_embeddings = model_config["text_config"].get("max_position_embeddings")
-    model_max = tok_config.get("model_max_length")
+    saved = st_config.get("max_seq_length")
+    if saved is not None and (type(saved) is not int or saved < 1):
+        raise TokenizerError(f"sentence_bert_config.json in {folder}: max_seq_length must be a "
+                             f"positive integer, got {saved!r:.60}")
+    model_max = saved if saved is not None else tok_config.get("model_max_length")
     if model_max is not None and int(model_max) >= _VERY_LARGE:
         model_max = None
     candidates = [int(v) for v in (model_max, max_position_embeddings)
