@@ -16,6 +16,7 @@ row-length table of at most 16k widths.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from typing import Any
 
@@ -42,33 +43,34 @@ def size(value: Any, key: str, source: str = "config.json") -> int:
     (JSON writers differ), never bools, strings or fractions."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 62:
         value = int(value)
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        n = operator.index(value)
-    except TypeError:
+    n = _integer(value)
+    if n is None:
         raise ConfigError(f"{source}: {key} is malformed: an integer is needed, got "
-                          f"{value!r:.60}") from None
+                          f"{value!r:.60}")
     lo, hi = LIMITS[key]
     if not lo <= n <= hi:
-        raise ConfigError(f"{source}: {key} = {n} is outside {lo:,}..{hi:,} (the most a "
-                          "Gemma-3-family encoder could need is far below the ceiling)")
+        raise ConfigError(f"{source}: {key} = {n} is outside {lo:,}..{hi:,} (the ceiling is "
+                          "8x or more of the largest Gemma 3 model's)")
     return n
 
 
 def positive(value: Any, key: str, source: str = "config.json", *, zero: bool = False) -> float:
     """``value`` as a finite float > 0 (``zero``: >= 0)."""
-    try:
-        if isinstance(value, (bool, str)):
-            raise TypeError
-        x = float(value)
-    except (TypeError, ValueError):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{source}: {key} is malformed: a number is needed, got "
-                          f"{value!r:.60}") from None
+                          f"{value!r:.60}")
+    x = float(value)
     if not math.isfinite(x) or x < 0 or (x == 0 and not zero):
         raise ConfigError(f"{source}: {key} must be a finite number {'>=' if zero else '>'} 0, "
                           f"got {value!r:.60}")
     return x
+
+
+def _integer(value: Any) -> int | None:
+    """A Python or numpy integer (never a bool) as an int, else None."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        return None
+    return operator.index(value)
 
 
 def check_sizes(config, source: str = "model config") -> None:
@@ -85,14 +87,10 @@ def check_sizes(config, source: str = "model config") -> None:
                   "rope_scaling_full", "rope_scaling_sliding"):
         positive(getattr(config, field), field, source)
     positive(config.rms_norm_eps, "rms_norm_eps", source, zero=True)
-    pad = config.pad_token_id
-    try:
-        ok = not isinstance(pad, bool) and 0 <= operator.index(pad) < config.vocab_size
-    except TypeError:
-        ok = False
-    if not ok:
+    pad = _integer(config.pad_token_id)
+    if pad is None or not 0 <= pad < config.vocab_size:
         raise ConfigError(f"{source}: pad_token_id must be a token id in 0..{config.vocab_size - 1}"
-                          f", got {pad!r:.60}")
+                          f", got {config.pad_token_id!r:.60}")
     for i, spec in enumerate(config.dense):
         size(spec.in_features, "dense features", f"{source}: Dense module {i}")
         size(spec.out_features, "dense features", f"{source}: Dense module {i}")

@@ -49,7 +49,12 @@ from tokenizers import AddedToken, Tokenizer
 
 from tarka_jax.errors import ConfigError, InputTypeError, TarkaError
 from tarka_jax.files.jsonfiles import read_json
-from tarka_jax.text.truncation import encode_bounded, vocabulary_width, widest_token
+from tarka_jax.text.truncation import (
+    encode_bounded,
+    resolve_max_seq_length,
+    vocabulary_width,
+    widest_token,
+)
 
 # Named special tokens transformers adds to the backend when it lacks them.
 _NAMED_SPECIAL_TOKENS = (
@@ -61,8 +66,6 @@ _NAMED_SPECIAL_TOKENS = (
 # __init__ (CodeLlama, Cohere, GPT-NeoX, ...) rebuild pieces differently: warn.
 _VERIFIED_CLASSES = {None, "TokenizersBackend", "PreTrainedTokenizerFast", "GemmaTokenizer",
                      "GemmaTokenizerFast"}
-# transformers' "no limit" sentinel for model_max_length (int(1e30)).
-_VERY_LARGE = int(1e20)
 
 
 class TokenizerError(TarkaError):
@@ -158,8 +161,7 @@ class TextTokenizer:
     def __init__(self, backend: Tokenizer, *, max_seq_length: int | None, pad_token_id: int = 0,
                  truncation_side: str = "right", widest_token: int | None = None):
         self._backend = backend
-        # characters of the longest token: where a long text is cut (text/truncation.py)
-        self._widest = widest_token or vocabulary_width(backend)
+        self._widest = widest_token or vocabulary_width(backend)  # where long texts are cut
         self.pad_token_id = int(pad_token_id)
         self.truncation_side = truncation_side
         self.num_special_tokens = backend.num_special_tokens_to_add(False)
@@ -215,16 +217,15 @@ class TextTokenizer:
                 "differ from AutoTokenizer's", stacklevel=2)
 
         if max_seq_length is None:
-            max_seq_length = _resolve_max_seq_length(folder, tok_config, st_config,
-                                                     max_position_embeddings)
+            max_seq_length = resolve_max_seq_length(
+                tok_config, st_config, max_position_embeddings or _positions(folder), folder)
         side = tok_config.get("truncation_side") or (
             backend_truncation or {}).get("direction") or "right"
         pad = _token_content(tok_config.get("pad_token"))
         pad_id = backend.token_to_id(pad) if pad is not None else None
-        added = [t.content for t in backend.get_added_tokens_decoder().values()]
         return cls(backend, max_seq_length=max_seq_length,
                    pad_token_id=pad_id if pad_id is not None else 0, truncation_side=side,
-                   widest_token=widest_token(tokenizer_json, added))
+                   widest_token=widest_token(tokenizer_json, backend))
 
     def set_max_seq_length(self, max_seq_length: int | None) -> None:
         """Change the truncation length (None = none)."""
@@ -387,22 +388,9 @@ def _add_missing_tokens(backend: Tokenizer, tok_config: dict) -> None:
             [AddedToken(n, special=True, normalized=False) for n in missing])
 
 
-def _resolve_max_seq_length(folder: str, tok_config: dict, st_config: dict,
-                            max_position_embeddings: int | None) -> int | None:
-    """sentence-transformers' rule: sentence_bert_config, else tokenizer; either capped by
-    the model's positions (a saved 10**12 must not size anything)."""
-    if max_position_embeddings is None:
-        model_config = _read_json(os.path.join(folder, "config.json"))
-        max_position_embeddings = model_config.get("max_position_embeddings")
-        if max_position_embeddings is None and isinstance(model_config.get("text_config"), dict):
-            max_position_embeddings = model_config["text_config"].get("max_position_embeddings")
-    saved = st_config.get("max_seq_length")
-    if saved is not None and (type(saved) is not int or saved < 1):
-        raise TokenizerError(f"sentence_bert_config.json in {folder}: max_seq_length must be a "
-                             f"positive integer, got {saved!r:.60}")
-    model_max = saved if saved is not None else tok_config.get("model_max_length")
-    if model_max is not None and int(model_max) >= _VERY_LARGE:
-        model_max = None
-    candidates = [int(v) for v in (model_max, max_position_embeddings)
-                  if v is not None and int(v) != -1]
-    return min(candidates) if candidates else None
+def _positions(folder: str) -> int | None:
+    """``max_position_embeddings`` of the folder's config.json (or its text_config)."""
+    model_config = _read_json(os.path.join(folder, "config.json"))
+    text_config = model_config.get("text_config")
+    return model_config.get("max_position_embeddings") or (
+        text_config.get("max_position_embeddings") if isinstance(text_config, dict) else None)

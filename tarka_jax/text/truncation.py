@@ -1,4 +1,7 @@
-"""A text that will be truncated is cut at a character bound before it is tokenised.
+"""Truncation: how many tokens a folder keeps, and a long text cut before it is tokenised.
+
+:func:`resolve_max_seq_length` is the length (sentence-transformers' rule, capped by the
+model's positions). The rest of this docstring is about the cut.
 
 Why: tokenising costs time and memory in the text's length, and truncation to
 ``max_seq_length`` happens after it: one 50 MB line cost 70 s and 7.9 GB to keep 256
@@ -36,12 +39,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tarka_jax.errors import ConfigError
+
 MARGIN = 64  # content tokens past the kept ones that a cut text must still yield
 _WIDEN = 8
+_VERY_LARGE = int(1e20)  # transformers' "no limit" sentinel for model_max_length is int(1e30)
 
 
-def widest_token(tokenizer_json: dict, added: Sequence[str] = ()) -> int | None:
-    """Characters of the longest vocabulary entry or added token (None: unknown model)."""
+def resolve_max_seq_length(tok_config: dict, st_config: dict, positions: int | None,
+                           folder: str) -> int | None:
+    """The truncation length a folder asks for: sentence-transformers' rule
+    (sentence_bert_config.json's ``max_seq_length``, else tokenizer_config.json's
+    ``model_max_length``), capped by the model's ``positions`` in both cases (ST caps only
+    the second; a saved 10**12 must not size any table here)."""
+    saved = st_config.get("max_seq_length")
+    if saved is not None and (type(saved) is not int or saved < 1):
+        raise ConfigError(f"sentence_bert_config.json in {folder}: max_seq_length must be a "
+                          f"positive integer, got {saved!r:.60}")
+    model_max = saved if saved is not None else tok_config.get("model_max_length")
+    if model_max is not None and int(model_max) >= _VERY_LARGE:
+        model_max = None
+    candidates = [int(v) for v in (model_max, positions) if v is not None and int(v) != -1]
+    return min(candidates) if candidates else None
+
+
+def widest_token(tokenizer_json: dict, backend) -> int | None:
+    """Characters of the longest vocabulary entry (tokenizer.json's model) or added token
+    (the built ``backend``'s); None for a model kind without a vocabulary list."""
     vocab = (tokenizer_json.get("model") or {}).get("vocab")
     if isinstance(vocab, dict):  # BPE, WordPiece, WordLevel
         pieces = vocab.keys()
@@ -49,9 +73,8 @@ def widest_token(tokenizer_json: dict, added: Sequence[str] = ()) -> int | None:
         pieces = (p[0] for p in vocab if isinstance(p, list) and p and isinstance(p[0], str))
     else:
         return None
-    extra = [t.get("content", "") for t in tokenizer_json.get("added_tokens") or ()
-             if isinstance(t, dict)]
-    return max(map(len, (*pieces, *extra, *added)), default=1) or 1
+    added = [t.content for t in backend.get_added_tokens_decoder().values()]
+    return max(map(len, (*pieces, *added)), default=1) or 1
 
 
 def vocabulary_width(backend) -> int:
@@ -89,4 +112,5 @@ def _overflow(encoding) -> int:
     return sum(len(o.ids) - sum(o.special_tokens_mask) for o in encoding.overflowing)
 
 
-__all__ = ["MARGIN", "encode_bounded", "widest_token"]
+__all__ = ["MARGIN", "encode_bounded", "resolve_max_seq_length", "vocabulary_width",
+           "widest_token"]
