@@ -26,6 +26,7 @@ from tarka_jax.convert.safetensors_io import (
 from tarka_jax.files.inside import inside
 from tarka_jax.files.jsonfiles import read_json, read_optional_json, write_json
 from tarka_jax.nn.config import ConfigError, DenseSpec, ModelConfig
+from tarka_jax.nn.size_limits import size
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "tokenizer.model", "chat_template.jinja")
@@ -101,8 +102,8 @@ class SentenceTransformerMeta:
 
 def load_hf_folder(folder: str) -> tuple[ModelConfig, dict]:
     """Config and params (in the stored dtype) of a sentence-transformers / HF folder."""
-    hf_config = read_json(os.path.join(folder, "config.json"), "config.json")
-    backbone = ModelConfig.from_hf(hf_config)
+    path = os.path.join(folder, "config.json")
+    backbone = ModelConfig.from_hf(read_json(path, "config.json"), source=path)
     dense, normalize, dense_tensors = read_st_head(folder, backbone.hidden_size)
     config = backbone.replace(dense=tuple(dense), normalize=normalize)
     with open_safetensors_folder(folder, "model") as stored:  # read tensor by tensor below
@@ -191,10 +192,8 @@ def _read_dense(folder: str) -> tuple[DenseSpec, dict[str, np.ndarray]]:
     if activation not in ACTIVATIONS:
         raise ConfigError(f"{folder}: Dense activation {activation!r} is not supported "
                           f"({sorted(ACTIVATIONS)} are)")
-    sizes = [cfg.get(k) for k in ("in_features", "out_features")]
-    if not all(type(n) is int for n in sizes):
-        raise ConfigError(f"Dense config.json in {folder} needs integer in_features and "
-                          f"out_features; got {sizes[0]!r:.40}, {sizes[1]!r:.40}")
+    where = os.path.join(folder, "config.json")
+    sizes = [size(cfg.get(k), k, where) for k in ("in_features", "out_features")]
     spec = DenseSpec(*sizes, bool(cfg.get("bias", True)), ACTIVATIONS[activation])
     return spec, read_safetensors_folder(folder, "model")
 

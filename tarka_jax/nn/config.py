@@ -178,13 +178,18 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, hf_config: dict[str, Any], *, dense: tuple[DenseSpec, ...] = (),
-                normalize: bool = False) -> "ModelConfig":
+                normalize: bool = False, source: str = "config.json") -> "ModelConfig":
         """The config of a transformers ``config.json`` dict plus a sentence-transformers head.
 
         Without a head (``dense=()``, ``normalize=False``) this is what a plain HF
-        folder means to sentence-transformers: Transformer + mean Pooling.
+        folder means to sentence-transformers: Transformer + mean Pooling. An error
+        names ``source`` (the file's path, when the caller knows it).
         """
-        return cls(**backbone_from_hf(hf_config), dense=tuple(dense), normalize=normalize)
+        try:
+            return cls(**backbone_from_hf(hf_config), dense=tuple(dense), normalize=normalize)
+        except ConfigError as e:
+            message = str(e).removeprefix("config.json").lstrip(": ")
+            raise ConfigError(f"{source}: {message}") from None
 
     def to_hf(self) -> dict[str, Any]:
         """A config.json that transformers 5.x loads as the same backbone."""

@@ -34,7 +34,8 @@ LIMITS: dict[str, tuple[int, int]] = {
     "max_position_embeddings": (1, 1 << 20),    # 1,048,576: 8x Gemma 3's 131,072
     "sliding_window": (1, 1 << 20),
     "sliding_window_pattern": (1, 1024),
-    "dense features": (1, 1 << 18),             # a sentence-transformers Dense layer's width
+    "in_features": (1, 1 << 18),                # a sentence-transformers Dense layer's widths
+    "out_features": (1, 1 << 18),
 }
 
 
@@ -92,8 +93,8 @@ def check_sizes(config, source: str = "model config") -> None:
         raise ConfigError(f"{source}: pad_token_id must be a token id in 0..{config.vocab_size - 1}"
                           f", got {config.pad_token_id!r:.60}")
     for i, spec in enumerate(config.dense):
-        size(spec.in_features, "dense features", f"{source}: Dense module {i}")
-        size(spec.out_features, "dense features", f"{source}: Dense module {i}")
+        size(spec.in_features, "in_features", f"{source}: Dense module {i}")
+        size(spec.out_features, "out_features", f"{source}: Dense module {i}")
 
 
 __all__ = ["LIMITS", "check_sizes", "positive", "size"]
