@@ -63,8 +63,8 @@ class _JaxTeacher:
 
 class _TorchTeacher:
     def __init__(self, model: str, dtype: str, max_seq_length: int | None, device: str | None):
+        st = require("sentence_transformers", "--backend torch")  # (it imports torch)
         torch = require("torch", "--backend torch")
-        st = require("sentence_transformers", "--backend torch")
         self.model = st.SentenceTransformer(model, device=device or "cpu")
         if dtype == "bfloat16":
             self.model = self.model.to(torch.bfloat16)

@@ -5,8 +5,12 @@ model's positions). The rest of this docstring is about the cut.
 
 Why: tokenising costs time and memory in the text's length, and truncation to
 ``max_seq_length`` happens after it: one 50 MB line cost 70 s and 7.9 GB to keep 256
-tokens. :func:`encode_bounded` gives the backend at most a bounded prefix (right
-truncation) or suffix (left truncation) of each text, with the same token ids.
+tokens. :func:`encode_bounded` gives the backend at most a bounded prefix of each text,
+with the same token ids. Right truncation only (the default, and EmbeddingGemma's): BPE
+merges equal pairs leftmost first, so inside one pre-token a run (of spaces: 31 ``▁``
+per token) is split in steps aligned to where it starts. A prefix keeps that start; a
+suffix moves it and can change every token of the run (measured), so a text truncated
+on the left is tokenised whole, as before.
 
 The bound. Let ``L`` be ``max_seq_length`` (the special tokens the post-processor adds
 are outside the content budget, so at most ``L`` content tokens are kept), ``M`` =
@@ -27,12 +31,13 @@ the worst case costs 8/7 of tokenising the whole text.
 What a cut can change is the tokens next to it. Tokenizer models work per pre-token,
 so only the last pre-token before the cut is affected; inside one pre-token (Gemma's
 normalizer turns spaces into ``▁`` before its pre-tokenizer, so a whole text is one
-BPE word) merges near the cut differ. Over 3,300 random cuts of prose, code, runs of
-spaces and newlines, repeated letters, emoji, CJK and rare characters, EmbeddingGemma's
-tokenizer changed at most 3 tokens before a cut (tests/test_safety_sizes.py checks ids
-against the uncut text); the margin ``M = 64`` keeps such changes away from the ``L``
-kept tokens. That locality is measured, not proven: BPE merges can in principle cascade
-further than any fixed margin.
+BPE word) merges near the cut differ. Over 3,300 random prefixes of prose, code, runs
+of spaces and newlines, repeated letters, emoji, CJK and rare characters,
+EmbeddingGemma's tokenizer changed at most 3 tokens before the cut
+(tests/test_safety_sizes.py checks ids against the uncut text); the margin ``M = 64``
+keeps such changes away from the ``L`` kept tokens. That locality is measured, not
+proven: a crafted chain of merges of strictly rising priority towards the end could in
+principle reach further back than any fixed margin.
 """
 
 from __future__ import annotations
@@ -89,22 +94,22 @@ def encode_bounded(backend, texts: Sequence[str], prompt: str, max_tokens: int |
     ``max_tokens``), a text longer than ``(max_tokens + MARGIN) * width`` cut first (module
     docstring; ``width``: :func:`widest_token`)."""
     encode = lambda items: backend.encode_batch(items, add_special_tokens=True)
-    bound = None if max_tokens is None else (max_tokens + MARGIN) * width
-    cuts = {i: bound for i, t in enumerate(texts) if bound is not None and len(t) > bound}
-    out = encode([prompt + _cut(t, cuts.get(i), side) for i, t in enumerate(texts)])
+    if max_tokens is None or side == "left":  # left: a cut moves BPE's alignment (docstring)
+        return encode([prompt + t for t in texts])
+    bound = (max_tokens + MARGIN) * width
+    cuts = {i: bound for i, t in enumerate(texts) if len(t) > bound}
+    out = encode([prompt + _cut(t, cuts.get(i)) for i, t in enumerate(texts)])
     while cuts:  # widen each cut whose text yielded too few tokens to be sure
         cuts = {i: c * _WIDEN for i, c in cuts.items() if _overflow(out[i]) < MARGIN}
         redo = list(cuts)
-        for i, e in zip(redo, encode([prompt + _cut(texts[i], cuts[i], side) for i in redo])):
+        for i, e in zip(redo, encode([prompt + _cut(texts[i], cuts[i]) for i in redo])):
             out[i] = e
         cuts = {i: c for i, c in cuts.items() if c < len(texts[i])}  # whole texts are done
     return out
 
 
-def _cut(text: str, chars: int | None, side: str) -> str:
-    if chars is None or len(text) <= chars:
-        return text
-    return text[:chars] if side != "left" else text[-chars:]
+def _cut(text: str, chars: int | None) -> str:
+    return text if chars is None else text[:chars]
 
 
 def _overflow(encoding) -> int:
