@@ -151,3 +151,20 @@ def test_a_module_folder_linked_to_shared_storage_loads(jax_only_model, tmp_path
     shutil.rmtree(os.path.join(folder, "2_Dense"))
     os.symlink(shared, os.path.join(folder, "2_Dense"))  # the name is inside; the link is ours
     _same_params(open_model(folder), open_model(jax_only_model))
+
+
+@pytest.mark.parametrize("model", [{"vocab_size": 3}, ["not", "an object"],
+                                   {"layer_types": "full", "dense": []}])
+def test_a_malformed_flax_config_is_one_line(jax_only_model, tmp_path, capsys, model):
+    from tarka_jax.convert.flax_folder import FLAX_CONFIG_FILE
+    from tarka_jax.convert.hf_to_flax import hf_to_flax
+
+    flax = str(tmp_path / "flax")
+    hf_to_flax(jax_only_model, flax)
+    path = os.path.join(flax, FLAX_CONFIG_FILE)
+    meta = json.load(open(path))
+    json.dump(dict(meta, model=model), open(path, "w"))
+    with pytest.raises(ConfigError, match="tarka-jax model config"):
+        open_model(flax)
+    assert main(["embed", "-m", flax, "x"]) == 2
+    assert "model config" in capsys.readouterr().err
