@@ -165,6 +165,8 @@ _RUNTIME_CHILD = """
     case("line", lambda: model.tokenizer.encode([line])[0] == model.tokenizer.backend.encode(
         line[:100_000]).ids)
     case("capped", capped)
+    for name, value in (("buckets_per_octave", 10**9), ("pack_segments", 10**12)):
+        case(name, lambda: Embedder.from_pretrained(src, **{name: value}) and "accepted")
     out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 """
@@ -179,6 +181,9 @@ def test_hostile_runtime_sizes_are_bounded(jax_only_model, tmp_path):
     # sentence_bert_config.json's 10**12 is capped at the positions, with a warning
     max_seq_length, positions, warned = got["capped"]
     assert max_seq_length == positions and "exceeds the model's" in warned[0], got
+    # constructor sizes that set a loop's length (buckets) or a pooled array's (segments)
+    assert got["buckets_per_octave"].startswith("UsageError: buckets_per_octave must be"), got
+    assert got["pack_segments"].startswith("UsageError: pack_segments must be"), got
 
 
 def test_row_counts_in_closed_form_equal_the_loop():
