@@ -110,6 +110,13 @@ def test_evaluate_pairs_as_the_readme_shows_it(jax_only_model, tmp_path, capsys)
     want = evaluate_pairs(Embedder.from_pretrained(jax_only_model), PAIRS)
     assert got.keys() == want.keys() and {"eval_ndcg@10", "eval_sts_spearman"} <= set(got)
     assert got == pytest.approx(want, abs=1e-6)
+    # with a teacher and no --texts, the pairs' queries and documents are the held-out texts
+    assert main(["evaluate", "-m", jax_only_model, "--teacher", jax_only_model,
+                 "--pairs", _pairs_file(tmp_path), "--json"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["texts"] == 2 * len(PAIRS) and both["eval_top1"] == 1.0
+    assert both["eval_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert {k: both[k] for k in got} == pytest.approx(got, abs=1e-6)
 
 
 @pytest.mark.parametrize("line, message", [
