@@ -14,6 +14,7 @@ import numpy as np
 
 from tarka_jax.convert.mapping import CheckpointMismatch
 from tarka_jax.errors import TarkaError
+from tarka_jax.files.inside import inside
 from tarka_jax.files.jsonfiles import read_json
 
 STORAGE_DTYPES = ("keep", "float32", "bfloat16")
@@ -70,10 +71,13 @@ def _folder_files(folder: str, stem: str) -> tuple[list[str], set[str] | None]:
     if os.path.exists(single):
         return [single], None
     if os.path.exists(index):
-        weight_map = read_json(index).get("weight_map")
+        weight_map = read_json(index)
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
         if not isinstance(weight_map, dict):
             raise CheckpointMismatch(f"{index} has no weight_map")
-        return [os.path.join(folder, shard) for shard in sorted(set(weight_map.values()))], set(weight_map)
+        shards = {inside(folder, shard, f"{os.path.basename(index)} weight_map[{key!r:.80}]")
+                  for key, shard in weight_map.items()}  # never a file outside the folder
+        return sorted(shards), set(weight_map)
     if any(os.path.exists(os.path.join(folder, n)) for n in ("pytorch_model.bin", f"{stem}.bin")):
         raise CheckpointMismatch(
             f"{folder} holds only pytorch_model.bin; tarka-jax reads safetensors only. Convert it "

@@ -6,17 +6,21 @@ A model is one of:
 * a tarka-jax Flax folder (``tarka_jax_config.json``, written by ``hf_to_flax``);
 * a distillation run folder (``run.json``), read at ``step`` (default: the latest);
 * a sentence-transformers / HF folder (``config.json``, ``model.safetensors``);
-* a hub id ``owner/name``, fetched through huggingface_hub (honours ``HF_HUB_OFFLINE``
-  and the cache). Hub errors (missing repo, auth, offline) reach the caller as
-  huggingface_hub raises them.
+* a hub id ``name`` or ``owner/name``, fetched through huggingface_hub (honours
+  ``HF_HUB_OFFLINE`` and the cache). An argument that is no folder here and that the hub
+  cannot supply (offline, unreachable, no such repository) is a ``ModelNotFoundError``,
+  "model folder not found: X (closest: Y)"; other hub errors (a gated repository, a bad
+  token) reach the caller as huggingface_hub raises them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,13 +74,19 @@ def builtin_folder(name: str) -> str:
     return os.path.join(BUILTIN_DIR, name)
 
 
+class ModelNotFoundError(TarkaError, FileNotFoundError):
+    """A model argument that is no folder here and could not be fetched from the hub."""
+
+
 def resolve_folder(path_or_id: str | os.PathLike, *, revision: str | None = None,
                    cache_dir: str | None = None, token: str | bool | None = None) -> str:
     """A local folder for a path, ``builtin:NAME`` or hub id.
 
-    A string that names an existing folder is used as is. One that looks like a
-    path (``./x``, ``/x``, ``~``, several slashes) but does not exist is a
-    FileNotFoundError; anything else of the form ``owner/name`` is fetched.
+    A string that names an existing folder is used as is. Anything else that is not a
+    hub id (``name`` or ``owner/name``: ``./x``, ``/x``, ``a/b/c``) is a
+    :class:`ModelNotFoundError` naming the closest existing folder; a hub id is fetched,
+    and when the hub is offline or unreachable, or has no such repository, the same error
+    says so (a mistyped ``-m my-modle`` is not a network problem).
     """
     if not isinstance(path_or_id, (str, os.PathLike)):
         raise InputTypeError("model must be a folder path or hub id string, got "
@@ -89,11 +99,55 @@ def resolve_folder(path_or_id: str | os.PathLike, *, revision: str | None = None
     if os.path.exists(text):
         raise NotADirectoryError(f"{text} is a file; a model is a folder (or a hub id)")
     if not _HUB_ID.match(text):
-        raise FileNotFoundError(f"model folder not found: {text}")
-    from huggingface_hub import snapshot_download
+        raise ModelNotFoundError(_not_found(text))
+    import huggingface_hub
 
-    return snapshot_download(text, revision=revision, cache_dir=cache_dir, token=token,
-                             allow_patterns=_HUB_PATTERNS)
+    try:
+        return huggingface_hub.snapshot_download(text, revision=revision, cache_dir=cache_dir,
+                                                 token=token, allow_patterns=_HUB_PATTERNS)
+    except Exception as e:
+        why = _hub_unavailable(e)
+        if why is None:
+            raise  # e.g. a gated repository or a bad token: as the hub says it
+        raise ModelNotFoundError(f"{_not_found(text)}; not fetched from the hub either: "
+                                 f"{why}") from e
+
+
+def _hub_unavailable(error: BaseException) -> str | None:
+    """Why the hub could not supply a repository (offline, unreachable, no such repository),
+    or None for any other error. By class names along the error and its cause, so that
+    huggingface_hub's versions (requests, httpx) read alike."""
+    names = {c.__name__ for e in (error, error.__cause__) if e is not None
+             for c in type(e).__mro__}
+    if "GatedRepoError" in names:
+        return None
+    if "OfflineModeIsEnabled" in names:
+        return "the hub is offline (HF_HUB_OFFLINE) and holds no cached copy"
+    if names & {"LocalEntryNotFoundError", "ConnectionError", "TimeoutError", "ConnectError",
+                "TimeoutException", "TransportError"}:
+        return f"the hub could not be reached ({type(error.__cause__ or error).__name__})"
+    if "RepositoryNotFoundError" in names:
+        return "the hub has no such repository (or it is private: log in)"
+    return None
+
+
+def _not_found(path: str) -> str:
+    """``model folder not found: X (closest: Y)``: Y the existing folder most like the first
+    missing part of X among its siblings (difflib), when one is close enough."""
+    missing = Path(os.path.normpath(path))
+    while missing.parent != missing and not missing.parent.is_dir():
+        missing = missing.parent
+    try:
+        with os.scandir(missing.parent) as entries:  # 10,000 names at most: cheap anywhere
+            names = [e.name for _, e in zip(range(10_000), entries)
+                     if not e.name.startswith(".") and e.is_dir()]
+    except OSError:
+        names = []
+    close = difflib.get_close_matches(missing.name, names, n=1)
+    if not close:
+        return f"model folder not found: {path}"
+    near = close[0] if str(missing.parent) == "." else str(missing.parent / close[0])
+    return f"model folder not found: {path} (closest: {near})"
 
 
 def open_model(path_or_id, *, step: int | None = None, revision: str | None = None,
@@ -105,6 +159,7 @@ def open_model(path_or_id, *, step: int | None = None, revision: str | None = No
     folder = resolve_folder(path_or_id, revision=revision, cache_dir=cache_dir, token=token)
     if is_run_folder(folder):
         config, params, meta, tok_folder, step = load_run_params(folder, step)
+        meta = meta.within(config.max_position_embeddings, tok_folder)
         return Checkpoint(config, params, meta, tok_folder, "run", step)
     if step is not None:
         raise TarkaError(f"a step applies to training run folders; {folder} is a model folder")
@@ -116,7 +171,9 @@ def open_model(path_or_id, *, step: int | None = None, revision: str | None = No
         kind = "hf"
     if float32:
         params = {k: _to_float32(v) for k, v in params.items()}
-    return Checkpoint(config, params, SentenceTransformerMeta.from_folder(folder), folder, kind)
+    meta = SentenceTransformerMeta.from_folder(folder).within(config.max_position_embeddings,
+                                                              folder)
+    return Checkpoint(config, params, meta, folder, kind)
 
 
 def _to_float32(tree):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import warnings
 
 import numpy as np
 
@@ -22,8 +23,10 @@ from tarka_jax.convert.safetensors_io import (
     read_safetensors_folder,
     write_safetensors,
 )
+from tarka_jax.files.inside import inside
 from tarka_jax.files.jsonfiles import read_json, read_optional_json, write_json
 from tarka_jax.nn.config import ConfigError, DenseSpec, ModelConfig
+from tarka_jax.nn.size_limits import size
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "tokenizer.model", "chat_template.jinja")
@@ -67,8 +70,20 @@ class SentenceTransformerMeta:
                 f"prompts {sorted(prompts)}")
         similarity = st.get("similarity_fn_name") or "cosine"
         max_len = seq.get("max_seq_length")
-        return cls(dict(prompts), default, int(max_len) if max_len is not None else None,
-                   similarity)
+        if max_len is not None and (type(max_len) is not int or max_len < 1):
+            raise ConfigError(f"{ST_SEQ_FILE} in {folder}: max_seq_length must be a positive "
+                              f"integer, got {max_len!r:.60}")
+        return cls(dict(prompts), default, max_len, similarity)
+
+    def within(self, positions: int, folder: str) -> "SentenceTransformerMeta":
+        """This metadata with ``max_seq_length`` at most the model's ``positions`` (a warning
+        says so): a saved 10**12 must not size the bucket tables or the tokenizer."""
+        if self.max_seq_length is None or self.max_seq_length <= positions:
+            return self
+        warnings.warn(f"{ST_SEQ_FILE} in {folder}: max_seq_length {self.max_seq_length} "
+                      f"exceeds the model's {positions} positions; using {positions}",
+                      stacklevel=3)
+        return dataclasses.replace(self, max_seq_length=positions)
 
     def write(self, folder: str) -> None:
         write_json(os.path.join(folder, ST_CONFIG_FILE), {
@@ -87,8 +102,8 @@ class SentenceTransformerMeta:
 
 def load_hf_folder(folder: str) -> tuple[ModelConfig, dict]:
     """Config and params (in the stored dtype) of a sentence-transformers / HF folder."""
-    hf_config = read_json(os.path.join(folder, "config.json"), "config.json")
-    backbone = ModelConfig.from_hf(hf_config)
+    path = os.path.join(folder, "config.json")
+    backbone = ModelConfig.from_hf(read_json(path, "config.json"), source=path)
     dense, normalize, dense_tensors = read_st_head(folder, backbone.hidden_size)
     config = backbone.replace(dense=tuple(dense), normalize=normalize)
     with open_safetensors_folder(folder, "model") as stored:  # read tensor by tensor below
@@ -103,16 +118,10 @@ def read_st_head(folder: str, hidden_size: int):
     Without modules.json sentence-transformers builds Transformer + mean
     Pooling, so that is what a plain HF folder means here too.
     """
-    path = os.path.join(folder, "modules.json")
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(folder, "modules.json")):
         return [], False, {}
-    modules = read_json(path, "modules.json")
-    if not isinstance(modules, list):
-        raise ConfigError(f"modules.json in {folder} must be a list of modules")
     dense, tensors, normalize, seen = [], {}, False, []
-    for entry in sorted(modules, key=lambda m: int(m.get("idx", 0))):
-        kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
-        sub = os.path.join(folder, entry.get("path", ""))
+    for kind, sub, entry in module_entries(folder):
         seen.append(kind)
         if kind == "Transformer":
             continue
@@ -126,7 +135,7 @@ def read_st_head(folder: str, hidden_size: int):
         elif kind == "Normalize":
             normalize = True
         else:
-            raise ConfigError(f"modules.json in {folder}: module type {entry.get('type')!r} is "
+            raise ConfigError(f"modules.json in {folder}: module type {entry['type']!r} is "
                               f"not supported ({', '.join(ST_TYPES)} are)")
     if seen[:2] != ["Transformer", "Pooling"]:
         raise ConfigError(f"modules.json in {folder} must start with Transformer, Pooling; "
@@ -134,10 +143,35 @@ def read_st_head(folder: str, hidden_size: int):
     return dense, normalize, tensors
 
 
+def module_entries(folder: str) -> list[tuple[str, str, dict]]:
+    """``[(kind, module folder, entry)]`` of modules.json in ``idx`` order, every entry checked:
+    a JSON object with a string ``type``, an integer ``idx`` and a ``path`` inside ``folder``
+    (:func:`tarka_jax.files.inside.inside`); anything else is a ConfigError naming the entry."""
+    modules = read_json(os.path.join(folder, "modules.json"), "modules.json")
+    if not isinstance(modules, list) or not modules:
+        raise ConfigError(f"modules.json in {folder} must be a non-empty list of modules")
+    out = []
+    for i, entry in enumerate(modules):
+        where = f"modules.json entry {i}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} in {folder} must be an object with 'type' and 'path', "
+                              f"got {type(entry).__name__} {entry!r:.60}")
+        idx = entry.get("idx", i)
+        if not isinstance(entry.get("type"), str) or type(idx) is not int:
+            raise ConfigError(f"{where} in {folder} needs a string 'type' and an integer 'idx'; "
+                              f"got type={entry.get('type')!r:.60}, idx={idx!r:.60}")
+        sub = inside(folder, entry.get("path", ""), f"{where} 'path'", empty=True)
+        out.append((idx, entry["type"].rsplit(".", 1)[-1], sub, entry))
+    if len({idx for idx, *_ in out}) != len(out):
+        raise ConfigError(f"modules.json in {folder} repeats an 'idx': "
+                          f"{[idx for idx, *_ in out]}")
+    return [(kind, sub, entry) for _, kind, sub, entry in sorted(out, key=lambda m: m[0])]
+
+
 def _check_pooling(folder: str, hidden_size: int) -> None:
     """Accept mean pooling in both config styles: ST 6 ``pooling_mode: "mean"`` and the
     legacy ``pooling_mode_mean_tokens: true`` flags."""
-    cfg = read_json(os.path.join(folder, "config.json"), "Pooling config.json")
+    cfg = _module_config(folder, "Pooling")
     mode = cfg.get("pooling_mode")
     modes = set([mode] if isinstance(mode, str) else (mode or []))
     modes |= {k[len("pooling_mode_"):].removesuffix("_tokens") for k, v in cfg.items()
@@ -153,14 +187,22 @@ def _check_pooling(folder: str, hidden_size: int) -> None:
 
 
 def _read_dense(folder: str) -> tuple[DenseSpec, dict[str, np.ndarray]]:
-    cfg = read_json(os.path.join(folder, "config.json"), "Dense config.json")
+    cfg = _module_config(folder, "Dense")
     activation = cfg.get("activation_function", "torch.nn.modules.linear.Identity")
     if activation not in ACTIVATIONS:
         raise ConfigError(f"{folder}: Dense activation {activation!r} is not supported "
                           f"({sorted(ACTIVATIONS)} are)")
-    spec = DenseSpec(int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True)),
-                     ACTIVATIONS[activation])
+    where = os.path.join(folder, "config.json")
+    sizes = [size(cfg.get(k), k, where) for k in ("in_features", "out_features")]
+    spec = DenseSpec(*sizes, bool(cfg.get("bias", True)), ACTIVATIONS[activation])
     return spec, read_safetensors_folder(folder, "model")
+
+
+def _module_config(folder: str, kind: str) -> dict:
+    cfg = read_json(os.path.join(folder, "config.json"), f"{kind} config.json")
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{kind} config.json in {folder} must hold a JSON object")
+    return cfg
 
 
 def _strip_model_prefix(tensors: dict) -> dict:

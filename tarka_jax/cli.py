@@ -44,7 +44,7 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
      "tarka_jax.recipe.cli:INIT_STUDENT"),
     ("cache-teacher", "compute teacher embeddings once for a corpus",
      "tarka_jax.recipe.cli:CACHE_TEACHER"),
-    ("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
+    ("evaluate", "a model on held-out pairs (retrieval, STS) and/or against its teacher",
      "tarka_jax.recipe.cli:EVALUATE"),
 )
 

@@ -90,10 +90,25 @@ def test_flax_folder_with_a_wrong_shape_is_refused_by_name(tmp_path):
         open_model(flax)
 
 
-def test_hub_errors_pass_through_as_what_they_are(monkeypatch):
-    """Offline, a hub id that is not cached raises huggingface_hub's own error (not a
-    FileNotFoundError made up here): an auth or network problem stays recognisable."""
+def test_hub_errors_stay_recognisable(monkeypatch):
+    """Offline, a hub id that is not cached is "model folder not found" saying the hub is
+    offline, with huggingface_hub's own error as the cause; an error that is not about
+    reaching the hub (a gated repository, a bad token) passes through as the hub raised it."""
+    import huggingface_hub
+
+    from tarka_jax.convert.sources import ModelNotFoundError
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ModelNotFoundError, match="offline") as info:
         open_model("tarka-jax-tests/no-such-model")
-    assert type(info.value).__module__.startswith("huggingface_hub"), type(info.value)
+    assert type(info.value.__cause__).__module__.startswith("huggingface_hub")
+
+    class GatedRepoError(Exception):
+        pass
+
+    def gated(*args, **kwargs):
+        raise GatedRepoError("401: log in to access this repository")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
+    with pytest.raises(GatedRepoError):
+        open_model("tarka-jax-tests/gated-model")

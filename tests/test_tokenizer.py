@@ -143,7 +143,9 @@ def test_tokenizer_max_seq_length_resolution(tmp_path):
     st = _tokenizer_folder(tmp_path, "st", {"model_max_length": 4096},
                            st_config={"max_seq_length": 100},
                            model_config={"max_position_embeddings": 40})
-    assert TextTokenizer.from_folder(st).max_seq_length == 100  # ST: no cap then
+    # sentence-transformers keeps 100 here; tarka-jax caps it at the model's positions, as it
+    # caps an explicit max_seq_length (docs/safety.md, "Hostile sizes")
+    assert TextTokenizer.from_folder(st).max_seq_length == 40
     unlimited = _tokenizer_folder(tmp_path, "unlimited", {"model_max_length": int(1e30)})
     tok = TextTokenizer.from_folder(unlimited)
     assert tok.max_seq_length is None

@@ -150,16 +150,77 @@ def round_rows(n: int, batch_size: int, row_multiple: int = 4, devices: int = 1)
     return -(-rows // devices) * devices
 
 
+@dataclasses.dataclass(frozen=True)
+class RowCounts:
+    """Every row count :func:`round_rows` can return for one setting, in O(log row_multiple).
+
+    Why not a loop over ``n`` in ``1..batch_size``: ``--batch-size 10000000000`` never
+    returned (and there are ``batch_size / row_multiple`` counts, so not a set either).
+    The counts are, each rounded up to a multiple of ``devices``: the powers of two up to
+    ``min(row_multiple, batch_size - 1)`` (``n <= row_multiple``), the multiples
+    ``k * row_multiple`` below ``batch_size`` for ``k >= 2`` (larger ``n``), and
+    ``batch_size`` itself. Tested equal to the loop for every small setting.
+    """
+
+    batch_size: int
+    row_multiple: int = 4
+    devices: int = 1
+
+    def _up(self, rows: int) -> int:
+        return -(-rows // self.devices) * self.devices
+
+    @property
+    def _k_max(self) -> int:  # multiples k * m < batch_size, k in 2..k_max
+        return -(-self.batch_size // self.row_multiple) - 1
+
+    @property
+    def _singles(self) -> list[int]:
+        """The counts outside the multiples: powers of two, and batch_size (sorted, rounded)."""
+        top, out, p = min(self.row_multiple, self.batch_size - 1), {self.batch_size}, 1
+        while p < 2 * top:
+            out.add(min(p, self.batch_size))
+            p *= 2
+        return sorted({self._up(r) for r in out})
+
+    def _in_multiples(self, v: int) -> bool:
+        """Whether ``v`` (a multiple of devices) is some rounded ``k * m``: v - d < k*m <= v."""
+        m, d = self.row_multiple, self.devices
+        return max(2, (v - d) // m + 1) <= min(self._k_max, v // m)
+
+    def __len__(self) -> int:
+        m, d, k = self.row_multiple, self.devices, self._k_max
+        multiples = 0 if k < 2 else min(k - 1, -(-k * m // d) - -(-2 * m // d) + 1)
+        return multiples + sum(not self._in_multiples(v) for v in self._singles)
+
+    def __iter__(self):
+        k = self._k_max
+        multiples = (self._up(i * self.row_multiple) for i in range(2, k + 1))
+        return iter(sorted(set(self._singles).union(multiples)))
+
+    def largest_within(self, rows: int) -> int | None:
+        """The largest count ``<= rows`` (None: every count is larger)."""
+        m, d = self.row_multiple, self.devices
+        best = [v for v in self._singles if v <= rows]
+        k = min(self._k_max, (rows // d) * d // m)
+        if k >= 2:
+            best.append(self._up(k * m))
+        return max(best, default=None)
+
+    @property
+    def smallest(self) -> int:
+        return round_rows(1, self.batch_size, self.row_multiple, self.devices)
+
+
 def row_counts(batch_size: int, row_multiple: int = 4, devices: int = 1) -> tuple[int, ...]:
-    """Every row count :func:`round_rows` can return."""
-    return tuple(sorted({round_rows(n, batch_size, row_multiple, devices)
-                         for n in range(1, batch_size + 1)}))
+    """Every row count :func:`round_rows` can return (a tuple: for small settings and tests;
+    :class:`RowCounts` answers ``len`` and "the largest within" without listing them)."""
+    return tuple(RowCounts(batch_size, row_multiple, devices))
 
 
 def compile_bound(widths: Sequence[int], batch_size: int, row_multiple: int = 4,
                   devices: int = 1) -> int:
     """Most distinct programs one setting compiles: widths x row counts."""
-    return len(widths) * len(row_counts(batch_size, row_multiple, devices))
+    return len(widths) * len(RowCounts(batch_size, row_multiple, devices))
 
 
 @dataclasses.dataclass
@@ -258,9 +319,9 @@ def pass_rows(width: int, full: int, pass_tokens: int | None, row_multiple: int 
     reuse the row counts the compile bound already counts."""
     if pass_tokens is None:
         return full
-    counts = row_counts(full, row_multiple, devices)
-    within = [n for n in counts if n * width <= pass_tokens * devices]
-    return within[-1] if within else counts[0]
+    counts = RowCounts(full, row_multiple, devices)
+    within = counts.largest_within(pass_tokens * devices // width)
+    return within if within is not None else counts.smallest
 
 
 def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pad_id: int = 0,

@@ -60,9 +60,9 @@ class Embedder:
         self.attention = attention
         self.truncate_dim = st_args.check_truncate_dim(truncate_dim, self.config.embedding_dim)
         self.pack = bool(pack)
-        self.pack_segments = (None if pack_segments is None
-                              else st_args.check_int("pack_segments", pack_segments))
-        self.buckets_per_octave = st_args.check_int("buckets_per_octave", buckets_per_octave)
+        self.pack_segments = (None if pack_segments is None else st_args.check_int(  # <= width
+            "pack_segments", pack_segments, 1, self.config.max_position_embeddings))
+        self.buckets_per_octave = st_args.check_int("buckets_per_octave", buckets_per_octave, 1, 64)
         self.compiled_shapes: set[tuple[int, int, int]] = set()
         self.placement = Placement.build(device, devices, mesh)
         self.mesh = self.placement.mesh

@@ -24,6 +24,7 @@ import sys
 from tarka_jax.errors import UsageError
 from tarka_jax.mteb.results import ResultsFolder
 from tarka_jax.runtime.command import Command
+from tarka_jax.runtime.extras import require
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -138,8 +139,7 @@ def format_rows(rows: list[dict], failed: dict[str, str]) -> str:
 
 
 def run(args) -> int:
-    import mteb
-
+    mteb = require("mteb", "tarka-jax mteb")
     from tarka_jax.mteb.encoder import TarkaEncoder
 
     if args.batch_size < 1:

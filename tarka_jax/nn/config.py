@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any
 
 from tarka_jax.errors import ConfigError
+from tarka_jax.nn.size_limits import check_sizes, positive, size
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
@@ -87,6 +88,7 @@ class ModelConfig:
     normalize: bool = True
 
     def __post_init__(self):
+        check_sizes(self)  # first: nothing below divides by zero or loops over a hostile size
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"num_attention_heads ({self.num_heads}) must be a multiple of "
@@ -96,7 +98,7 @@ class ModelConfig:
             raise ConfigError(
                 f"layer_types has {len(self.layer_types)} entries for {self.num_layers} layers"
             )
-        unknown = sorted(set(self.layer_types) - {SLIDING, FULL})
+        unknown = sorted({str(t) for t in self.layer_types} - {SLIDING, FULL})
         if unknown:
             raise ConfigError(f"unknown layer types {unknown}; expected {SLIDING!r} or {FULL!r}")
         if SLIDING in self.layer_types and not self.sliding_window:
@@ -154,24 +156,40 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"a tarka-jax model config must be a JSON object, got "
+                              f"{type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:
             raise ConfigError(f"unknown tarka-jax config keys: {unknown}")
         data = dict(data)
+        dense = data.get("dense", ())
+        if not isinstance(data.get("layer_types"), list) or not isinstance(dense, (list, tuple)) \
+                or not all(isinstance(d, dict) for d in dense):
+            raise ConfigError("a tarka-jax model config needs a 'layer_types' list and a 'dense' "
+                              "list of objects")
         data["layer_types"] = tuple(data["layer_types"])
-        data["dense"] = tuple(DenseSpec(**d) for d in data.get("dense", ()))
-        return cls(**data)
+        try:
+            data["dense"] = tuple(DenseSpec(**d) for d in dense)
+            return cls(**data)
+        except TypeError as e:  # a missing or unknown key
+            raise ConfigError(f"malformed tarka-jax model config: {e}") from None
 
     @classmethod
     def from_hf(cls, hf_config: dict[str, Any], *, dense: tuple[DenseSpec, ...] = (),
-                normalize: bool = False) -> "ModelConfig":
+                normalize: bool = False, source: str = "config.json") -> "ModelConfig":
         """The config of a transformers ``config.json`` dict plus a sentence-transformers head.
 
         Without a head (``dense=()``, ``normalize=False``) this is what a plain HF
-        folder means to sentence-transformers: Transformer + mean Pooling.
+        folder means to sentence-transformers: Transformer + mean Pooling. An error
+        names ``source`` (the file's path, when the caller knows it).
         """
-        return cls(**backbone_from_hf(hf_config), dense=tuple(dense), normalize=normalize)
+        try:
+            return cls(**backbone_from_hf(hf_config), dense=tuple(dense), normalize=normalize)
+        except ConfigError as e:
+            message = str(e).removeprefix("config.json").lstrip(": ")
+            raise ConfigError(f"{source}: {message}") from None
 
     def to_hf(self) -> dict[str, Any]:
         """A config.json that transformers 5.x loads as the same backbone."""
@@ -245,10 +263,13 @@ def _rope_entry(hf: dict, layer_type: str) -> tuple[float, float]:
 
 def _layer_types(hf: dict, num_layers: int) -> tuple[str, ...]:
     if hf.get("layer_types"):
+        if not isinstance(hf["layer_types"], list):
+            raise ConfigError("config.json: layer_types must be a list")
         return tuple(hf["layer_types"])
     # transformers reads the kwarg `sliding_window_pattern` (default 6); the
     # `_sliding_window_pattern` some configs carry is informational only.
-    return layer_types_pattern(num_layers, int(hf.get("sliding_window_pattern", 6)))
+    every = size(hf.get("sliding_window_pattern", 6), "sliding_window_pattern")
+    return layer_types_pattern(num_layers, every)
 
 
 def backbone_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
@@ -278,37 +299,46 @@ def backbone_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
     if activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
         raise ConfigError(f"hidden_activation {activation!r} is not supported")
     try:
-        num_layers = int(hf["num_hidden_layers"])
-        hidden = int(hf["hidden_size"])
-        heads = int(hf["num_attention_heads"])
-        fields = dict(
-            vocab_size=int(hf["vocab_size"]),
-            hidden_size=hidden,
-            intermediate_size=int(hf["intermediate_size"]),
-            num_layers=num_layers,
-            num_heads=heads,
-            num_kv_heads=int(hf.get("num_key_value_heads", heads)),
-            head_dim=int(hf.get("head_dim", hidden // heads)),
-        )
+        return _backbone_fields(hf)
     except KeyError as e:
         raise ConfigError(f"config.json lacks the required key {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"config.json holds a malformed size: {e}") from None
-    fields["query_pre_attn_scalar"] = float(hf.get("query_pre_attn_scalar", fields["head_dim"]))
-    layer_types = _layer_types(hf, num_layers)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, AttributeError) as e:  # a value of the wrong JSON type
+        raise ConfigError(f"config.json holds a malformed value: {e}") from None
+
+
+def _backbone_fields(hf: dict[str, Any]) -> dict[str, Any]:
+    """The sizes first, each within its ceiling (:mod:`tarka_jax.nn.size_limits`), before
+    anything is built from them (a layer-type tuple of num_hidden_layers entries)."""
+    hidden = size(hf["hidden_size"], "hidden_size")
+    heads = size(hf["num_attention_heads"], "num_attention_heads")
+    head_dim = hf.get("head_dim")
+    fields = dict(
+        vocab_size=size(hf["vocab_size"], "vocab_size"),
+        hidden_size=hidden,
+        intermediate_size=size(hf["intermediate_size"], "intermediate_size"),
+        num_layers=size(hf["num_hidden_layers"], "num_hidden_layers"),
+        num_heads=heads,
+        num_kv_heads=size(hf.get("num_key_value_heads", heads), "num_key_value_heads"),
+        head_dim=size(hidden // heads if head_dim is None else head_dim, "head_dim"),
+        max_position_embeddings=size(hf.get("max_position_embeddings", 2048),
+                                     "max_position_embeddings"),
+    )
+    fields["query_pre_attn_scalar"] = positive(
+        hf.get("query_pre_attn_scalar", fields["head_dim"]), "query_pre_attn_scalar")
     theta_full, factor_full = _rope_entry(hf, FULL)
     theta_sliding, factor_sliding = _rope_entry(hf, SLIDING)
     sliding_window = hf.get("sliding_window")
     return dict(
         fields,
-        layer_types=layer_types,
-        sliding_window=int(sliding_window) if sliding_window is not None else None,
+        layer_types=_layer_types(hf, fields["num_layers"]),
+        sliding_window=None if sliding_window is None else size(sliding_window, "sliding_window"),
         rope_theta_full=theta_full,
         rope_theta_sliding=theta_sliding,
         rope_scaling_full=factor_full,
         rope_scaling_sliding=factor_sliding,
         rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
         pad_token_id=int(hf.get("pad_token_id") or 0),
     )
 

@@ -109,8 +109,8 @@ def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-cache", default=None,
                    help="a cache-teacher folder (its eval split)")
     p.add_argument("--texts", nargs="*", default=[],
-                   help="held-out files (.txt/.jsonl/.parquet); with --teacher-cache default "
-                        "to the cache's eval files")
+                   help="held-out files (.txt/.jsonl/.parquet) compared with the teacher; "
+                        "default: the cache's eval files, or the --pairs texts")
     p.add_argument("--text-field", default="text")
     p.add_argument("--prompt-mix", default="", help="NAME=WEIGHT,... (with --teacher)")
     p.add_argument("--seed", type=int, default=0)
@@ -121,7 +121,7 @@ def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--pairs", default=None,
                    help='held-out .jsonl of {"query", "document"[, "score"]}: nDCG@10, MRR, '
-                        "recall@k, STS Spearman")
+                        "recall@k, STS Spearman (needs no teacher)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -143,12 +143,13 @@ def _run_evaluate(args) -> int:
 
 
 EVALUATE = Command(
-    "evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
+    "evaluate", "a model on held-out pairs (retrieval, STS) and/or against its teacher",
     _add_evaluate_arguments, _run_evaluate,
-    description="Mean cosine to the teacher and nearest-neighbour (top-1) "
-                           "agreement of a checkpoint, or any saved step of a distill run "
-                           "folder, on held-out texts; the teacher is a model or a "
-                           "cache-teacher folder.")
+    description="Retrieval (nDCG@10, MRR, recall@k) and STS Spearman of a checkpoint, or "
+                           "any saved step of a distill run folder, on held-out --pairs; "
+                           "and/or its mean cosine to a teacher and nearest-neighbour "
+                           "(top-1) agreement on held-out texts (the teacher is a model or "
+                           "a cache-teacher folder).")
 
 
 def parse_mix(text: str) -> dict[str, float]:

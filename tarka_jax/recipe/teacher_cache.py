@@ -39,6 +39,7 @@ from tarka_jax.distill.teacher_cache import (
 )
 from tarka_jax.errors import UsageError
 from tarka_jax.files.jsonfiles import write_json
+from tarka_jax.runtime.extras import require
 from tarka_jax.text.prompts import assign_prompts, check_mix, prompt_strings, prompt_table
 
 __all__ = ["CacheError", "TeacherCache", "build_cache", "corpus_sha256"]
@@ -62,14 +63,9 @@ class _JaxTeacher:
 
 class _TorchTeacher:
     def __init__(self, model: str, dtype: str, max_seq_length: int | None, device: str | None):
-        try:
-            import torch
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise ImportError("--backend torch needs sentence-transformers and torch "
-                              "(pip install 'tarka-jax[torch-teacher]' after a torch "
-                              "install)") from None
-        self.model = SentenceTransformer(model, device=device or "cpu")
+        st = require("sentence_transformers", "--backend torch")  # (it imports torch)
+        torch = require("torch", "--backend torch")
+        self.model = st.SentenceTransformer(model, device=device or "cpu")
         if dtype == "bfloat16":
             self.model = self.model.to(torch.bfloat16)
         if max_seq_length:

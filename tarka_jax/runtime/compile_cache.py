@@ -10,6 +10,9 @@ Environment variable ``TARKA_JAX_COMPILATION_CACHE``:
   ``0`` / ``off`` / ``false``  do not enable the cache
   any other value  the directory to use
 
+A cache that cannot be used (the value names a file, the folder is not writable, the
+disk is full) is reported once on stderr and the command goes on without it.
+
 The same directory keeps the Embedder's exported forward programs (``programs/``,
 :mod:`tarka_jax.runtime.program_cache`): with both, a second process neither traces nor
 compiles a shape it has seen.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 ENV_VAR = "TARKA_JAX_COMPILATION_CACHE"
@@ -67,13 +71,45 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, *,
     from tarka_jax.runtime import program_cache
 
     directory = cache_path(path)
-    if directory is None:
+    why = None if directory is None else unusable(directory)
+    if directory is None or why:
         program_cache.disable()
+        if why:
+            warn_once(f"compilation cache {directory} cannot be used ({why}); compiling without "
+                      f"it (set {ENV_VAR} to another folder, or 0 to turn it off)")
         return None
     if programs:
         program_cache.enable(directory / PROGRAMS_SUBDIR)
-    directory.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     return directory
+
+
+def unusable(directory: Path) -> str | None:
+    """Why ``directory`` cannot hold the cache (not a folder, not writable, disk full), or None.
+
+    Creates it and writes and deletes a small probe file: a cache that fails here would
+    fail every command, and the cache is only ever an optimisation.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=directory)
+        try:
+            os.write(fd, b"\0" * 4096)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """One line on stderr per distinct message and process (the cache is optional: go on)."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"tarka-jax: warning: {message}", file=sys.stderr)

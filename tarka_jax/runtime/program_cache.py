@@ -12,7 +12,8 @@ package's Python sources), the jax and jaxlib versions, the backend and device
 kind, the function and its static settings (model config, dtype, attention,
 segments per row), and every argument's shape, dtype and sharding. A program is
 written to a temporary name and renamed, so a killed process never leaves a
-partial file; a file that fails to load is reported (warning) and replaced.
+partial file; a file that fails to load is reported (warning) and replaced; a disk that
+is full or read-only is reported once and the command goes on without storing programs.
 
 Not cached (they trace as before): programs ``jax.export`` refuses to
 serialise (Pallas Triton kernels are custom calls without a compatibility
@@ -77,6 +78,7 @@ class ProgramCache:
         self.directory = Path(directory)
         self.stats = collections.Counter()  # exported / loaded / replaced / not_exportable
         self._programs: dict[str, Callable | None] = {}
+        self.writable = True  # False after a write failed (full or read-only disk)
 
     def program(self, fn: Callable, static: dict[str, Any], args: tuple) -> Callable | None:
         """A jitted callable equal to ``fn(*args, **static)`` for arguments like ``args``.
@@ -104,6 +106,9 @@ class ProgramCache:
             return None
         try:
             exported = jax.export.deserialize(bytearray(path.read_bytes()))
+        except OSError as e:  # unreadable: trace instead, as without a cache
+            _LOG.info("exported program %s not read: %s", path, e)
+            return None
         except Exception as e:  # a damaged or foreign file: replace it below
             warnings.warn(f"exported program {path} could not be loaded ({type(e).__name__}: "
                           f"{e}); exporting it again", stacklevel=3)
@@ -124,12 +129,29 @@ class ProgramCache:
                       type(e).__name__, e)
             self.stats["not_exportable"] += 1
             return None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        partial = self._path(key).with_suffix(f".partial-{os.getpid()}")
-        partial.write_bytes(data)
-        os.replace(partial, self._path(key))
-        self.stats["exported"] += 1
+        if self.writable:
+            self._store(key, data)
         return exported
+
+    def _store(self, key: str, data: bytes) -> None:
+        """Write one program (temporary name, then rename); a full or read-only disk turns
+        writing off for this cache with one warning: the program still runs."""
+        partial = self._path(key).with_suffix(f".partial-{os.getpid()}")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(data)
+            os.replace(partial, self._path(key))
+        except OSError as e:
+            self.writable = False
+            partial.unlink(missing_ok=True)
+            from tarka_jax.runtime.compile_cache import warn_once
+
+            warn_once(f"cannot write to the program cache {self.directory} "
+                      f"({e.strerror or type(e).__name__}); going on without storing programs")
+            # JAX's compiled programs go to the same disk: one warning says it, not one each
+            warnings.filterwarnings("ignore", "Error writing persistent compilation cache entry")
+            return
+        self.stats["exported"] += 1
 
 
 _active: ProgramCache | None = None

@@ -49,6 +49,12 @@ from tokenizers import AddedToken, Tokenizer
 
 from tarka_jax.errors import ConfigError, InputTypeError, TarkaError
 from tarka_jax.files.jsonfiles import read_json
+from tarka_jax.text.truncation import (
+    encode_bounded,
+    resolve_max_seq_length,
+    vocabulary_width,
+    widest_token,
+)
 
 # Named special tokens transformers adds to the backend when it lacks them.
 _NAMED_SPECIAL_TOKENS = (
@@ -60,8 +66,6 @@ _NAMED_SPECIAL_TOKENS = (
 # __init__ (CodeLlama, Cohere, GPT-NeoX, ...) rebuild pieces differently: warn.
 _VERIFIED_CLASSES = {None, "TokenizersBackend", "PreTrainedTokenizerFast", "GemmaTokenizer",
                      "GemmaTokenizerFast"}
-# transformers' "no limit" sentinel for model_max_length (int(1e30)).
-_VERY_LARGE = int(1e20)
 
 
 class TokenizerError(TarkaError):
@@ -155,8 +159,9 @@ class TextTokenizer:
     """
 
     def __init__(self, backend: Tokenizer, *, max_seq_length: int | None, pad_token_id: int = 0,
-                 truncation_side: str = "right"):
+                 truncation_side: str = "right", widest_token: int | None = None):
         self._backend = backend
+        self._widest = widest_token or vocabulary_width(backend)  # where long texts are cut
         self.pad_token_id = int(pad_token_id)
         self.truncation_side = truncation_side
         self.num_special_tokens = backend.num_special_tokens_to_add(False)
@@ -212,14 +217,15 @@ class TextTokenizer:
                 "differ from AutoTokenizer's", stacklevel=2)
 
         if max_seq_length is None:
-            max_seq_length = _resolve_max_seq_length(folder, tok_config, st_config,
-                                                     max_position_embeddings)
+            max_seq_length = resolve_max_seq_length(
+                tok_config, st_config, max_position_embeddings or _positions(folder), folder)
         side = tok_config.get("truncation_side") or (
             backend_truncation or {}).get("direction") or "right"
         pad = _token_content(tok_config.get("pad_token"))
         pad_id = backend.token_to_id(pad) if pad is not None else None
         return cls(backend, max_seq_length=max_seq_length,
-                   pad_token_id=pad_id if pad_id is not None else 0, truncation_side=side)
+                   pad_token_id=pad_id if pad_id is not None else 0, truncation_side=side,
+                   widest_token=widest_token(tokenizer_json, backend))
 
     def set_max_seq_length(self, max_seq_length: int | None) -> None:
         """Change the truncation length (None = none)."""
@@ -246,11 +252,11 @@ class TextTokenizer:
     def encode(self, texts: str | Sequence[str], *, prompt: str | None = None) -> list[list[int]]:
         """Token ids of each text (prompt prepended, truncated, special tokens added)."""
         texts, _ = check_texts(texts)
-        if prompt:
-            texts = [prompt + t for t in texts]
         if not texts:
             return []
-        return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=True)]
+        return [e.ids for e in encode_bounded(self._backend, texts, prompt or "",
+                                              self.max_seq_length, self.truncation_side,
+                                              self._widest)]
 
     def __call__(self, texts: str | Sequence[str], *, prompt: str | None = None,
                  pack: bool = False, pad_to_multiple_of: int | None = None,
@@ -382,19 +388,9 @@ def _add_missing_tokens(backend: Tokenizer, tok_config: dict) -> None:
             [AddedToken(n, special=True, normalized=False) for n in missing])
 
 
-def _resolve_max_seq_length(folder: str, tok_config: dict, st_config: dict,
-                            max_position_embeddings: int | None) -> int | None:
-    """sentence-transformers' rule: sentence_bert_config, else tokenizer capped by positions."""
-    if st_config.get("max_seq_length") is not None:
-        return int(st_config["max_seq_length"])
-    if max_position_embeddings is None:
-        model_config = _read_json(os.path.join(folder, "config.json"))
-        max_position_embeddings = model_config.get("max_position_embeddings")
-        if max_position_embeddings is None and isinstance(model_config.get("text_config"), dict):
-            max_position_embeddings = model_config["text_config"].get("max_position_embeddings")
-    model_max = tok_config.get("model_max_length")
-    if model_max is not None and int(model_max) >= _VERY_LARGE:
-        model_max = None
-    candidates = [int(v) for v in (model_max, max_position_embeddings)
-                  if v is not None and int(v) != -1]
-    return min(candidates) if candidates else None
+def _positions(folder: str) -> int | None:
+    """``max_position_embeddings`` of the folder's config.json (or its text_config)."""
+    model_config = _read_json(os.path.join(folder, "config.json"))
+    text_config = model_config.get("text_config")
+    return model_config.get("max_position_embeddings") or (
+        text_config.get("max_position_embeddings") if isinstance(text_config, dict) else None)

@@ -15,6 +15,7 @@ import numpy as np
 
 from tarka_jax.errors import UsageError
 from tarka_jax.nn.numerics import l2_normalize
+from tarka_jax.runtime.extras import require
 
 
 class MetricsWriter:
@@ -32,12 +33,8 @@ class MetricsWriter:
         _drop_rows_after(path, start_step)
         self._file = open(path, "a", encoding="utf-8")
         if tensorboard:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                raise ImportError("logging.tensorboard = true needs tensorboardX "
-                                  "(pip install tensorboardX)") from None
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            tensorboard_x = require("tensorboardX", "logging.tensorboard = true")
+            self._tb = tensorboard_x.SummaryWriter(os.path.join(workdir, "tensorboard"))
         if progress:
             from tqdm.auto import tqdm
 
