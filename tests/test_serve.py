@@ -139,6 +139,32 @@ def test_truncation(server, reference):
     assert not np.allclose(left.json(), right.json()[0])
 
 
+def test_chunking(server, reference):
+    """Inputs over --max-input-tokens, embedded whole: "mean" (one embedding, any route) and
+    "chunks" (/embed: each window with its spans), as Embedder.encode(chunking=...)."""
+    long, short = long_text(500, seed=9), "short one"
+    before = _metric(httpx.get(server + "/metrics").text, "tarka_serve_inputs_chunked_total")
+    mean = post(server, "/embed", {"inputs": [long, short], "chunking": "mean",
+                                   "prompt_name": "document"})
+    close(mean.json(), reference.encode([long, short], chunking="mean", prompt_name="document",
+                                        normalize_embeddings=True))
+    after = _metric(httpx.get(server + "/metrics").text, "tarka_serve_inputs_chunked_total")
+    assert after == before + 1
+    openai = post(server, "/v1/embeddings", {"input": long, "chunking": "mean",
+                                             "dimensions": 64})
+    close(openai.json()["data"][0]["embedding"],
+          reference.encode(long, chunking="mean", truncate_dim=64, normalize_embeddings=True))
+    chunks = post(server, "/embed", {"inputs": [short, long], "chunking": "chunks",
+                                     "normalize": False}).json()
+    expect = reference.encode([short, long], chunking="chunks")
+    assert [len(c) for c in chunks] == [1, len(expect.of_text(1))]
+    close([w["embedding"] for c in chunks for w in c], expect.embeddings)
+    assert [w["char_span"] for w in chunks[1]] == expect.char_spans[1:].tolist()
+    assert [w["chunk"] for w in chunks[1]] == list(range(len(chunks[1])))
+    refused = post(server, "/v1/embeddings", {"input": long, "chunking": "chunks"})
+    assert refused.status_code == 422 and "chunking" in refused.json()["message"]
+
+
 def test_embed_all_and_tokenize(server, reference):
     texts = ["hello world", texts_of(1, 3)[0]]
     r = post(server, "/embed_all", {"inputs": texts, "prompt_name": "query"})
@@ -224,14 +250,17 @@ def test_64_concurrent_clients_in_order(server, reference):
     is its own texts' embeddings, in order, whatever rows they shared on the server."""
     rng = np.random.default_rng(5)
     jobs = [texts_of(int(rng.integers(1, 7)), 100 + i) for i in range(64)]
-    expect = reference.encode([t for texts in jobs for t in texts], normalize_embeddings=True)
+    for i in range(0, 64, 8):  # a long text among them, embedded whole in windows
+        jobs[i][0] = long_text(300, seed=i)
+    expect = reference.encode([t for texts in jobs for t in texts], normalize_embeddings=True,
+                              chunking="mean")
     before = _metric(httpx.get(server + "/metrics").text, "tarka_serve_pass_texts_count")
 
     async def one(client, i, texts):
         if i % 2:
             r = await client.post("/embed", json={"inputs": texts})
             return r.status_code, r.json()
-        r = await client.post("/v1/embeddings", json={"input": texts,
+        r = await client.post("/v1/embeddings", json={"input": texts, "chunking": "mean",
                                                       "encoding_format": "base64"})
         assert r.status_code == 200, r.text
         rows = [np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in r.json()["data"]]

@@ -47,6 +47,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunking", choices=("truncate", "mean"), default=None,
                    help="default for inputs over --max-input-tokens: 'mean' embeds them whole "
                         "(the token-weighted mean of windows); a request's \"chunking\" wins")
+    p.add_argument("--chunk-overlap", type=int, default=0,
+                   help="tokens consecutive windows share when chunking (default 0)")
+    p.add_argument("--max-chunks", type=int, default=64,
+                   help="most windows per input when chunking; a longer input is embedded "
+                        "from its first windows and counted as truncated (default 64)")
     p.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     p.add_argument("--prompt-name", default=None,
                    help="default prompt of requests that name none (default: the model's)")
@@ -105,7 +110,8 @@ def _run(args) -> int:
         model_name=args.served_model_name or args.model, max_batch_tokens=args.max_batch_tokens,
         max_client_batch_size=args.max_client_batch_size,
         max_concurrent_requests=args.max_concurrent_requests, payload_limit=args.payload_limit,
-        auto_truncate=args.auto_truncate, chunking=args.chunking, prompt_name=args.prompt_name,
+        auto_truncate=args.auto_truncate, chunking=args.chunking,
+        chunk_overlap=args.chunk_overlap, max_chunks=args.max_chunks, prompt_name=args.prompt_name,
         batch_size=args.batch_size, api_key=args.api_key)
     service = Service(settings, model, Metrics())
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(message)s")

@@ -14,8 +14,7 @@ import jax
 import numpy as np
 
 from tarka_jax.errors import UsageError
-from tarka_jax.inference import batching
-from tarka_jax.inference import embedder as embedder_module
+from tarka_jax.inference import batching, passes
 from tarka_jax.inference.embedder import Embedder
 
 
@@ -65,15 +64,17 @@ class Forward:
 
     def run(self, plan: batching.Pass, tokens: bool):
         """Dispatch one pass (asynchronous): ``[rows, texts per row, dim]`` sentence
-        embeddings, or ``[rows, width, hidden]`` token embeddings."""
+        embeddings *before* the model's L2 normalisation (so whole texts and chunked windows,
+        which are averaged first, share passes and programs; the service normalises), or
+        ``[rows, width, hidden]`` token embeddings."""
         m = self.model
         if not tokens:
-            return m._forward(plan.arrays, plan.segments)
+            return passes._forward(m, plan.arrays, plan.segments, normalize=False)
         arrays = m.placement.put_batch(
             {k: plan.arrays[k] for k in ("input_ids", "segment_ids", "positions")})
         with m.placement.context():
-            return embedder_module._tokens_jit(m.params, arrays, m.config, dtype=m.dtype,
-                                               attention=m.attention)
+            return passes._tokens_jit(m.params, arrays, m.config, dtype=m.dtype,
+                                      attention=m.attention)
 
     def warm_up(self, batch_size: int, token_embeddings: bool = True,
                 progress: Callable[[int, int], None] | None = None) -> int:

@@ -72,10 +72,13 @@ def build_router(service: Service) -> APIRouter:
         prompt = service.prompt(req.prompt_name)
         with service.admitted():
             encoded = await service.tokenize(texts, prompt, req.truncate,
-                                             req.truncation_direction)
+                                             req.truncation_direction, req.chunking)
             out = await service.run(encoded, disconnect_watch(request))
         start = time.perf_counter()
-        return serialized(service.finish(out, dimensions, req.normalize), start)
+        out = service.finish(service.combine(encoded, out), dimensions, req.normalize)
+        if encoded.chunking == "chunks":
+            return serialized(_windows(encoded, out), start)
+        return serialized(out, start)
 
     async def openai_embeddings(request: Request) -> Response:
         req = await parse(request, schemas.OpenAIRequest)
@@ -83,10 +86,10 @@ def build_router(service: Service) -> APIRouter:
         dimensions = service.check_dimensions(req.dimensions)
         prompt = service.prompt(req.prompt_name)
         with service.admitted():
-            encoded = await service.tokenize(texts, prompt, None, None)
+            encoded = await service.tokenize(texts, prompt, None, None, req.chunking)
             out = await service.run(encoded, disconnect_watch(request))
         start = time.perf_counter()
-        out = service.finish(out, dimensions, True)
+        out = service.finish(service.combine(encoded, out), dimensions, True)
         if req.encoding_format == "base64":
             rows = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in out]
         else:
@@ -136,6 +139,16 @@ def build_router(service: Service) -> APIRouter:
     return router
 
 
+def _windows(encoded, rows) -> list[list[dict]]:
+    """``chunking: "chunks"``: per input, its windows in order, each with its spans."""
+    win, out = encoded.windows, [[] for _ in range(encoded.n_texts)]
+    for w, row in enumerate(rows):
+        out[win.text_index[w]].append({
+            "embedding": row, "chunk": int(win.chunk_index[w]),
+            "token_span": win.token_spans[w].tolist(), "char_span": win.char_spans[w].tolist()})
+    return out
+
+
 def info_body(service: Service) -> dict:
     """TEI's ``/info`` fields, then this server's own (devices, prompts, chunking)."""
     s, model = service.settings, service.model
@@ -151,6 +164,7 @@ def info_body(service: Service) -> dict:
         "embedding_dim": model.embedding_dim, "hidden_size": model.config.hidden_size,
         "prompts": dict(model.prompts), "default_prompt_name": s.prompt_name
         or model.default_prompt_name, "chunking": s.chunking or "truncate",
+        "chunk_overlap": s.chunk_overlap, "max_chunks": s.max_chunks,
         "devices": [str(d) for d in model.placement.devices], "pass_tokens": model.pass_tokens,
         "ready": service.ready.is_set(), "status": service.status,
     }

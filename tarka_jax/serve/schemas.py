@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from tarka_jax.serve import apierrors
 
 Direction = Literal["left", "right", "Left", "Right"]
-Chunking = Literal["truncate", "mean"]
+Chunking = Literal["truncate", "mean"]  # one embedding per input: any route
+Windowed = Literal["truncate", "mean", "chunks"]  # "chunks": /embed only (a list per input)
 
 
 class _Request(BaseModel):
@@ -35,7 +36,7 @@ class EmbedRequest(_Request):
     truncation_direction: Direction | None = None
     prompt_name: str | None = None
     dimensions: int | None = None
-    chunking: Chunking | None = None
+    chunking: Windowed | None = None
 
 
 class EmbedAllRequest(_Request):

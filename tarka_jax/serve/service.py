@@ -4,7 +4,9 @@ A request's life: admitted under ``--max-concurrent-requests`` (else 429 with Re
 tokenised on a worker thread (:mod:`tarka_jax.serve.tokens`; the event loop never tokenises),
 submitted to the :class:`~tarka_jax.serve.engine.Engine`, awaited while watching the client's
 connection (a client that goes away cancels its texts), then finished as ``Embedder.encode``
-finishes: Matryoshka truncation, then normalisation (:func:`tarka_jax.nn.numerics.l2_normalize`).
+finishes: the model's normalisation (or, chunked "mean", the token-weighted mean of the windows
+first: :func:`tarka_jax.inference.chunked.mean_of_windows`), Matryoshka truncation, then the
+request's normalisation (:func:`tarka_jax.nn.numerics.l2_normalize`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tarka_jax.errors import TarkaError
+from tarka_jax.inference.chunked import mean_of_windows
 from tarka_jax.inference.embedder import Embedder
 from tarka_jax.nn.numerics import l2_normalize
 from tarka_jax.serve import apierrors
@@ -28,6 +31,7 @@ from tarka_jax.serve.device import Forward
 from tarka_jax.serve.engine import Engine, Job
 from tarka_jax.serve.metrics import Metrics
 from tarka_jax.serve.tokens import Encoded, RequestTokenizer
+from tarka_jax.text.chunking import DEFAULT_MAX_CHUNKS, ChunkingSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +44,9 @@ class Settings:
     max_concurrent_requests: int = 512
     payload_limit: int = 2_000_000
     auto_truncate: bool = False
-    chunking: str | None = None
+    chunking: str | None = None  # None / "truncate": TEI's rule; "mean"
+    chunk_overlap: int = 0
+    max_chunks: int = DEFAULT_MAX_CHUNKS
     prompt_name: str | None = None
     batch_size: int = 32
     api_key: str | None = None
@@ -61,6 +67,7 @@ class Service:
         self.max_input_tokens = model.max_seq_length
         if settings.prompt_name is not None:
             self.prompt(settings.prompt_name)  # refuse an unknown default at start-up
+        self.chunking_spec(None)  # and bad chunking settings
         self.tokenizer = RequestTokenizer(model.tokenizer, self.max_input_tokens)
         self.forward = Forward(model)
         self.engine = Engine(self.forward, max_batch_tokens=settings.max_batch_tokens,
@@ -134,15 +141,31 @@ class Service:
                 f"({self.model.embedding_dim}); got {dimensions}")
         return dimensions
 
+    def chunking_spec(self, mode: str | None) -> ChunkingSpec:
+        """The request's chunking, else ``--chunking``, else TEI's truncate-or-refuse."""
+        s = self.settings
+        try:
+            return ChunkingSpec.parse(mode or s.chunking, s.chunk_overlap, s.max_chunks)
+        except TarkaError as e:
+            raise apierrors.validation(str(e)) from None
+
     async def tokenize(self, texts: list[str], prompt: str | None, truncate: bool | None,
-                       direction: str | None) -> Encoded:
+                       direction: str | None, chunking: str | None = None) -> Encoded:
+        """Model inputs of ``texts`` on a worker thread: truncated (or refused) as TEI does,
+        or in windows when the request (or ``--chunking``) asks for chunking."""
+        spec = self.chunking_spec(chunking)
         truncate = self.settings.auto_truncate if truncate is None else truncate
+        if spec.windows:
+            work = lambda: self.tokenizer.windows(texts, prompt, spec)
+        else:
+            work = lambda: self.tokenizer.encode(texts, prompt, truncate=truncate,
+                                                 direction=direction)
         start = time.perf_counter()
-        encoded = await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: self.tokenizer.encode(texts, prompt, truncate=truncate,
-                                                      direction=direction))
+        encoded = await asyncio.get_running_loop().run_in_executor(self._pool, work)
         self.metrics.stage.labels("tokenize").observe(time.perf_counter() - start)
         self.metrics.truncated.inc(encoded.truncated)
+        if encoded.windows is not None:
+            self.metrics.chunked.inc(int((np.bincount(encoded.windows.text_index) > 1).sum()))
         return encoded
 
     async def token_table(self, texts: list[str], prompt: str | None,
@@ -175,6 +198,15 @@ class Service:
             raise job.error
         self.metrics.tokens.inc(encoded.tokens)
         return job.out
+
+    def combine(self, encoded: Encoded, raw: np.ndarray) -> np.ndarray:
+        """The engine's rows (before the model's normalisation) -> the model's embeddings:
+        one per text, or chunked "chunks" one per window."""
+        normalize = self.model.config.normalize
+        if encoded.chunking == "mean":
+            win = encoded.windows
+            return mean_of_windows(raw, win.text_index, win.lengths, encoded.n_texts, normalize)
+        return l2_normalize(raw) if normalize else raw
 
     @staticmethod
     def finish(out: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:

@@ -6,7 +6,9 @@ truncation side, each truncating at ``--max-input-tokens`` and never changed aft
 so threads may share them. A copy truncates exactly as ``Embedder.encode`` does (before the
 special tokens, which every text keeps); the pieces it cut off (``Encoding.overflowing``) give
 the full length, so a text too long for a request that did not ask for truncation is refused
-with its real token count from one tokenisation.
+with its real token count from one tokenisation. With chunking ("mean", "chunks") a long text
+is cut into windows instead, by the Embedder's own rule
+(:func:`tarka_jax.text.chunking.split_windows`), each window one model input.
 """
 
 from __future__ import annotations
@@ -18,22 +20,28 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from tarka_jax.serve import apierrors
+from tarka_jax.text.chunking import ChunkingSpec, Windows, split_windows
 from tarka_jax.text.tokenizer import TextTokenizer
 
 
 @dataclasses.dataclass
 class Encoded:
-    """Token ids of a request's texts (int32 arrays, each at most ``max_input_tokens`` long)."""
+    """A request's model inputs: int32 ids, each at most ``max_input_tokens`` long; one per
+    text, or with chunking one per window (``windows`` says whose)."""
 
     ids: list[np.ndarray]
     tokens: int  # the ids' total length (OpenAI's usage.prompt_tokens)
-    truncated: int  # how many texts were cut at max_input_tokens
+    truncated: int  # texts cut: at max_input_tokens, or past max_chunks windows
+    n_texts: int = 0
+    windows: Windows | None = None
+    chunking: str = "truncate"
 
 
 class RequestTokenizer:
     """Tokenises request texts as the Embedder does, for the HTTP routes."""
 
     def __init__(self, tokenizer: TextTokenizer, max_input_tokens: int):
+        self.tokenizer = tokenizer
         self.max_input_tokens = int(max_input_tokens)
         self.default_side = tokenizer.truncation_side
         self.num_special_tokens = tokenizer.num_special_tokens
@@ -63,7 +71,15 @@ class RequestTokenizer:
                     raise apierrors.too_long(i, length, self.max_input_tokens)
                 truncated += 1
             ids.append(np.asarray(e.ids, np.int32))
-        return Encoded(ids, sum(len(x) for x in ids), truncated)
+        return Encoded(ids, sum(len(x) for x in ids), truncated, len(texts))
+
+    def windows(self, texts: Sequence[str], prompt: str | None, spec: ChunkingSpec) -> Encoded:
+        """Every text as windows of ``max_input_tokens`` (``Embedder.encode(chunking=...)``)."""
+        win = split_windows(self.tokenizer, texts, prompt=prompt, window=self.max_input_tokens,
+                            overlap=spec.overlap, max_chunks=spec.max_chunks)
+        ids = [np.asarray(x, np.int32) for x in win.ids]
+        return Encoded(ids, int(win.lengths.sum()), int(win.cut.sum()), len(texts), win,
+                       spec.mode)
 
     def tokens(self, texts: Sequence[str], prompt: str | None,
                add_special_tokens: bool = True) -> list[list[dict]]:
