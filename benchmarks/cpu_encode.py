@@ -103,7 +103,7 @@ def profile(ours, shape, dtype: str) -> dict:
     import jax.numpy as jnp
 
     from tarka_jax.inference.batching import SlotCost
-    from tarka_jax.inference.embedder import _embed_jit
+    from tarka_jax.inference.passes import _embed_jit
     from tarka_jax.kernels import attention
 
     rows, width, segments = shape

@@ -48,7 +48,8 @@ def main(argv=None) -> None:
     import jax
 
     from tarka_jax.inference.batching import segments_for
-    from tarka_jax.inference.embedder import Embedder, _embed_jit
+    from tarka_jax.inference.embedder import Embedder
+    from tarka_jax.inference.passes import _embed_jit
 
     folder = full_size_reference(f"/tmp/tarka_jax_bench_{args.layers}l", 2048, args.layers)
     ours = Embedder.from_pretrained(folder, dtype=args.dtype, max_seq_length=2048)

@@ -31,6 +31,8 @@ from tarka_jax.runtime.command import Command, execute
 SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("embed", "embed texts; write JSON lines or .npy", "tarka_jax.inference.cli:EMBED"),
     ("search", "rank documents for queries", "tarka_jax.inference.cli:SEARCH"),
+    ("serve", "serve embeddings over HTTP (OpenAI- and TEI-compatible; needs the serve extra)",
+     "tarka_jax.serve.cli:COMMAND"),
     ("embed-corpus", "embed a corpus into resumable .npy shards (multi-process)",
      "tarka_jax.corpus.cli:COMMAND"),
     ("mteb", "run MTEB tasks on a model (needs the mteb extra)", "tarka_jax.mteb.cli:COMMAND"),

@@ -35,9 +35,9 @@ PY311=$(find_python 3.11) || { echo "python3.11 not found" >&2; exit 1; }
 PY312=$(find_python 3.12) || { echo "python3.12 not found" >&2; exit 1; }
 
 echo "== setting up leg 1 (Python 3.11, jax 0.10.2, PyTorch reference)"
-setup_venv "$ROOT/.venv" "$PY311" ci/constraints-py311.txt test,train,mteb yes
+setup_venv "$ROOT/.venv" "$PY311" ci/constraints-py311.txt test,train,mteb,serve yes
 echo "== setting up leg 2 (Python 3.12, newer jax, torch-free)"
-setup_venv "$ROOT/.venv312" "$PY312" ci/constraints-py312.txt test-light,train no
+setup_venv "$ROOT/.venv312" "$PY312" ci/constraints-py312.txt test-light,train,serve no
 
 echo "== ruff check (pinned in the test extras)"
 "$ROOT/.venv/bin/ruff" check .

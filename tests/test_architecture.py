@@ -32,7 +32,7 @@ LAYERS = {
     "tarka_jax.nn": 4,
     "tarka_jax.convert": 5,
     "tarka_jax.inference": 6, "tarka_jax": 6,  # the package facade re-exports the inference API
-    "tarka_jax.evaluation": 7, "tarka_jax.corpus": 7, "tarka_jax.mteb": 7,
+    "tarka_jax.evaluation": 7, "tarka_jax.corpus": 7, "tarka_jax.mteb": 7, "tarka_jax.serve": 7,
     "tarka_jax.train": 8,
     "tarka_jax.distill": 9, "tarka_jax.finetune": 9,
     "tarka_jax.recipe": 10,
@@ -41,7 +41,7 @@ LAYERS = {
 }
 NAMES = {1: "kernels", 2: "base (errors, files, runtime)", 3: "text", 4: "nn (the model)",
          5: "convert (formats)", 6: "inference", 7: "clients of inference (corpus, mteb, "
-         "evaluation)", 8: "training core (train)", 9: "training loops (distill, finetune)",
+         "evaluation, serve)", 8: "training core (train)", 9: "training loops (distill, finetune)",
          10: "recipe", ENTRY: "entry points", LEAF: "test/notebook helpers"}
 MAX_LINES = 400
 

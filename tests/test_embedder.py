@@ -10,7 +10,7 @@ import pytest
 
 import tarka_jax
 from tarka_jax.inference import batching
-from tarka_jax.inference import embedder as embedder_module
+from tarka_jax.inference import passes as passes_module
 from tarka_jax.inference.embedder import Embedder
 from tarka_jax.testing.reference import SAMPLE_TEXTS, long_text
 
@@ -115,7 +115,7 @@ def test_embedder_functional_load_matches(tiny_reference, tiny_st):
     # same jit of tarka_jax.embed: eager Flax would take seconds, a new shape a compile.
     batch = tokenizer(TEXTS[:5], prompt="task: search result | query: ", buckets=(64,),
                       pad_batch_to=16)
-    out = np.asarray(embedder_module._embed_jit(params, batch, config))[:5, 0]
+    out = np.asarray(passes_module._embed_jit(params, batch, config))[:5, 0]
     _close(out, tiny_st.encode_query(TEXTS[:5]))
 
 
@@ -185,7 +185,7 @@ def test_embedder_compilations_are_bounded(small):
     # jax_only_model truncates at 48 tokens: buckets (16, 32, 48).
     assert small.buckets == (16, 32, 48)
     lengths = [len(x) for x in small.tokenizer.encode(TEXTS)]
-    before = embedder_module._embed_jit._cache_size()
+    before = passes_module._embed_jit._cache_size()
     small.compiled_shapes.clear()
     small.encode(TEXTS, batch_size=4, pack=False)
     widths = sorted({w for _, w, _ in small.compiled_shapes})
@@ -193,11 +193,11 @@ def test_embedder_compilations_are_bounded(small):
     # batches of 4 sorted by length: full ones are 4 rows, the tail a power of two.
     assert {r for r, _, _ in small.compiled_shapes} <= {1, 2, 4}
     assert len(small.compiled_shapes) <= len(widths) + 1
-    assert embedder_module._embed_jit._cache_size() - before <= len(small.compiled_shapes)
+    assert passes_module._embed_jit._cache_size() - before <= len(small.compiled_shapes)
     # A second call with other texts of the same buckets compiles nothing new.
-    after = embedder_module._embed_jit._cache_size()
+    after = passes_module._embed_jit._cache_size()
     small.encode([t + " again" for t in TEXTS], batch_size=4, pack=False)
-    assert embedder_module._embed_jit._cache_size() == after
+    assert passes_module._embed_jit._cache_size() == after
     assert max(lengths) == 48
 
 
@@ -218,7 +218,7 @@ def no_jax(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the forward pass ran")
 
-    monkeypatch.setattr(embedder_module, "_embed_jit", fail)
+    monkeypatch.setattr(passes_module, "_embed_jit", fail)
 
 
 def test_embedder_input_errors(small, no_jax):

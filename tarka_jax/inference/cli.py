@@ -6,10 +6,12 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 from tarka_jax.errors import TarkaError, UsageError
 from tarka_jax.files.jsonfiles import read_jsonl
 from tarka_jax.runtime.command import Command
+from tarka_jax.text import chunking
 
 # ---- shared options --------------------------------------------------------------------------
 
@@ -48,6 +50,7 @@ def _embed_arguments(p: argparse.ArgumentParser) -> None:
     which.add_argument("--prompt", default=None, help="prepend this literal prompt")
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension")
     p.add_argument("--normalize", action="store_true", help="L2-normalise after truncation")
+    chunking.add_arguments(p)
     p.add_argument("--output", "-o", default=None,
                    help="write here: .npy (float32 [n, dim]) when it ends so, JSON lines "
                         "otherwise (default: JSON lines on stdout)")
@@ -103,7 +106,7 @@ def _check_finite(emb, texts: list[str], from_stdin: bool) -> None:
             "texts do); the model's weights or numerics produced it; nothing written")
 
 
-def _write_output(path: str, emb, texts: list[str]) -> None:
+def _write_output(path: str, emb, records: list[dict]) -> None:
     from tarka_jax.files.atomic import write_atomic
     from tarka_jax.files.marker import new_run_id
 
@@ -114,35 +117,59 @@ def _write_output(path: str, emb, texts: list[str]) -> None:
             np.lib.format.write_array(w, np.ascontiguousarray(emb), allow_pickle=False)
     else:
         def fill(w):
-            for text, row in zip(texts, emb):
-                w.write((json.dumps({"text": text, "embedding": row.tolist()},
+            for record, row in zip(records, emb):
+                w.write((json.dumps({**record, "embedding": row.tolist()},
                                     ensure_ascii=False, allow_nan=False) + "\n").encode())
     write_atomic(os.path.abspath(path), fill, new_run_id())
 
 
 def _run_embed(args) -> int:
+    from tarka_jax.inference.chunked import ChunksCutWarning, EncodeReport
+
+    spec = chunking.from_arguments(args)
+    if spec.mode == "chunks" and (args.output or "").lower().endswith(".npy"):
+        raise UsageError("--chunking chunks writes JSON lines (each window's text and spans); "
+                         "a .npy file would lose which text each row belongs to")
     if args.output:
         _check_output_file(args.output, args.force, args.model)
     texts = _read_texts(args.texts, args.errors)
     model = _load_embedder(args)
     if args.output:
         _check_output_file(args.output, args.force, model.source_folder)
+    report = EncodeReport()
     kw = {"batch_size": args.batch_size, "truncate_dim": args.truncate_dim,
-          "normalize_embeddings": args.normalize}
-    if args.query:
-        emb = model.encode_query(texts, **kw)
-    elif args.document:
-        emb = model.encode_document(texts, **kw)
-    else:
-        emb = model.encode(texts, prompt_name=args.prompt_name, prompt=args.prompt, **kw)
+          "normalize_embeddings": args.normalize, "report": report, **spec.encode_kwargs()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ChunksCutWarning)  # the report's line says it
+        if args.query:
+            emb = model.encode_query(texts, **kw)
+        elif args.document:
+            emb = model.encode_document(texts, **kw)
+        else:
+            emb = model.encode(texts, prompt_name=args.prompt_name, prompt=args.prompt, **kw)
+    if report.summary():
+        print(f"tarka-jax embed: {report.summary()}", file=sys.stderr)
+    records = [{"text": text} for text in texts]
+    if spec.mode == "chunks":  # one row per window: its text, number and spans
+        records, emb = _window_records(texts, emb), emb.embeddings
     _check_finite(emb, texts, from_stdin=not args.texts or args.texts == ["-"])
     if args.output:
-        _write_output(args.output, emb, texts)
+        _write_output(args.output, emb, records)
         return 0
-    sys.stdout.writelines(json.dumps({"text": text, "embedding": row.tolist()},
+    sys.stdout.writelines(json.dumps({**record, "embedding": row.tolist()},
                                      ensure_ascii=False, allow_nan=False) + "\n"
-                          for text, row in zip(texts, emb))
+                          for record, row in zip(records, emb))
     return 0
+
+
+def _window_records(texts: list[str], chunks) -> list[dict]:
+    """JSON fields of each window of a ``chunking="chunks"`` result."""
+    out = []
+    for i, k, (a, b), (start, end) in zip(chunks.text_index.tolist(), chunks.chunk_index.tolist(),
+                                         chunks.token_spans.tolist(), chunks.char_spans.tolist()):
+        out.append({"text": texts[i][start:end], "text_index": i, "chunk_index": k,
+                    "char_span": [start, end], "token_span": [a, b]})
+    return out
 
 
 # ---- search ----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 Which texts share a forward pass and at what shape (so what a call compiles):
 :mod:`tarka_jax.inference.batching`; :attr:`Embedder.compiled_shapes` lists the shapes seen.
+How the passes run: :mod:`tarka_jax.inference.passes`; texts longer than ``max_seq_length``
+(``chunking=``) and the per-call report: :mod:`tarka_jax.inference.chunked`.
 """
 
 from __future__ import annotations
@@ -14,23 +16,15 @@ import numpy as np
 
 from tarka_jax.errors import InputTypeError, UsageError
 from tarka_jax.files.text_input import check_encodable
-from tarka_jax.inference import batching, similarity, st_args
+from tarka_jax.inference import batching, chunked, passes, similarity, st_args
+from tarka_jax.inference.chunked import ChunkedEmbeddings, EncodeReport
 from tarka_jax.inference.loading import load, tokenizer_for
 from tarka_jax.inference.placement import Placement
 from tarka_jax.inference.quantize import quantize_embeddings
-from tarka_jax.nn.encoder import embed, token_embeddings
 from tarka_jax.nn.numerics import l2_normalize, resolve_dtype
-from tarka_jax.runtime import program_cache
+from tarka_jax.text.chunking import DEFAULT_MAX_CHUNKS, ChunkingSpec
 from tarka_jax.text.prompts import st_prompt_name
 from tarka_jax.text.tokenizer import TextTokenizer, check_texts, length_buckets
-
-# One jitted forward for every Embedder: params are an argument, the config and
-# the compute settings are static, so equal settings share compiled programs.
-_embed_jit = jax.jit(embed, static_argnames=("config", "dtype", "attention",
-                                             "segments_per_row", "remat"))
-_tokens_jit = jax.jit(token_embeddings, static_argnames=("config", "dtype", "attention"))
-
-_AUTO_PROGRESS_TEXTS = 256  # show_progress_bar=None shows a bar above this many texts
 
 
 class Embedder:
@@ -175,7 +169,9 @@ class Embedder:
                convert_to_numpy: bool = True, convert_to_tensor: bool = False,
                device: Any = None, normalize_embeddings: bool = False,
                truncate_dim: int | None = None, pool: Any = None, chunk_size: int | None = None,
-               *, pack: bool | None = None):
+               *, pack: bool | None = None, chunking: str | None = None,
+               chunk_overlap: int = 0, max_chunks: int = DEFAULT_MAX_CHUNKS,
+               report: EncodeReport | None = None):
         """Embed texts: float32 ``[n, dim]`` (``[dim]`` for a single str).
 
         The arguments and their order are sentence-transformers 6.2's ``encode``
@@ -206,6 +202,18 @@ class Embedder:
             embeddings with far less padding. None = the constructor's default
             (True: it measured faster, BENCHMARKS.md); False = one text per row,
             sorted by length and bucketed, like sentence-transformers.
+          chunking: a text longer than ``max_seq_length`` is cut there (None or
+            "truncate": sentence-transformers' rule), or split into windows of
+            ``max_seq_length`` tokens, prompt and special tokens in each: "mean" gives
+            one embedding per text (the token-weighted mean of its windows, then the
+            model's normalisation), "chunks" a :class:`ChunkedEmbeddings` (one row per
+            window with its token and character spans). docs/long_documents.md.
+          chunk_overlap: tokens consecutive windows share (less than a window's room
+            for text).
+          max_chunks: most windows per text; a longer text is embedded from its first
+            ``max_chunks`` windows, with a warning, and counted in ``report.truncated``.
+          report: an :class:`EncodeReport` this call fills (texts, model inputs, tokens,
+            which texts were truncated); one per call, so threads never share it.
         """
         texts, single = check_texts(inputs)
         check_encodable(texts)
@@ -214,33 +222,34 @@ class Embedder:
                         or self.truncate_dim)
         batch_size = st_args.check_int("batch_size", batch_size)
         st_args.check_encode_options(output_value, precision, pool, chunk_size)
+        spec = ChunkingSpec.parse(chunking, chunk_overlap, max_chunks)
         self.placement.check_encode_device(device)
         if output_value == "token_embeddings":
-            out = self._token_embeddings(texts, prompt, batch_size)
+            if spec.windows:
+                raise UsageError("chunking applies to sentence embeddings; "
+                                 "output_value='token_embeddings' returns tokens as they are")
+            out = self._token_embeddings(texts, prompt, batch_size, report)
             if precision != "float32" and out:
                 out = quantize_embeddings(out, precision)
             if convert_to_tensor:
                 out = [self.placement.put_output(x) for x in out]
             return out[0] if single else out
         if not texts and not self.placement.spans_processes:  # (else a collective: join it)
-            out = np.zeros((0, truncate_dim or self.embedding_dim), np.float32)
+            chunked.fill_report(report, spec, 0, [], [], self.max_seq_length)
+            out = np.zeros((0, self.embedding_dim), np.float32)
+            if spec.mode == "chunks":
+                out = ChunkedEmbeddings.empty(out)
         else:
-            ids = self.tokenizer.encode(texts, prompt=prompt)
-            if self.pack if pack is None else pack:
-                out = self._run_packed(ids, batch_size, show_progress_bar)
-            else:
-                out = self._run_sorted(ids, batch_size, show_progress_bar)
-            if truncate_dim:
-                out = out[:, :truncate_dim]
-            if normalize_embeddings:
-                out = l2_normalize(out)
-            out = np.ascontiguousarray(out, dtype=np.float32)
-            if precision != "float32":
-                out = quantize_embeddings(out, precision)
-        if convert_to_tensor:
-            out = self.placement.put_output(out)
-        elif not convert_to_numpy:
-            out = [self.placement.put_output(row) for row in out]
+            out = chunked.embed_texts(
+                self, texts, prompt, spec, batch_size=batch_size,
+                pack=self.pack if pack is None else pack,
+                show_progress_bar=show_progress_bar, report=report)
+        if isinstance(out, ChunkedEmbeddings):
+            rows = self._finish(out.embeddings, truncate_dim, normalize_embeddings, precision,
+                                convert_to_numpy, convert_to_tensor)
+            return out.with_embeddings(rows)
+        out = self._finish(out, truncate_dim, normalize_embeddings, precision,
+                           convert_to_numpy, convert_to_tensor)
         return out[0] if single else out
 
     def encode_query(self, inputs, prompt_name: str | None = None, prompt: str | None = None,
@@ -337,57 +346,28 @@ class Embedder:
             return self.prompts.get(self.default_prompt_name)
         return None
 
-    def _token_embeddings(self, texts, prompt, batch_size) -> list[np.ndarray]:
-        """One float32 ``[tokens_i, hidden]`` array per text (one text per row, as planned
-        by :func:`tarka_jax.inference.batching.plan_sorted`), in input order."""
-        self.placement.check_local("encode(output_value='token_embeddings')")
-        ids = self.tokenizer.encode(texts, prompt=prompt)
-        out: list[np.ndarray | None] = [None] * len(ids)
-        for p in batching.plan_sorted(ids, batch_size, self.buckets, **self._policy()):
-            with self.placement.context():
-                hidden = _tokens_jit(self.params, self.placement.put_batch(p.arrays),
-                                     self.config, dtype=self.dtype, attention=self.attention)
-            hidden = np.asarray(hidden, np.float32)
-            for i, r in zip(p.texts, p.row):
-                out[i] = hidden[r, :len(ids[i])].copy()
-        return out
+    def _token_embeddings(self, texts, prompt, batch_size, report) -> list[np.ndarray]:
+        ids = chunked.encode_truncated(self.tokenizer, texts, prompt, ChunkingSpec(), report)
+        return passes.token_embeddings_of(self, ids, batch_size)
 
-    def _forward(self, batch: dict[str, np.ndarray], segments: int):
-        rows, width = batch["input_ids"].shape
-        self.compiled_shapes.add((rows, width, segments))
-        arrays = self.placement.put_batch(
-            {k: batch[k] for k in ("input_ids", "segment_ids", "positions")})
-        static = dict(config=self.config, dtype=self.dtype, attention=self.attention,
-                      segments_per_row=segments)
-        with self.placement.context():
-            programs = program_cache.active()
-            program = (programs.program(embed, static, (self.params, arrays))
-                       if programs is not None and not self.placement.spans_processes else None)
-            out = (program(self.params, arrays) if program is not None
-                   else _embed_jit(self.params, arrays, **static))
-        return self.placement.local_rows(out)  # over processes: this process's rows
-
-    def _policy(self) -> dict[str, int]:
-        return dict(pad_id=self.tokenizer.pad_token_id, row_multiple=self._row_multiple,
-                    devices=self._devices, pass_tokens=self.pass_tokens)
-
-    def _run_sorted(self, ids, batch_size, show_progress_bar) -> np.ndarray:
-        return self._run(batching.plan_sorted(ids, batch_size, self.buckets, **self._policy()),
-                         len(ids), show_progress_bar)
-
-    def _run_packed(self, ids, batch_size, show_progress_bar) -> np.ndarray:
-        plan = batching.plan_packed(ids, batch_size, self.pack_width_sets, segments=self.pack_segments,
-                                    slot_cost=self._slot_cost, **self._policy())
-        return self._run(plan, len(ids), show_progress_bar)
-
-    def _run(self, passes, n_texts: int, show_progress_bar) -> np.ndarray:
-        """Run the planned passes (pipelined) and put each embedding back at its input index."""
-        out = np.empty((n_texts, self.embedding_dim), np.float32)
-        passes = self.placement.schedule(passes, self.tokenizer.pad_token_id)
-        show = n_texts > _AUTO_PROGRESS_TEXTS if show_progress_bar is None else show_progress_bar
-        batches = ((p, p.arrays) for p in passes)
-        for p, result in batching.pipelined(self._forward, batches, len(passes), show):
-            out[p.texts] = result[p.row, p.slot]
+    def _finish(self, out: np.ndarray, truncate_dim, normalize_embeddings, precision,
+                convert_to_numpy, convert_to_tensor):
+        """``[n, dim]`` float32 -> what ``encode`` returns: truncated to ``truncate_dim``,
+        normalised, quantised, then numpy, per-row arrays or one ``jax.Array``."""
+        if len(out):
+            if truncate_dim:
+                out = out[:, :truncate_dim]
+            if normalize_embeddings:
+                out = l2_normalize(out)
+            out = np.ascontiguousarray(out, dtype=np.float32)
+            if precision != "float32":
+                out = quantize_embeddings(out, precision)
+        elif truncate_dim:
+            out = out[:, :truncate_dim]
+        if convert_to_tensor:
+            return self.placement.put_output(out)
+        if not convert_to_numpy:
+            return [self.placement.put_output(row) for row in out]
         return out
 
 
@@ -397,4 +377,4 @@ def _check_attention(attention: str | None) -> None:
     check_implementation_name(attention)
 
 
-__all__ = ["Embedder", "load"]
+__all__ = ["ChunkedEmbeddings", "Embedder", "EncodeReport", "load"]

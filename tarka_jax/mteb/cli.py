@@ -25,6 +25,7 @@ from tarka_jax.errors import UsageError
 from tarka_jax.mteb.results import ResultsFolder
 from tarka_jax.runtime.command import Command
 from tarka_jax.runtime.extras import require
+from tarka_jax.text import chunking
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="truncate texts to this many tokens (default: the model's)")
     p.add_argument("--attention", default=None, help="attention implementation (default: best)")
     p.add_argument("--revision", default=None, help="hub revision")
+    chunking.add_arguments(p, modes=("truncate", "mean"))
     p.add_argument("--reuse-results", action="store_true",
                    help="use mteb's result cache in the output folder: skip tasks already "
                         "scored there")
@@ -147,7 +149,8 @@ def run(args) -> int:
     tasks = select_tasks(args.tasks, args.benchmark, args.task_module)
     tasks, failed = load_data(tasks)
     model = TarkaEncoder(args.model, args.revision, dtype=args.dtype, attention=args.attention,
-                         batch_size=args.batch_size, max_seq_length=args.max_seq_length)
+                         batch_size=args.batch_size, max_seq_length=args.max_seq_length,
+                         **chunking.from_arguments(args).encode_kwargs())
     out = ResultsFolder(args.output_folder)
     try:
         rows = _evaluate(mteb, model, tasks, failed, out, args)

@@ -43,6 +43,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from tarka_jax.errors import InputTypeError, UsageError
 from tarka_jax.inference.embedder import Embedder
+from tarka_jax.text.chunking import DEFAULT_MAX_CHUNKS, ChunkingSpec
 from tarka_jax.text.prompts import st_prompt_name
 
 #: sentence-transformers 6.x adds these to every model's prompts (``_default_prompts``).
@@ -99,6 +100,11 @@ class TarkaEncoder(AbsEncoder):
       name: the model name mteb records (default: the hub id, or
         ``local/<folder name>``); must contain a "/".
       batch_size: texts per forward pass when mteb passes no ``batch_size``.
+      chunking: None / "truncate" (sentence-transformers' rule, the default), or "mean":
+        texts longer than ``max_seq_length`` embed as the mean of their windows
+        (``Embedder.encode(chunking=...)``, docs/long_documents.md); mteb takes one
+        vector per text, so "chunks" is refused.
+      chunk_overlap, max_chunks: the windows' overlap and most windows per text.
       **kwargs: more :meth:`Embedder.from_pretrained` arguments
         (``max_seq_length``, ``truncate_dim``, ``cache_dir``, ``token``, ``pack``...).
     """
@@ -107,7 +113,12 @@ class TarkaEncoder(AbsEncoder):
                  dtype: str = "float32", attention: str | None = None,
                  devices: Sequence[Any] | str | None = None, device: str | None = None,
                  model_prompts: dict[str, str] | None = None, name: str | None = None,
-                 batch_size: int = 32, **kwargs: Any) -> None:
+                 batch_size: int = 32, chunking: str | None = None, chunk_overlap: int = 0,
+                 max_chunks: int = DEFAULT_MAX_CHUNKS, **kwargs: Any) -> None:
+        self.chunking = ChunkingSpec.parse(chunking, chunk_overlap, max_chunks)
+        if self.chunking.mode == "chunks":
+            raise UsageError("mteb scores one vector per text: chunking must be 'truncate' "
+                             "or 'mean', not 'chunks'")
         self.device = _one_device(devices if devices is not None else device)
         if isinstance(model_name_or_path, Embedder):
             if kwargs:
@@ -131,7 +142,8 @@ class TarkaEncoder(AbsEncoder):
         self.model_prompts = validated
         self.mteb_model_meta = model_meta(self.model, source, revision=revision, name=name,
                                           loader_kwargs={"dtype": self.model.dtype,
-                                                         "attention": attention})
+                                                         "attention": attention,
+                                                         **_recorded(self.chunking)})
 
     # ---- EncoderProtocol ------------------------------------------------------------------
 
@@ -153,7 +165,8 @@ class TarkaEncoder(AbsEncoder):
         else:
             raise UsageError(f"unknown prompt type {prompt_type!r}")
         return encode(texts, prompt=prompt, batch_size=kwargs.get("batch_size", self.batch_size),
-                      show_progress_bar=kwargs.get("show_progress_bar", False))
+                      show_progress_bar=kwargs.get("show_progress_bar", False),
+                      **self.chunking.encode_kwargs())
 
     def prompt_for(self, task_metadata, prompt_type: PromptType | None) -> str:
         """The prompt string prepended for this task and prompt type ("" = none)."""
@@ -207,6 +220,11 @@ def model_meta(model: Embedder, source: str | None, *, revision: str | None = No
         reference=(f"https://huggingface.co/{source}" if _is_hub_id(source, folder) else None),
         similarity_fn_name=ScoringFunction.from_str(sim), use_instructions=bool(model.prompts),
         training_datasets=None)
+
+
+def _recorded(spec: ChunkingSpec) -> dict[str, Any]:
+    """The chunking keywords a result records (none for the default truncation)."""
+    return spec.encode_kwargs() if spec.windows else {}
 
 
 def _leaves(tree):

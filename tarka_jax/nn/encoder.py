@@ -231,13 +231,19 @@ def mean_pool(hidden: Array, segment_ids: Array, segments_per_row: int) -> Array
 
 
 class EmbeddingModel(nn.Module):
-    """Encoder + mean pooling + Dense stack + optional L2 normalisation."""
+    """Encoder + mean pooling + Dense stack + optional L2 normalisation.
+
+    ``normalize=False`` skips the L2 normalisation (``config.normalize``) and returns the
+    head's output: what chunked "mean" embedding averages before normalising
+    (tarka_jax.inference.chunked).
+    """
 
     config: ModelConfig
     dtype: Any = jnp.float32
     attention: str | None = None
     remat: bool = False
     scan_layers: bool = False
+    normalize: bool = True
 
     def setup(self):
         self.encoder = Encoder(self.config, self.dtype, self.attention, self.remat,
@@ -260,13 +266,14 @@ class EmbeddingModel(nn.Module):
             if spec.activation == "tanh":
                 x = jnp.tanh(x)
         x = x.astype(jnp.float32)
-        if self.config.normalize:
+        if self.config.normalize and self.normalize:
             x = l2_normalize(x)
         return x  # [B, S, dim] float32
 
 
 def embed(params, batch, config: ModelConfig, *, dtype="float32", attention=None,
-          segments_per_row: int = 1, remat: bool = False, scan_layers: bool = False) -> Array:
+          segments_per_row: int = 1, remat: bool = False, scan_layers: bool = False,
+          normalize: bool = True) -> Array:
     """Pure, differentiable sentence embeddings.
 
     Args:
@@ -285,11 +292,14 @@ def embed(params, batch, config: ModelConfig, *, dtype="float32", attention=None
         unrolled loop to float rounding. Off by default: on XLA:CPU it cuts
         tracing, not compiling, and each call pays for stacking the layer
         weights (measurements in docs/compile.md).
+      normalize: apply the model's L2 normalisation (when ``config.normalize``); False
+        returns the head's output before it (static).
 
     Returns:
       float32 ``[B, S, dim]``. Works under jit, grad and vmap.
     """
-    model = EmbeddingModel(config, resolve_dtype(dtype), attention, remat, scan_layers)
+    model = EmbeddingModel(config, resolve_dtype(dtype), attention, remat, scan_layers,
+                           normalize)
     return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
                        batch["positions"], segments_per_row)
 
