@@ -88,6 +88,17 @@ def test_chunks_rows_and_post_processing(model):
     assert model.encode([], chunking="mean").shape == (0, model.embedding_dim)
 
 
+def test_sentence_transformer_drop_in_takes_the_same_keywords(jax_only_model, model):
+    from tarka_jax import SentenceTransformer
+
+    st = SentenceTransformer(jax_only_model, max_seq_length=WINDOW)
+    report = EncodeReport()
+    got = st.encode_document(LONG, chunking="mean", chunk_overlap=2, report=report)
+    np.testing.assert_array_equal(got, model.encode_document(LONG, chunking="mean",
+                                                             chunk_overlap=2))
+    assert report.chunking == "mean" and report.inputs > 2
+
+
 def test_max_chunks_cut_warns_and_is_reported(model):
     report = EncodeReport()
     with pytest.warns(ChunksCutWarning, match=r"1 of 3 texts were longer than max_chunks=2 "

@@ -118,6 +118,8 @@ def embed_texts(model, texts: list[str], prompt: str | None, spec: ChunkingSpec,
                 report: EncodeReport | None) -> np.ndarray | ChunkedEmbeddings:
     """float32 ``[len(texts), dim]`` (truncate, mean) or :class:`ChunkedEmbeddings`
     (chunks) from ``model`` (an Embedder), before any ``truncate_dim`` / quantisation."""
+    if show_progress_bar is None:  # sentence-transformers' rule counts texts, not windows
+        show_progress_bar = len(texts) > passes.AUTO_PROGRESS_TEXTS
     run = dict(batch_size=batch_size, pack=pack, show_progress_bar=show_progress_bar)
     if not spec.windows:
         ids = encode_truncated(model.tokenizer, texts, prompt, spec, report)

@@ -22,7 +22,7 @@ _embed_jit = jax.jit(embed, static_argnames=("config", "dtype", "attention",
                                              "segments_per_row", "remat", "normalize"))
 _tokens_jit = jax.jit(token_embeddings, static_argnames=("config", "dtype", "attention"))
 
-_AUTO_PROGRESS_TEXTS = 256  # show_progress_bar=None shows a bar above this many texts
+AUTO_PROGRESS_TEXTS = 256  # show_progress_bar=None shows a bar above this many texts
 
 
 def embed_ids(model, ids: list[list[int]], *, batch_size: int, pack: bool,
@@ -42,7 +42,7 @@ def embed_ids(model, ids: list[list[int]], *, batch_size: int, pack: bool,
         plan = batching.plan_sorted(ids, batch_size, model.buckets, **policy)
     out = np.empty((len(ids), model.embedding_dim), np.float32)
     passes = model.placement.schedule(plan, model.tokenizer.pad_token_id)
-    show = (len(ids) > _AUTO_PROGRESS_TEXTS if show_progress_bar is None
+    show = (len(ids) > AUTO_PROGRESS_TEXTS if show_progress_bar is None
             else show_progress_bar)
     forward = lambda batch, segments: _forward(model, batch, segments, normalize)
     batches = ((p, p.arrays) for p in passes)
