@@ -1,9 +1,10 @@
-"""Reading a model out of a distillation run folder, with no training code.
+"""Reading a model out of a training run folder, with no training code.
 
-Layout of a run folder (``tarka-jax distill --workdir``; written by
-:mod:`tarka_jax.train.checkpointing`)::
+Layout of a run folder (``tarka-jax distill`` / ``finetune --workdir``; written by
+:mod:`tarka_jax.train.run_files` and :mod:`tarka_jax.train.checkpointing`)::
 
-    run.json            format tag, the resolved distill config, student + teacher ModelConfig
+    run.json            the run's marker: format, version, run id, loop, config, the trained
+                        model's ModelConfig (``model``), sources, input fingerprints
     student/            the student's tokenizer files and sentence-transformers metadata
     checkpoints/<step>/ orbax items: "state" ({step, params, opt_state}), "data" (iterator
                         position) and "params" (the bare student params, readable alone)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import jax
 import numpy as np
@@ -26,8 +28,10 @@ from tarka_jax.errors import TarkaError
 from tarka_jax.files.jsonfiles import read_json
 from tarka_jax.nn.config import ModelConfig
 
-RUN_FORMAT = "tarka-jax-distill-run"
-RUN_VERSION = 1
+RUN_FORMAT = "tarka-jax-run"
+RUN_VERSION = 2
+LEGACY_FORMAT = "tarka-jax-distill-run"  # version 1: distillation runs before version 2
+LOOPS = ("distill", "finetune")
 RUN_FILE = "run.json"
 STUDENT_DIR = "student"
 CHECKPOINT_DIR = "checkpoints"
@@ -43,13 +47,51 @@ def is_run_folder(folder: str) -> bool:
 
 
 def read_run_file(workdir: str) -> dict:
+    """``workdir``'s run.json, validated (:func:`validate_run`)."""
     path = os.path.join(workdir, RUN_FILE)
     if not os.path.isfile(path):
-        raise RunFolderError(f"{workdir} is not a distillation run folder (no {RUN_FILE})")
-    run = read_json(path)
-    if not isinstance(run, dict) or run.get("format") != RUN_FORMAT:
-        raise RunFolderError(f"{path} is not a {RUN_FORMAT} file")
+        raise RunFolderError(f"{workdir} is not a training run folder (no {RUN_FILE})")
+    try:
+        run = read_json(path)
+    except TarkaError as e:  # invalid JSON: the reader's message names the file
+        raise RunFolderError(f"{e}; not a tarka-jax run file") from None
+    return validate_run(run, path)
+
+
+_V2_FIELDS = {"config": dict, "model": dict, "sources": dict, "inputs": dict, "created": str}
+_V1_FIELDS = {"config": dict, "student": dict, "teacher": dict}
+
+
+def validate_run(run, path: str) -> dict:
+    """``run`` if it is a tarka-jax run file (version 2, or a version-1 distillation run);
+    a RunFolderError naming ``path`` and the first field at fault if not. Another tool's
+    ``run.json`` is not ours, and nothing here trusts one that does not validate."""
+    fmt = run.get("format") if isinstance(run, dict) else None
+    if fmt not in (RUN_FORMAT, LEGACY_FORMAT):
+        raise RunFolderError(f"{path} is not a tarka-jax run file (format {fmt!r}, expected "
+                             f"{RUN_FORMAT!r})")
+    version = run.get("version")
+    want = RUN_VERSION if fmt == RUN_FORMAT else 1
+    if type(version) is not int or version != want:
+        raise RunFolderError(f"{path}: {fmt} version {version!r} is not one this tarka-jax "
+                             f"reads ({want})")
+    fields = _V2_FIELDS if fmt == RUN_FORMAT else _V1_FIELDS
+    for key, kind in fields.items():
+        if not isinstance(run.get(key), kind):
+            raise RunFolderError(f"{path}: malformed run file ({key!r} must be a "
+                                 f"{'table' if kind is dict else 'string'})")
+    if fmt == RUN_FORMAT:
+        if not isinstance(run.get("run_id"), str) or not re.fullmatch(r"[0-9a-f]{32}",
+                                                                       run["run_id"]):
+            raise RunFolderError(f"{path}: malformed run file ('run_id' must be 32 hex digits)")
+        if run.get("loop") not in LOOPS:
+            raise RunFolderError(f"{path}: malformed run file ('loop' must be one of {LOOPS})")
     return run
+
+
+def run_model(run: dict) -> dict:
+    """The trained model's ModelConfig dict of a validated run file (any version)."""
+    return run["model"] if run["format"] == RUN_FORMAT else run["student"]
 
 
 def checkpoint_manager(workdir: str, *, read_only: bool = True, keep: int = 3,
@@ -110,7 +152,7 @@ def load_run_params(run_dir: str, step: int | None = None):
     from tarka_jax.nn.encoder import init_params
 
     run = read_run_file(run_dir)
-    config = ModelConfig.from_dict(run["student"])
+    config = ModelConfig.from_dict(run_model(run))
     sharding = cpu_sharding()
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                             jax.eval_shape(lambda: init_params(config, jax.random.key(0))))

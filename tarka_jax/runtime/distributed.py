@@ -101,4 +101,25 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-__all__ = ["add_arguments", "barrier", "initialize", "plan"]
+def is_main_process() -> bool:
+    """True on process 0 (the one that writes a job's shared files); True with one process."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def any_process(flag: bool) -> bool:
+    """True when ``flag`` is True on any process: every process gets the same answer (one
+    small all-gather; the flag itself with one process). Every process must call it."""
+    import jax
+
+    if jax.process_count() == 1:
+        return bool(flag)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray([int(bool(flag))], np.int32))
+    return bool(np.any(flags))
+
+
+__all__ = ["add_arguments", "any_process", "barrier", "initialize", "is_main_process", "plan"]

@@ -1,0 +1,200 @@
+"""SIGINT / SIGTERM during training: the step reached is saved, the run says how to resume,
+a second signal aborts at once, and the stop is bounded by a grace time (issue 26).
+
+Real processes and real signals throughout. The first tests run
+:class:`tarka_jax.train.stop.StopRequest` in a child that never imports jax (fast); the
+last two run ``tarka-jax distill`` / ``finetune`` as separate processes, stop them with a
+signal mid-run, resume, and compare the final parameters bit for bit with an uninterrupted
+run (``slow``: six processes that each compile).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from tarka_jax.testing.run_configs import distill_tables, finetune_tables, write_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "examples", "data", "tiny_train.txt")
+PAIRS = os.path.join(ROOT, "examples", "data", "stdlib", "pairs.jsonl.gz")
+TIMEOUT = 420  # seconds, per training process
+
+# A child that stands for a training loop: it checks for a stop at each "step boundary"
+# (every 10 ms), or never (a step that outlasts everything).
+CHILD = textwrap.dedent("""\
+    import sys, time
+    from tarka_jax.train.stop import StopRequest
+    grace, checks = float(sys.argv[1]), sys.argv[2] == "checks"
+    with StopRequest(grace) as stop:
+        print("ready", flush=True)
+        step = 0
+        while True:
+            time.sleep(0.01)
+            step += 1
+            if checks and stop.should_stop(step, 1):
+                e = stop.stopped(step, saved=True)
+                print(f"stopped {e.signum} {e.step}", flush=True)
+                sys.exit(e.exit_status)
+    """)
+
+
+def _child(tmp_path, grace: float, checks: bool):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    err = open(tmp_path / "child.err", "w+")
+    proc = subprocess.Popen([sys.executable, str(script), str(grace),
+                             "checks" if checks else "hangs"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=err, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc, err
+
+
+def _wait_for(path_or_file, needle: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if hasattr(path_or_file, "seek"):
+            path_or_file.seek(0)
+            text = path_or_file.read()
+        else:
+            text = open(path_or_file).read() if os.path.exists(path_or_file) else ""
+        if needle in text:
+            return text
+        time.sleep(0.02)
+    raise AssertionError(f"{needle!r} did not appear within {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_at_the_next_step_boundary(tmp_path, sig):
+    proc, err = _child(tmp_path, grace=60, checks=True)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    assert out.startswith(f"stopped {int(sig)} ")
+    assert f"{signal.Signals(sig).name}: stopping after the current step" in _wait_for(err, "")
+
+
+def test_a_second_signal_aborts_at_once(tmp_path):
+    proc, err = _child(tmp_path, grace=300, checks=False)  # never reaches a step boundary
+    proc.send_signal(signal.SIGTERM)
+    _wait_for(err, "a second signal aborts at once")  # the first one was handled
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM  # the OS default: terminated, no handler ran
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_stop_that_outlasts_the_grace_time_exits(tmp_path):
+    proc, err = _child(tmp_path, grace=1, checks=False)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert 0.9 <= time.monotonic() - t0 < 30
+    assert "not stopped within --grace-seconds 1" in _wait_for(err, "grace")
+
+
+def test_handlers_are_restored_after_the_run():
+    from tarka_jax.train.stop import StopRequest
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with StopRequest(5) as stop:
+        assert signal.getsignal(signal.SIGTERM) == stop._handle
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+# ---- the real loops -------------------------------------------------------------------------
+
+
+def _distill_config(folder, models) -> str:
+    return write_config(folder / "distill.toml", distill_tables(
+        *models, [TRAIN], optimizer={"warmup_steps": 2}, train={"steps": 400},
+        checkpoint={"every": 1000, "async_save": True}))
+
+
+def _finetune_config(folder, model) -> str:
+    return write_config(folder / "finetune.toml", finetune_tables(
+        model, [PAIRS], train={"steps": 400}, checkpoint={"every": 1000}))
+
+
+def _launch(command: str, config: str, workdir: str, *extra):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false")
+    return subprocess.Popen([sys.executable, "-m", "tarka_jax", command, "--config", config,
+                             "--workdir", workdir, *extra], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=TIMEOUT)
+    return out, err
+
+
+def _params(workdir: str, step: int) -> dict:
+    import jax
+
+    from tarka_jax.convert.run_folder import load_run_params
+
+    flat = jax.tree_util.tree_flatten_with_path(load_run_params(workdir, step)[1])[0]
+    return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}
+
+
+def _stop_and_resume(tmp_path, command: str, config: str, sig: int):
+    """(uninterrupted run folder, stopped-then-resumed run folder, stop step)."""
+    from tarka_jax.train.metrics import read_metrics
+
+    whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
+    reference = _launch(command, config, whole, "--max-steps", "40")
+    proc = _launch(command, config, split, "--max-steps", "40")
+    log = os.path.join(split, "metrics.jsonl")
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.isfile(log) and sum(1 for _ in open(log)) >= 3:  # in the loop, past step 3
+            break
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _, err = _finish(proc)
+    assert proc.returncode == 128 + sig, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    assert last.startswith(f"tarka-jax {command}: stopped by {signal.Signals(sig).name} at step ")
+    stop = int(last.split(" at step ")[1].split(";")[0])
+    assert 3 <= stop < 40, last
+    assert last.endswith(f"resume with: tarka-jax {command} --config {config} --workdir "
+                         f"{split} --resume --max-steps 40")
+    assert os.path.isdir(os.path.join(split, "checkpoints", str(stop)))
+    assert read_metrics(split)[-1]["step"] == stop  # the window up to the stop is logged
+
+    resumed = _launch(command, config, split, "--resume", "--max-steps", "40")
+    _, err = _finish(resumed)
+    assert resumed.returncode == 0, err[-3000:]
+    _, err = _finish(reference)
+    assert reference.returncode == 0, err[-3000:]
+    want, got = _params(whole, 40), _params(split, 40)
+    assert got.keys() == want.keys()
+    for name, w in want.items():
+        np.testing.assert_array_equal(got[name], w, err_msg=name)
+    losses = {r["step"]: r["loss"] for r in read_metrics(whole)}
+    assert {r["step"]: r["loss"] for r in read_metrics(split)} == losses
+    return stop
+
+
+@pytest.mark.slow
+def test_distill_sigterm_saves_the_step_and_resumes_bit_identical(tmp_path):
+    from tarka_jax.testing.tiny import write_tiny_models
+
+    models = write_tiny_models(str(tmp_path / "models"))
+    _stop_and_resume(tmp_path, "distill", _distill_config(tmp_path, models), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_finetune_sigint_saves_the_step_and_resumes_bit_identical(tmp_path, jax_only_model):
+    _stop_and_resume(tmp_path, "finetune", _finetune_config(tmp_path, jax_only_model),
+                     signal.SIGINT)
