@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from tarka_jax.runtime.distributed import barrier, is_main_process
+from tarka_jax.runtime.distributed import any_process, barrier, is_main_process
 from tarka_jax.train import checkpointing as ckpt
 from tarka_jax.train import run_files
 from tarka_jax.train import sharding as shd
@@ -140,28 +140,44 @@ def _open(client: Client, workdir: str, options: RunOptions, mesh, inputs: dict)
         abstract, state_sh = abstract_sharded_state(client.model.params, tx, mesh)
         mngr, state, position, step = ckpt.restore_intact(workdir, abstract, keep=keep,
                                                           async_save=async_save)
-        data.set_state(position)
-        _check(old, client, inputs, options, workdir, step, record=is_main_process())
+        try:
+            data.set_state(position)
+            _check(old, client, inputs, options, workdir, step, record=is_main_process())
+        except Exception:
+            mngr.close()
+            raise
         return mngr, state, state_sh, data, tx, schedule
     steps = ckpt.saved_steps(workdir) if old is not None else []
     if steps:
         raise ckpt.RunFolderError(f"{workdir} already holds checkpoints (latest step "
                                   f"{steps[-1]}); pass --resume to continue or choose a new "
                                   "--workdir")
-    if is_main_process():
-        moved = run_files.set_aside(workdir, old) if old is not None else None
-        if moved:
-            print(f"tarka-jax: a fresh run in {workdir}: the earlier run's files are now in "
-                  f"{moved}", file=sys.stderr)
-        run = run_files.new_run(client.loop, config=config.to_dict(),
-                                model=client.model.config.to_dict(), sources=client.sources(),
-                                inputs=inputs)
-        run_files.write_run_files(workdir, run, config_text=options.config_text,
-                                  meta=client.model.meta, tokenizer_folder=client.model.folder)
-    barrier("tarka-jax: run folder written")
+    error = None
+    if is_main_process():  # one writer; the others wait for it at the agreement below
+        try:
+            _write_fresh(client, workdir, old, inputs, options)
+        except Exception as e:  # noqa: BLE001 (raised below, after every process agreed)
+            error = e
+    if any_process(error is not None):  # also the barrier: run.json is written
+        raise error or ckpt.RunFolderError(f"process 0 could not write the run folder "
+                                           f"{workdir} (its error says why)")
     state, state_sh = create_state(client.model.params, tx, mesh)
     return ckpt.manager(workdir, keep=keep, async_save=async_save), state, state_sh, data, tx, \
         schedule
+
+
+def _write_fresh(client: Client, workdir: str, old: dict | None, inputs: dict,
+                 options: RunOptions) -> None:
+    """A fresh start's run files (process 0): an earlier run set aside, then run.json etc."""
+    moved = run_files.set_aside(workdir, old) if old is not None else None
+    if moved:
+        print(f"tarka-jax: a fresh run in {workdir}: the earlier run's files are now in "
+              f"{moved}", file=sys.stderr)
+    run = run_files.new_run(client.loop, config=client.config.to_dict(),
+                            model=client.model.config.to_dict(), sources=client.sources(),
+                            inputs=inputs)
+    run_files.write_run_files(workdir, run, config_text=options.config_text,
+                              meta=client.model.meta, tokenizer_folder=client.model.folder)
 
 
 def _check(old: dict, client: Client, inputs: dict, options: RunOptions, workdir: str,
