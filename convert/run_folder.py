@@ -11,14 +11,20 @@ Layout of a run folder (``tarka-jax distill`` / ``finetune --workdir``; written 
 
 Each step stores the params a second time as their own item so that exporting a
 step needs only the student's config (to build the abstract tree), never the
-optimizer that made ``opt_state``.
+optimizer that made ``opt_state``. A step that cannot be read is one line naming it and
+the saved steps (TensorStore's dump of every array spec held back: :func:`held_stderr`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import re
+import sys
+import tempfile
+import time
 
 import jax
 import numpy as np
@@ -136,6 +142,40 @@ def check_step(mngr, step: int | None) -> int:
     return step
 
 
+def reason(e: BaseException, limit: int = 200) -> str:
+    """One short line for an exception: its first line, TensorStore's spec dump cut off."""
+    text = " ".join(str(e).split("See full TensorStore details")[0].split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def held_stderr(out: list, settle: list):
+    """File descriptor 2 into a temporary file while the block runs; what was written is
+    appended to ``out``. With ``settle`` non-empty (a read failed), it first waits for the
+    abandoned TensorStore reads to finish complaining: until nothing new is written for
+    0.2 s (2 s at most), the coroutines they left collected."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            if settle:
+                size, quiet, deadline = -1, 0, time.monotonic() + 2
+                while quiet < 4 and time.monotonic() < deadline:
+                    gc.collect()
+                    time.sleep(0.05)
+                    now = os.fstat(tmp.fileno()).st_size
+                    quiet, size = (quiet + 1, size) if now == size else (0, now)
+            gc.collect()
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read())
+
+
 def cpu_sharding():
     """Where exported params are placed: the CPU when jax has one, else the first device."""
     try:
@@ -163,7 +203,18 @@ def load_run_params(run_dir: str, step: int | None = None):
             raise RunFolderError(
                 f"step {step} of {run_dir} has no 'params' item (written by an older tarka-jax); "
                 "read it with tarka_jax.distill.export.load_run_step")
-        out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
+        held, failed = [], []
+        with held_stderr(held, failed):  # TensorStore's dump of an unreadable step, held
+            try:
+                out = mngr.restore(step, args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(abstract)))
+            except Exception as e:  # a cut-short or corrupt step: one line, not the dump
+                failed.append(reason(e))
+        if not failed or os.environ.get("TARKA_JAX_DEBUG"):
+            os.write(2, held[0])
+        if failed:
+            raise RunFolderError(f"checkpoint step {step} of {run_dir} cannot be read "
+                                 f"({failed[0]}); saved steps: {sorted(mngr.all_steps())}")
     finally:
         mngr.close()
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), out["params"])

@@ -210,19 +210,27 @@ def test_a_fresh_run_sets_an_earlier_run_aside(jax_only_model, tmp_path):
 
 
 def _corrupt(run_dir: str, step: int) -> None:
-    """Cut the largest file of the step's train state short (a disk that lost its tail)."""
-    state = os.path.join(run_dir, "checkpoints", str(step), "state")
-    files = [os.path.join(r, n) for r, _, names in os.walk(state) for n in names]
-    os.truncate(max(files, key=os.path.getsize), 10)
+    """Cut the largest file of the step's train state and params short (a disk that lost
+    its tail)."""
+    for item in ("state", "params"):
+        folder = os.path.join(run_dir, "checkpoints", str(step), item)
+        files = [os.path.join(r, n) for r, _, names in os.walk(folder) for n in names]
+        os.truncate(max(files, key=os.path.getsize), 10)
 
 
 def test_a_corrupt_latest_checkpoint_is_named_and_resume_falls_back(
         jax_only_model, tmp_path, make_run_folder, capfd):
+    from tarka_jax.convert.flax_to_hf import main as flax_to_hf_main
     from tarka_jax.distill.config import load_config
     from tarka_jax.distill.run import train
 
     run = _run_folder(make_run_folder, jax_only_model, tmp_path, steps=(2, 4))
     _corrupt(run, 4)
+    # Exporting the unreadable step: one line naming it and the saved steps, no dump.
+    assert flax_to_hf_main([run, str(tmp_path / "out"), "--step", "4"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) < 600, err
+    assert f"checkpoint step 4 of {run} cannot be read (" in err and "saved steps: [2, 4]" in err
     config = load_config(str(tmp_path / "run.toml"))
     assert train(config, run, resume=True, max_steps=2)["step"] == 2  # restored step 2
     lines = capfd.readouterr().err.strip().splitlines()

@@ -28,31 +28,38 @@ PAIRS = os.path.join(ROOT, "examples", "data", "stdlib", "pairs.jsonl.gz")
 TIMEOUT = 420  # seconds, per training process
 
 # A child that stands for a training loop: it checks for a stop at each "step boundary"
-# (every 10 ms), or never (a step that outlasts everything).
+# (every 10 ms), or never: its main thread sits inside one long XLA computation (a step or
+# a compile that outlasts everything), where Python runs no signal handler.
 CHILD = textwrap.dedent("""\
     import sys, time
     from tarka_jax.train.stop import StopRequest
-    grace, checks = float(sys.argv[1]), sys.argv[2] == "checks"
+    grace, mode = float(sys.argv[1]), sys.argv[2]
+    if mode == "xla":  # compiled first: the call below is all inside XLA
+        import jax, jax.numpy as jnp
+        endless = jax.jit(lambda x: jax.lax.while_loop(lambda v: v > -1.0, lambda v: v * 0.5 + 1,
+                                                       x)).lower(jnp.float32(1)).compile()
     with StopRequest(grace) as stop:
         print("ready", flush=True)
+        if mode == "xla":
+            endless(jnp.float32(1)).block_until_ready()
         step = 0
         while True:
             time.sleep(0.01)
             step += 1
-            if checks and stop.should_stop(step, 1):
+            if stop.should_stop(step, 1):
                 e = stop.stopped(step, saved=True)
                 print(f"stopped {e.signum} {e.step}", flush=True)
                 sys.exit(e.exit_status)
     """)
 
 
-def _child(tmp_path, grace: float, checks: bool):
+def _child(tmp_path, grace: float, mode: str):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     err = open(tmp_path / "child.err", "w+")
-    proc = subprocess.Popen([sys.executable, str(script), str(grace),
-                             "checks" if checks else "hangs"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=err, text=True)
+    proc = subprocess.Popen([sys.executable, str(script), str(grace), mode], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=err, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.stdout.readline().strip() == "ready"
     return proc, err
 
@@ -73,7 +80,7 @@ def _wait_for(path_or_file, needle: str, timeout: float = 60) -> str:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_at_the_next_step_boundary(tmp_path, sig):
-    proc, err = _child(tmp_path, grace=60, checks=True)
+    proc, err = _child(tmp_path, grace=60, mode="checks")
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig
@@ -81,25 +88,30 @@ def test_a_signal_stops_at_the_next_step_boundary(tmp_path, sig):
     assert f"{signal.Signals(sig).name}: stopping after the current step" in _wait_for(err, "")
 
 
-def test_a_second_signal_aborts_at_once(tmp_path):
-    proc, err = _child(tmp_path, grace=300, checks=False)  # never reaches a step boundary
+def test_a_second_signal_aborts_at_once_even_inside_xla(tmp_path):
+    """The main thread never comes back to Python: the watcher thread sees both signals."""
+    proc, err = _child(tmp_path, grace=300, mode="xla")
+    time.sleep(0.5)  # inside the computation
     proc.send_signal(signal.SIGTERM)
-    _wait_for(err, "a second signal aborts at once")  # the first one was handled
+    _wait_for(err, "a second signal aborts at once")  # said while the step still runs
+    assert proc.poll() is None
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGTERM  # the OS default: terminated, no handler ran
+    assert proc.returncode in (128 + signal.SIGTERM, -signal.SIGTERM)
     assert time.monotonic() - t0 < 30
+    assert "stopped" not in err.read()
 
 
 def test_a_stop_that_outlasts_the_grace_time_exits(tmp_path):
-    proc, err = _child(tmp_path, grace=1, checks=False)
+    proc, err = _child(tmp_path, grace=2, mode="xla")
+    time.sleep(0.5)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT
-    assert 0.9 <= time.monotonic() - t0 < 30
-    assert "not stopped within --grace-seconds 1" in _wait_for(err, "grace")
+    assert 1.9 <= time.monotonic() - t0 < 30
+    assert "not stopped within --grace-seconds 2" in _wait_for(err, "grace")
 
 
 def test_handlers_are_restored_after_the_run():

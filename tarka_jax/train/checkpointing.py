@@ -24,14 +24,10 @@ The run folder's other files (run.json, student/, metrics) are :mod:`tarka_jax.t
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import gc
 import logging
 import os
 import sys
-import tempfile
-import time
 
 import orbax.checkpoint as ocp
 
@@ -42,6 +38,8 @@ from tarka_jax.convert.run_folder import (  # noqa: F401 (the run folder's names
     RunFolderError,
     check_step,
     checkpoint_manager,
+    held_stderr,
+    reason,
 )
 from tarka_jax.runtime.distributed import any_process, barrier, is_main_process
 
@@ -80,12 +78,6 @@ def saved_steps(workdir: str) -> list[int]:
         return sorted(mngr.all_steps())
     finally:
         mngr.close()
-
-
-def reason(e: BaseException, limit: int = 200) -> str:
-    """One short line for an exception: its first line, TensorStore's spec dump cut off."""
-    text = " ".join(str(e).split("See full TensorStore details")[0].split()) or type(e).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _disk_full(e: BaseException) -> bool:
@@ -130,34 +122,6 @@ def restore(mngr: ocp.CheckpointManager, step: int | None, abstract_state):
     return out["state"], out["data"]
 
 
-@contextlib.contextmanager
-def _held_stderr(out: list, settle: list):
-    """File descriptor 2 into a temporary file while the block runs; what was written is
-    appended to ``out``. With ``settle`` non-empty (a read failed), it first waits for the
-    abandoned TensorStore reads to finish complaining: until nothing new is written for
-    0.2 s (2 s at most), the coroutines they left collected."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            if settle:
-                size, quiet, deadline = -1, 0, time.monotonic() + 2
-                while quiet < 4 and time.monotonic() < deadline:
-                    gc.collect()
-                    time.sleep(0.05)
-                    now = os.fstat(tmp.fileno()).st_size
-                    quiet, size = (quiet + 1, size) if now == size else (0, now)
-            gc.collect()
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            out.append(tmp.read())
-
-
 def _set_aside(directory: str, step: int) -> str:
     """Move ``directory/<step>`` to ``directory/unreadable-<step>[-N]``; the new path."""
     base = os.path.join(directory, f"{UNREADABLE_PREFIX}{step}")
@@ -189,7 +153,7 @@ def restore_intact(workdir: str, abstract_state, *, keep: int, async_save: bool,
             raise CheckpointRestoreError(f"--resume: no readable checkpoint in "
                                          f"{os.path.join(workdir, CHECKPOINT_DIR)} ({what})")
         error, held, failed = None, [], []
-        with _held_stderr(held, failed):
+        with held_stderr(held, failed):
             try:
                 state, position = restore(mngr, step, abstract_state)
             except Exception as e:  # corrupt or cut-short files: TensorStore, JSON, orbax

@@ -16,7 +16,7 @@ import sys
 
 from tarka_jax.errors import UsageError
 from tarka_jax.runtime import distributed
-from tarka_jax.train.stop import DEFAULT_GRACE_SECONDS, Stopped
+from tarka_jax.train.stop import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, Stopped
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,8 +60,9 @@ def run_training(name: str, args: argparse.Namespace, load_config, train,
         raise UsageError(f"--max-steps must be > 0, got {args.max_steps}")
     if args.allow_config_change and not args.resume:
         raise UsageError("--allow-config-change only applies with --resume")
-    if not args.grace_seconds > 0:
-        raise UsageError(f"--grace-seconds must be > 0, got {args.grace_seconds}")
+    if not 0 < args.grace_seconds <= MAX_GRACE_SECONDS:
+        raise UsageError(f"--grace-seconds must be in (0, {MAX_GRACE_SECONDS:g}], got "
+                         f"{args.grace_seconds}")
     distributed.initialize(args)  # multi-process: before anything touches a jax backend
     config = load_config(args.config)
     with open(args.config, encoding="utf-8") as f:
