@@ -20,6 +20,7 @@ import time
 import numpy as np
 import pytest
 
+from tarka_jax.testing.reference import communicate_all, free_port
 from tarka_jax.testing.run_configs import distill_tables, finetune_tables, write_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,15 +138,34 @@ def _finetune_config(folder, model) -> str:
         model, [PAIRS], train={"steps": 400}, checkpoint={"every": 1000}))
 
 
-def _launch(command: str, config: str, workdir: str, *extra):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false")
-    return subprocess.Popen([sys.executable, "-m", "tarka_jax", command, "--config", config,
-                             "--workdir", workdir, *extra], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _launch(command: str, config: str, workdir: str, *extra, processes=1, devices=1):
+    """``tarka-jax COMMAND`` as ``processes`` processes of ``devices`` CPU devices each."""
+    port, procs = free_port(), []
+    for i in range(processes):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        if processes > 1:
+            env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                       JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tarka_jax", command, "--config", config, "--workdir",
+             workdir, *extra], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _in_the_loop(procs, workdir: str, steps: int = 3) -> None:
+    """Wait until the run has logged ``steps`` steps (it is past its compile)."""
+    log = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        if os.path.isfile(log) and sum(1 for _ in open(log)) >= steps:
+            return
+        time.sleep(0.005)
 
 
 def _finish(proc) -> tuple[str, str]:
-    out, err = proc.communicate(timeout=TIMEOUT)
+    [(out, err)] = communicate_all([proc], TIMEOUT)
     return out, err
 
 
@@ -163,14 +183,9 @@ def _stop_and_resume(tmp_path, command: str, config: str, sig: int):
     from tarka_jax.train.metrics import read_metrics
 
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
-    reference = _launch(command, config, whole, "--max-steps", "40")
-    proc = _launch(command, config, split, "--max-steps", "40")
-    log = os.path.join(split, "metrics.jsonl")
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline and proc.poll() is None:
-        if os.path.isfile(log) and sum(1 for _ in open(log)) >= 3:  # in the loop, past step 3
-            break
-        time.sleep(0.005)
+    [reference] = _launch(command, config, whole, "--max-steps", "40")
+    [proc] = _launch(command, config, split, "--max-steps", "40")
+    _in_the_loop([proc], split)
     proc.send_signal(sig)
     _, err = _finish(proc)
     assert proc.returncode == 128 + sig, err[-3000:]
@@ -184,7 +199,7 @@ def _stop_and_resume(tmp_path, command: str, config: str, sig: int):
     assert os.path.isdir(os.path.join(split, "checkpoints", str(stop)))
     assert read_metrics(split)[-1]["step"] == stop  # the window up to the stop is logged
 
-    resumed = _launch(command, config, split, "--resume", "--max-steps", "40")
+    [resumed] = _launch(command, config, split, "--resume", "--max-steps", "40")
     _, err = _finish(resumed)
     assert resumed.returncode == 0, err[-3000:]
     _, err = _finish(reference)
@@ -210,3 +225,37 @@ def test_distill_sigterm_saves_the_step_and_resumes_bit_identical(tmp_path):
 def test_finetune_sigint_saves_the_step_and_resumes_bit_identical(tmp_path, jax_only_model):
     _stop_and_resume(tmp_path, "finetune", _finetune_config(tmp_path, jax_only_model),
                      signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_two_processes_stop_at_one_step_when_one_of_them_gets_sigterm(tmp_path):
+    """2 processes x 2 devices; SIGTERM reaches process 1 only (not the one that writes the
+    metrics): both stop at the same step and save it together, and the resumed run ends
+    where an uninterrupted 2-process run does."""
+    from tarka_jax.testing.tiny import write_tiny_models
+    from tarka_jax.train.metrics import read_metrics
+
+    config = _distill_config(tmp_path, write_tiny_models(str(tmp_path / "models")))
+    whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
+    grid = {"processes": 2, "devices": 2}
+    reference = _launch("distill", config, whole, "--max-steps", "24", **grid)
+    run = _launch("distill", config, split, "--max-steps", "24", **grid)
+    _in_the_loop(run, split)
+    run[1].send_signal(signal.SIGTERM)
+    errs = [err for _, err in communicate_all(run, TIMEOUT)]
+    assert [p.returncode for p in run] == [128 + signal.SIGTERM] * 2, [e[-2000:] for e in errs]
+    lines = [e.strip().splitlines()[-1] for e in errs]
+    steps = {int(line.split(" at step ")[1].split(";")[0]) for line in lines}
+    assert len(steps) == 1 and all("checkpoint saved" in line for line in lines), lines
+    (stop,) = steps
+    assert 3 <= stop < 24 and os.path.isdir(os.path.join(split, "checkpoints", str(stop)))
+
+    resumed = _launch("distill", config, split, "--resume", "--max-steps", "24", **grid)
+    for procs in (resumed, reference):
+        errs = [err for _, err in communicate_all(procs, TIMEOUT)]
+        assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errs]
+    want, got = _params(whole, 24), _params(split, 24)
+    for name, w in want.items():
+        rel = np.linalg.norm(got[name] - w) / np.linalg.norm(w)
+        assert rel <= 1e-6, (name, rel)
+    assert [r["step"] for r in read_metrics(split)] == list(range(1, 25))
