@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from tarka_jax.testing.reference import communicate_all, free_port
+from tarka_jax.testing.reference import communicate_all, launch_processes
 from tarka_jax.testing.run_configs import distill_tables, finetune_tables, write_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,19 +139,8 @@ def _finetune_config(folder, model) -> str:
 
 
 def _launch(command: str, config: str, workdir: str, *extra, processes=1, devices=1):
-    """``tarka-jax COMMAND`` as ``processes`` processes of ``devices`` CPU devices each."""
-    port, procs = free_port(), []
-    for i in range(processes):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        if processes > 1:
-            env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                       JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tarka_jax", command, "--config", config, "--workdir",
-             workdir, *extra], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
-    return procs
+    return launch_processes([command, "--config", config, "--workdir", workdir, *extra],
+                            processes, devices, cwd=ROOT)
 
 
 def _in_the_loop(procs, workdir: str, steps: int = 3) -> None:
