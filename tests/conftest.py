@@ -126,23 +126,35 @@ def make_run_folder():
     Written by the run's own helpers (run.json, student/, orbax checkpoints of
     ``{step, params, opt_state}``) without training, so tests of what surrounds a run
     (export, resume checks) need no compile. ``config_dict`` is a
-    ``DistillConfig.to_dict()``; its optimizer shapes the saved optimizer state.
+    ``DistillConfig.to_dict()``; its optimizer shapes the saved optimizer state. With a
+    ``data`` table, run.json records the fingerprints of its training files and of the
+    model (as both student and teacher), as a real run does (relative data paths resolve
+    against ``base_dir``).
     """
 
     def write(model_folder: str, run_dir: str, config_dict: dict, steps=(2,),
-              data_position: dict | None = None) -> str:
+              data_position: dict | None = None, base_dir: str = ".") -> str:
         import numpy as np
 
         from tarka_jax.convert import open_model
         from tarka_jax.train import checkpointing as ckpt
+        from tarka_jax.train import fingerprint, run_files
         from tarka_jax.train.optim import OptimizerConfig, make_optimizer
 
         model = open_model(model_folder)
         tx, _ = make_optimizer(OptimizerConfig(**config_dict["optimizer"]),
                                config_dict["train"]["steps"])
-        ckpt.write_run_files(run_dir, config_dict=config_dict, config_text="# test run\n",
-                             student=model.config, teacher=model.config,
-                             student_meta=model.meta, student_tokenizer_folder=model.folder)
+        inputs = {}
+        if "data" in config_dict:
+            inputs = fingerprint.fingerprint_inputs(
+                {"data.train": [os.path.join(base_dir, p) for p in config_dict["data"]["train"]]},
+                {f"model.{role}": fingerprint.model_fingerprint(model)
+                 for role in ("student", "teacher")})
+        run = run_files.new_run("distill", config=config_dict, model=model.config.to_dict(),
+                                sources={"student": model_folder, "teacher": model_folder},
+                                inputs=inputs)
+        run_files.write_run_files(run_dir, run, config_text="# test run\n", meta=model.meta,
+                                  tokenizer_folder=model.folder)
         mngr = ckpt.manager(run_dir, keep=len(steps), async_save=False)
         for step in steps:
             ckpt.save(mngr, step, {"step": np.int32(step), "params": model.params,

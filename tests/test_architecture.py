@@ -178,3 +178,15 @@ def test_docs_layout_names_every_module():
         if short not in page and not (name == "__init__.py" and rel in page):
             unnamed.append(rel)
     assert not unnamed, f"docs/layout.md does not name: {unnamed}"
+
+
+def test_the_two_loops_are_clients_of_the_core_not_of_each_other():
+    """distill and finetune share tarka_jax.train; neither imports the other (issue 27)."""
+    bad = []
+    for module, path in MODULES.items():
+        for mine, other in (("tarka_jax.distill", "tarka_jax.finetune"),
+                            ("tarka_jax.finetune", "tarka_jax.distill")):
+            if module == mine or module.startswith(mine + "."):
+                bad += [f"{module}:{line} imports {t}" for line, t in _imports(module, path)
+                        if t == other or t.startswith(other + ".")]
+    assert not bad, bad

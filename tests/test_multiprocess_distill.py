@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from tarka_jax.testing.reference import communicate_all, free_port
+from tarka_jax.testing.reference import communicate_all, launch_processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "data", "tiny_train.txt")
@@ -65,19 +63,9 @@ progress = false
 
 
 def launch(config: str, workdir: str, processes: int, devices: int, resume=False):
-    port = free_port()
-    procs = []
-    for i in range(processes):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        if processes > 1:
-            env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                       JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
-        args = ["--config", config, "--workdir", workdir] + (["--resume"] if resume else [])
-        procs.append(subprocess.Popen([sys.executable, "-m", "tarka_jax", "distill", *args],
-                                      env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    return procs
+    args = ["distill", "--config", config, "--workdir", workdir] + (["--resume"] if resume
+                                                                     else [])
+    return launch_processes(args, processes, devices, cwd=ROOT)
 
 
 def wait(procs, timeout=TIMEOUT):

@@ -219,5 +219,5 @@ def test_cache_from_a_sentence_transformers_teacher_of_another_architecture(
     assert records[-1]["step"] == 6 and "eval_top1" in records[-1]
     with open(os.path.join(workdir, "run.json")) as f:
         run = json.load(f)
-    assert run["student"]["dense"][-1]["out_features"] == 32
-    assert run["teacher"]["teacher_cache"]["backend"] == "torch"
+    assert run["model"]["dense"][-1]["out_features"] == 32
+    assert run["sources"]["teacher_cache"]["backend"] == "torch"

@@ -123,14 +123,14 @@ def test_export_onto_its_own_run_folder_is_refused(snapshot, src, tmp_path, caps
 
 
 def test_distill_refuses_a_workdir_that_is_not_a_run(tmp_path):
-    from tarka_jax.train.resume_check import check_new_run_folder
+    from tarka_jax.train.run_files import claim_run_folder
 
     work = tmp_path / "mine"
     work.mkdir()
     (work / "notes.txt").write_text("x\n")
     with pytest.raises(FileExistsError, match="not a run folder"):
-        check_new_run_folder(str(work), "run.json")
-    check_new_run_folder(str(tmp_path / "new"), "run.json")  # a new folder is fine
+        claim_run_folder(str(work), resume=False, loop="distill")
+    assert claim_run_folder(str(tmp_path / "new"), resume=False, loop="distill") is None
 
 
 def test_init_student_force_into_a_folder_with_other_files_is_refused(snapshot, src, tmp_path,

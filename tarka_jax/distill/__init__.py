@@ -1,11 +1,10 @@
-"""Sharded distillation: a teacher and a student of our architecture in one jitted step.
+"""Sharded distillation: a student pulled towards a teacher, a client of :mod:`tarka_jax.train`.
 
-Modules: ``config`` (TOML schema), ``loss``, ``optim``, ``sharding`` (mesh and
-the logical-axis rules table), ``step`` (state + jitted train step), ``data``
-(resumable raw-text batches), ``checkpointing`` (orbax run folder), ``metrics``
-(logging and teacher agreement), ``teacher_cache`` (reading a cache), ``surgery``
-(output width, fresh layers), ``export`` (:func:`load_run_step`), ``run`` (the
-loop), ``tiny`` (random tiny models), ``cli``. Nothing here imports
-:mod:`tarka_jax.recipe`.
+Modules: ``config`` (its TOML tables), ``loss``, ``step`` (the loss and gradient
+accumulation of the jitted step), ``data`` (paired student/teacher batches), ``run``
+(``prepare`` and the core's client), ``teacher_cache`` (reading a cache), ``surgery``
+(output width, fresh layers), ``export`` (:func:`load_run_step`), ``cli``. The loop, the
+run folder, checkpoints, optimizer and metrics are the training core's. Nothing here
+imports :mod:`tarka_jax.finetune` or :mod:`tarka_jax.recipe`.
 Importing this package imports nothing heavy; pull in the submodule you need.
 """

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tarka_jax.text.tokenizer import TextTokenizer, bucket_for, length_buckets
-from tarka_jax.train.data import DataError
+from tarka_jax.train.data import DataError, EpochPosition
 
 
 class PairTokenizer:
@@ -91,27 +91,21 @@ class PairTokenizer:
         return out
 
 
-class TextBatches:
-    """Deterministic, resumable iterator of global batches (this host's rows)."""
+class TextBatches(EpochPosition):
+    """Deterministic, resumable iterator of global batches (this host's rows); the position
+    and its checks are :class:`~tarka_jax.train.data.EpochPosition`'s."""
+
+    count_key = "num_texts"
 
     def __init__(self, texts: Sequence[str], tokenize: PairTokenizer, batch_size: int, seed: int,
                  process_index: int = 0, process_count: int = 1,
                  prompts: Sequence[str] | None = None):
-        if len(texts) < batch_size:
-            raise DataError(f"data.batch_size={batch_size} exceeds the {len(texts)} training "
-                            "texts")
-        if batch_size % process_count:
-            raise DataError(f"data.batch_size={batch_size} must divide over {process_count} "
-                            "hosts")
+        super().__init__(len(texts), batch_size, seed, process_index, process_count, "texts")
         self.texts = list(texts)
         if prompts is not None and len(prompts) != len(self.texts):
             raise DataError(f"{len(prompts)} prompts for {len(self.texts)} texts")
         self.prompts = list(prompts) if prompts is not None else None
         self.tokenize = tokenize
-        self.batch_size = batch_size
-        self.seed = int(seed)
-        self.process_index, self.process_count = process_index, process_count
-        self.epoch, self.index = 0, 0
         self._order_epoch, self._order = None, None
 
     @property
@@ -124,18 +118,6 @@ class TextBatches:
             self._order, self._order_epoch = rng.permutation(len(self.texts)), epoch
         return self._order
 
-    def get_state(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index, "seed": self.seed,
-                "num_texts": len(self.texts), "batch_size": self.batch_size}
-
-    def set_state(self, state: dict) -> None:
-        mine = self.get_state()
-        for key in ("seed", "num_texts", "batch_size"):
-            if state.get(key) != mine[key]:
-                raise DataError(f"cannot resume: the checkpoint's data {key} is {state.get(key)} "
-                                f"but the config gives {mine[key]} (data or config changed)")
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-
     def global_indices(self) -> np.ndarray:
         """Corpus indices of the next global batch (no advance)."""
         order = self._order_for(self.epoch)
@@ -145,19 +127,12 @@ class TextBatches:
         """Texts of the next global batch (no advance)."""
         return [self.texts[i] for i in self.global_indices()]
 
-    def __iter__(self):
-        return self
-
     def __next__(self) -> dict:
         chosen = self.global_indices()
         prompts = [self.prompts[i] for i in chosen] if self.prompts is not None else None
         batch = self.tokenize([self.texts[i] for i in chosen], prompts)
-        self.index += 1
-        if self.index >= self.batches_per_epoch:
-            self.epoch, self.index = self.epoch + 1, 0
-        rows = self.batch_size // self.process_count
-        lo = self.process_index * rows
-        out = {name: {k: v[lo:lo + rows] for k, v in part.items()}
-               for name, part in batch.items()}
-        out["index"] = np.asarray(chosen[lo:lo + rows], np.int64)
+        self.advance(self.batches_per_epoch)
+        rows = self.local_rows()
+        out = {name: {k: v[rows] for k, v in part.items()} for name, part in batch.items()}
+        out["index"] = np.asarray(chosen[rows], np.int64)
         return out

@@ -20,6 +20,7 @@ from tarka_jax.convert.run_folder import (
     cpu_sharding,
     load_run_params,
     read_run_file,
+    run_model,
 )
 from tarka_jax.convert.st_folder import SentenceTransformerMeta
 from tarka_jax.nn.config import ModelConfig
@@ -30,7 +31,7 @@ def load_run_step(run_dir: str, step: int | None = None):
     """``(config, params, meta, tokenizer_folder)`` of a run's checkpoint ``step``.
 
     Args:
-      run_dir: a ``tarka-jax distill --workdir`` folder.
+      run_dir: a ``tarka-jax distill`` / ``finetune --workdir`` folder.
       step: a saved step; None = the latest.
 
     Returns:
@@ -52,7 +53,7 @@ def _load_from_train_state(run_dir: str, step: int | None):
     from tarka_jax.train.state import abstract_state
 
     run = read_run_file(run_dir)
-    config = ModelConfig.from_dict(run["student"])
+    config = ModelConfig.from_dict(run_model(run))
     tx, _ = make_optimizer(OptimizerConfig(**run["config"]["optimizer"]),
                            run["config"]["train"]["steps"])
     params_shape = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))

@@ -1,11 +1,15 @@
-"""One distillation run: check everything, build the sharded state, loop, checkpoint, log."""
+"""One distillation run: load and check everything, then run on the training core.
+
+:func:`prepare` reads the files and models in order of cost and raises before any compute;
+:class:`Distillation` is the core's client (:class:`tarka_jax.train.loop.Client`): the
+student is the trained model, the teacher (or its cache) a source, the step
+:func:`tarka_jax.distill.step.make_train_step`, and the evaluation the teacher agreement
+(:class:`Evaluator`) plus held-out retrieval / STS (:mod:`tarka_jax.train.heldout`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
-from typing import Any
 
 import jax
 import numpy as np
@@ -17,7 +21,6 @@ from tarka_jax.distill.loss import LossConfigError
 from tarka_jax.distill.step import StepConfig, make_train_step
 from tarka_jax.distill.surgery import resize_output
 from tarka_jax.distill.teacher_cache import CacheError, TeacherCache
-from tarka_jax.runtime.distributed import barrier
 from tarka_jax.text.prompts import (
     EVAL_STREAM,
     TRAIN_STREAM,
@@ -28,14 +31,15 @@ from tarka_jax.text.prompts import (
     prompt_table,
 )
 from tarka_jax.text.tokenizer import TextTokenizer
-from tarka_jax.train import checkpointing as ckpt
-from tarka_jax.train import heldout, resume_check
+from tarka_jax.train import fingerprint, heldout
 from tarka_jax.train import sharding as shd
-from tarka_jax.train.data import check_files, read_corpus
-from tarka_jax.train.metrics import MetricsWriter, agreement
-from tarka_jax.train.optim import make_optimizer
+from tarka_jax.train.config import check_lengths
+from tarka_jax.train.data import RECORD_SUFFIXES, check_files, read_corpus
+from tarka_jax.train.loop import RunOptions, run
+from tarka_jax.train.metrics import agreement
 from tarka_jax.train.sharding import to_global
-from tarka_jax.train.state import abstract_sharded_state, create_state, make_embed_fn, shard_params
+from tarka_jax.train.state import make_embed_fn, shard_params
+from tarka_jax.train.stop import DEFAULT_GRACE_SECONDS
 
 
 @dataclasses.dataclass
@@ -68,8 +72,8 @@ def prepare(config: DistillConfig) -> Prepared:
     d = config.data
     pair_files = [config.resolve(p) for p in d.eval_pairs]
     sts_files = [config.resolve(p) for p in d.eval_sts]
-    heldout.check_files(pair_files, "data.eval_pairs")
-    heldout.check_files(sts_files, "data.eval_sts")
+    check_files(pair_files, "data.eval_pairs", RECORD_SUFFIXES)
+    check_files(sts_files, "data.eval_sts", RECORD_SUFFIXES)
     student = open_model(config.resolve_model(config.model.student))
     if config.model.student_output_dim:
         s_config, s_params = resize_output(student.config, student.params,
@@ -90,6 +94,14 @@ def prepare(config: DistillConfig) -> Prepared:
     except (LossConfigError, PromptMixError) as e:
         raise DistillConfigError(f"{e} [student {config.model.student}, teacher "
                                  f"{teacher_name}]") from None
+    s_pos = student.config.max_position_embeddings
+    t_pos = teacher.config.max_position_embeddings if teacher is not None else s_pos
+    check_lengths(DistillConfigError, s_pos, f"student {config.model.student}",
+                  data__max_seq_length=config.data.max_seq_length)
+    check_lengths(DistillConfigError, t_pos, f"teacher {teacher_name}",
+                  data__teacher_max_seq_length=config.data.teacher_max_seq_length)
+    check_lengths(DistillConfigError, max(s_pos, t_pos), "either model",
+                  data__buckets=config.data.buckets)
     s_tok = TextTokenizer.from_folder(student.folder, config.data.max_seq_length or None,
                                       max_position_embeddings=student.config.max_position_embeddings)
     t_tok = None
@@ -124,17 +136,6 @@ def prepare(config: DistillConfig) -> Prepared:
                     train_prompts, eval_prompts, pairs, sts)
 
 
-class _CachedTeacherInfo:
-    """What run.json records about a cached teacher (in place of its ModelConfig)."""
-
-    def __init__(self, cache: TeacherCache):
-        self.manifest = cache.manifest
-
-    def to_dict(self) -> dict:
-        return {"teacher_cache": {k: self.manifest[k] for k in
-                                  ("teacher", "backend", "dim", "prompt_mix", "seed")}}
-
-
 class Evaluator:
     """Held-out agreement with the teacher (teacher embeddings computed or read once).
 
@@ -153,7 +154,7 @@ class Evaluator:
             self.dim = max(cfg.loss.matryoshka_dims)
         else:
             self.dim = s_dim if s_dim == t_dim else None  # widths differ: top-1 only
-        dtype, attn = cfg.model.dtype, cfg.model.attention or None
+        dtype, attn = cfg.model.dtype, cfg.model.attention
         self._student = make_embed_fn(prep.student.config, dtype, attn, mesh, student_sh)
         if prep.cache is not None:
             self._teacher = np.asarray(prep.cache.embeddings("eval"), np.float32)
@@ -191,13 +192,8 @@ def heldout_evaluator(prep: Prepared, mesh, param_sh):
     length and query/document/STS prompts) under the training mesh; None without data."""
     if prep.pairs is None and prep.sts is None:
         return None
-    cfg, student = prep.config, prep.student
-    tok, buckets = heldout.eval_tokenizer(student.folder, student.config.max_position_embeddings,
-                                          cfg.data.buckets)
-    encoder = heldout.MeshEncoder(student.config, tok, buckets, dtype=cfg.model.dtype,
-                                  attention=cfg.model.attention or None, mesh=mesh,
-                                  param_sh=param_sh,
-                                  rows=cfg.data.eval_batch_size or cfg.data.batch_size)
+    student = prep.student
+    encoder = heldout.model_encoder(student, prep.config, mesh, param_sh)
     prompts = heldout.model_prompts(student.meta.prompts, student.meta.default_prompt_name)
     return heldout.HeldOutEvaluator(
         encoder,
@@ -205,180 +201,100 @@ def heldout_evaluator(prep: Prepared, mesh, param_sh):
         None if prep.sts is None else (*prep.sts, prompts["sts"]))
 
 
-def window_mean(window: list[dict]) -> dict:
-    """Mean of each metric over the steps since the last log; ``lr`` of the last step."""
-    out = {k: float(np.mean([m[k] for m in window])) for k in window[-1]}
-    out["lr"] = float(window[-1]["lr"])
-    return out
+class Distillation:
+    """The training core's client for one prepared distillation run."""
 
+    loop = "distill"
+    error = DistillConfigError
 
-def open_checkpoints(config: DistillConfig, workdir: str, resume: bool, *,
-                      config_text: str | None = None, allow_config_change: bool = False):
-    """The run's checkpoint manager, refusing a fresh start over old checkpoints or into a
-    folder that is not a run folder, a resume with none, and a resume whose config changes
-    the math (unless ``allow_config_change``, which records the change)."""
-    if not resume:
-        resume_check.check_new_run_folder(workdir, ckpt.RUN_FILE)
-    # Every process checks the folder before any process writes into it (the manager makes
-    # files): without this, a slower process saw process 0's first files and refused the
-    # folder as "not a run folder", leaving process 0 stuck in its collectives.
-    barrier("tarka-jax: run folder checked")
-    mngr = ckpt.manager(workdir, keep=config.checkpoint.keep,
-                        async_save=config.checkpoint.async_save)
-    latest = mngr.latest_step()
-    if not resume and latest is not None:
-        mngr.close()
-        raise ckpt.RunFolderError(
-            f"{workdir} already holds checkpoints (latest step {latest}); pass "
-            "--resume to continue or choose a new --workdir")
-    if resume and latest is None:
-        mngr.close()
-        raise ckpt.RunFolderError(f"--resume: no checkpoint in {workdir}")
-    if resume:  # refuses (or records) a config that differs from run.json's
-        try:
-            resume_check.check_resume(workdir, ckpt.read_run_file(workdir)["config"],
-                                      config.to_dict(), step=latest, config_text=config_text,
-                                      allow_config_change=allow_config_change)
-        except Exception:
-            mngr.close()
-            raise
-    return mngr
+    def __init__(self, prep: Prepared):
+        self.prep, self.config, self.model = prep, prep.config, prep.student
+        self._teacher = self._teacher_sh = self._cache_rows = None
 
+    def rows(self) -> tuple[int, str]:
+        micro = self.config.data.batch_size // self.config.optimizer.accumulation_steps
+        return micro, "the micro-batch (data.batch_size / optimizer.accumulation_steps)"
 
-def _initial_state(prep: Prepared, tx, mesh, mngr, data: TextBatches, resume: bool, workdir):
-    """(sharded state, its shardings): restored (with the data position) or created."""
-    if resume:
-        abstract, state_sh = abstract_sharded_state(prep.student.params, tx, mesh)
-        state, position = ckpt.restore(mngr, None, abstract)
-        data.set_state(position)
-        return state, state_sh
-    ckpt.clear_run(workdir)
-    return create_state(prep.student.params, tx, mesh)
+    def sources(self) -> dict:
+        m, prep = self.config.model, self.prep
+        if prep.cache is not None:
+            teacher = {"teacher_cache": {k: prep.cache.manifest[k] for k in
+                                         ("teacher", "backend", "dim", "prompt_mix", "seed")}}
+        else:
+            teacher = {"teacher": m.teacher, "config": prep.teacher.config.to_dict()}
+        return {"student": m.student, "student_output_dim": m.student_output_dim, **teacher}
 
+    def inputs(self) -> dict:
+        c, prep = self.config, self.prep
+        folders = {"model.student": fingerprint.model_fingerprint(prep.student)}
+        if prep.cache is not None:
+            folders["model.teacher_cache"] = fingerprint.folder_fingerprint(
+                c.resolve(c.model.teacher_cache), ("*",))
+        else:
+            folders["model.teacher"] = fingerprint.model_fingerprint(prep.teacher)
+        return fingerprint.fingerprint_inputs(
+            {"data.train": [c.resolve(p) for p in c.data.train]}, folders)
 
-def _teacher_side(prep: Prepared, mesh):
-    """(teacher params, their shardings, the memory-mapped cache rows or None)."""
-    if prep.cache is not None:
-        return {}, {}, prep.cache.embeddings("train")
-    params, shardings = shard_params(prep.teacher.params, mesh)
-    return params, shardings, None
+    def make_data(self) -> TextBatches:
+        d = self.config.data
+        return TextBatches(self.prep.train_texts, self.prep.pair, d.batch_size, d.seed,
+                           jax.process_index(), jax.process_count(),
+                           prompts=self.prep.train_prompts)
+
+    def make_step(self, tx, schedule, mesh, state_sh):
+        prep, c = self.prep, self.config
+        if prep.cache is not None:
+            self._teacher, self._teacher_sh = {}, {}
+            self._cache_rows = prep.cache.embeddings("train")
+        else:
+            self._teacher, self._teacher_sh = shard_params(prep.teacher.params, mesh)
+        cached = self._cache_rows is not None
+        step_cfg = StepConfig(student=prep.student.config,
+                              teacher=None if cached else prep.teacher.config,
+                              loss=c.loss, dtype=c.model.dtype, attention=c.model.attention,
+                              remat=c.model.remat,
+                              accumulation_steps=c.optimizer.accumulation_steps,
+                              teacher_dim=prep.teacher_dim)
+        step_fn = make_train_step(step_cfg, tx, schedule, mesh, state_sh, self._teacher_sh,
+                                  cached)
+        teacher = self._teacher
+        return lambda state, batch: step_fn(state, teacher, batch)
+
+    def next_batch(self, data: TextBatches, mesh):
+        batch_sh, cache_rows = shd.batch_sharding(mesh), self._cache_rows
+
+        def next_batch():
+            host = next(data)
+            index = host.pop("index")
+            tokens = int(np.count_nonzero(host["student"]["segment_ids"])) * jax.process_count()
+            batch = {name: {k: to_global(v, batch_sh) for k, v in part.items()}
+                     for name, part in host.items()}
+            if cache_rows is not None:  # rows of the memory-mapped cache, in this host's order
+                batch["teacher_embeddings"] = to_global(
+                    np.asarray(cache_rows[index], np.float32), batch_sh)
+            return batch, tokens
+
+        return next_batch
+
+    def make_evaluator(self, mesh, param_sh):
+        prep = self.prep
+        return heldout.chain(
+            Evaluator(prep, mesh, param_sh, self._teacher, self._teacher_sh)
+            if prep.eval_texts else None,
+            heldout_evaluator(prep, mesh, param_sh))
 
 
 def train(config: DistillConfig, workdir: str, *, max_steps: int | None = None,
           resume: bool = False, config_text: str | None = None,
-          allow_config_change: bool = False) -> dict[str, Any]:
+          allow_config_change: bool = False,
+          grace_seconds: float = DEFAULT_GRACE_SECONDS) -> dict:
     """Run (or resume) distillation in ``workdir``; returns the last logged metrics.
 
-    Args:
-      max_steps: stop once the state reaches this step (absolute; the learning-rate
-        schedule still spans ``train.steps``). None = ``train.steps``.
-      resume: continue from the latest checkpoint in ``workdir`` (state and data
-        position); without it a ``workdir`` that holds checkpoints is refused.
+    Args: as :class:`tarka_jax.train.loop.RunOptions` (``max_steps`` absolute; ``resume``
+    from the newest readable checkpoint; a SIGINT / SIGTERM saves the step reached and
+    raises :class:`tarka_jax.train.stop.Stopped`).
     """
-    prep = prepare(config)
-    workdir = os.path.abspath(workdir)
-    end = config.train.steps if max_steps is None else min(max_steps, config.train.steps)
-    mesh = shd.make_mesh(config.mesh.data, config.mesh.fsdp)
-    micro = config.data.batch_size // config.optimizer.accumulation_steps
-    if micro % mesh.size:
-        raise DistillConfigError(
-            f"the micro-batch (data.batch_size / optimizer.accumulation_steps = {micro}) must "
-            f"split evenly over the {mesh.size} devices of the mesh")
-    mngr = open_checkpoints(config, workdir, resume, config_text=config_text,
-                             allow_config_change=allow_config_change)
-    tx, schedule = make_optimizer(config.optimizer, config.train.steps)
-    data = TextBatches(prep.train_texts, prep.pair, config.data.batch_size, config.data.seed,
-                       jax.process_index(), jax.process_count(), prompts=prep.train_prompts)
-    state, state_sh = _initial_state(prep, tx, mesh, mngr, data, resume, workdir)
-    if not resume:  # a resume keeps run.json / config.toml as the run started
-        ckpt.write_run_files(workdir, config_dict=config.to_dict(), config_text=config_text,
-                             student=prep.student.config,
-                             teacher=(prep.teacher.config if prep.teacher is not None
-                                      else _CachedTeacherInfo(prep.cache)),
-                             student_meta=prep.student.meta,
-                             student_tokenizer_folder=prep.student.folder)
-    teacher_params, teacher_sh, cache_rows = _teacher_side(prep, mesh)
-    cached = cache_rows is not None
-    step_cfg = StepConfig(student=prep.student.config,
-                          teacher=None if cached else prep.teacher.config,
-                          loss=config.loss, dtype=config.model.dtype,
-                          attention=config.model.attention or None, remat=config.model.remat,
-                          accumulation_steps=config.optimizer.accumulation_steps,
-                          teacher_dim=prep.teacher_dim)
-    step_fn = make_train_step(step_cfg, tx, schedule, mesh, state_sh, teacher_sh, cached)
-    evaluator = heldout.chain(
-        Evaluator(prep, mesh, state_sh["params"], teacher_params, teacher_sh)
-        if prep.eval_texts else None,
-        heldout_evaluator(prep, mesh, state_sh["params"]))
-    writer = MetricsWriter(workdir, total_steps=end,
-                           start_step=int(jax.device_get(state["step"])),
-                           tensorboard=config.logging.tensorboard,
-                           progress=config.logging.progress)
-    try:
-        return _loop(config, state, step_fn, teacher_params, data, cache_rows, mesh, end,
-                     evaluator, writer, mngr)
-    finally:
-        mngr.close()
-        writer.close()
-
-
-def _loop(config: DistillConfig, state, step_fn, teacher_params, data: TextBatches, cache_rows,
-          mesh, end: int, evaluator, writer: MetricsWriter, mngr) -> dict[str, Any]:
-    """Distillation's steps: global batches (teacher-cache rows added) through ``step_fn``."""
-    batch_sh = shd.batch_sharding(mesh)
-
-    def next_batch():
-        host = next(data)
-        index = host.pop("index")
-        tokens = int(np.count_nonzero(host["student"]["segment_ids"])) * jax.process_count()
-        batch = {name: {k: to_global(v, batch_sh) for k, v in part.items()}
-                 for name, part in host.items()}
-        if cache_rows is not None:  # rows of the memory-mapped cache, in this host's order
-            batch["teacher_embeddings"] = to_global(np.asarray(cache_rows[index], np.float32),
-                                                  batch_sh)
-        return batch, tokens
-
-    return train_loop(config, state, lambda st, b: step_fn(st, teacher_params, b), next_batch,
-                      data, end, evaluator, writer, mngr)
-
-
-def train_loop(config, state, step, next_batch, data, end: int, evaluator,
-               writer: MetricsWriter, mngr) -> dict[str, Any]:
-    """Steps until ``end`` -- batch, step, log (windowed means), evaluate, checkpoint -- for
-    every loop on this core (distillation, fine-tuning).
-
-    Args:
-      config: has ``train.log_every`` / ``eval_every`` and ``checkpoint.every``.
-      step: ``(state, global batch) -> (state, metrics)``, the jitted step.
-      next_batch: ``() -> (global batch, tokens in it over all processes)``.
-      data: the iterator whose ``epoch`` is logged and ``get_state()`` checkpointed.
-      evaluator: None or ``params -> metrics`` (also run at step 0 of a fresh run).
-    """
-    step_no = int(jax.device_get(state["step"]))
-    last: dict[str, Any] = {}
-    if evaluator is not None and step_no == 0:
-        last = writer.write(0, evaluator(state["params"]))
-    window: list[dict] = []
-    tokens, t0 = 0, time.perf_counter()
-    while step_no < end:
-        batch, n_tokens = next_batch()
-        tokens += n_tokens
-        state, metrics = step(state, batch)
-        window.append(metrics)
-        step_no += 1
-        writer.advance()
-        do_eval = evaluator is not None and (
-            step_no == end or (config.train.eval_every and step_no % config.train.eval_every == 0))
-        if step_no % config.train.log_every == 0 or step_no == end or do_eval:
-            metrics = window_mean(jax.device_get(window))
-            window = []
-            metrics["tokens_per_s"] = tokens / max(time.perf_counter() - t0, 1e-9)
-            metrics["epoch"] = data.epoch
-            if do_eval:
-                metrics.update(evaluator(state["params"]))
-            last = writer.write(step_no, metrics)
-            tokens, t0 = 0, time.perf_counter()
-        if step_no % config.checkpoint.every == 0 or step_no == end:
-            ckpt.save(mngr, step_no, state, data.get_state())
-    mngr.wait_until_finished()
-    return {"step": step_no, **last}
+    return run(Distillation(prepare(config)), workdir,
+               RunOptions(max_steps=max_steps, resume=resume, config_text=config_text,
+                          allow_config_change=allow_config_change,
+                          grace_seconds=grace_seconds))

@@ -1,9 +1,8 @@
-"""Training state and the one jitted distillation step.
+"""The one jitted distillation step.
 
-State is a plain dict ``{"step": int32 [], "params": tree, "opt_state": tree}``:
-it goes straight into optax, orbax and ``NamedSharding``. It is born sharded
-(``jax.jit(init, out_shardings=...)``, as big_vision does), and the step donates
-it. The teacher's params are an argument of the same step, sharded by the same
+The state (:mod:`tarka_jax.train.state`: ``{"step", "params", "opt_state"}``, born
+sharded) is donated to the step; the optimizer update and the logged norms are
+:func:`tarka_jax.train.step.apply_gradients`', shared with fine-tuning. The teacher's params are an argument of the same step, sharded by the same
 rules, never donated and never differentiated.
 
 A batch is ``{"student": {...}, "teacher": {...}}``, each with int32
@@ -25,7 +24,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -34,6 +32,7 @@ from tarka_jax.nn.config import ModelConfig
 from tarka_jax.nn.encoder import embed
 from tarka_jax.nn.sharding_rules import RULES
 from tarka_jax.train import sharding as shd
+from tarka_jax.train.step import apply_gradients, jit_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,25 +108,9 @@ def make_train_step(cfg: StepConfig, tx, schedule: Callable, mesh: Mesh,
             zeros = jax.tree.map(jnp.zeros_like, (jnp.float32(0), _terms_shape(cfg), params))
             (loss, terms, grads), _ = jax.lax.scan(body, zeros, micro)
             loss, terms, grads = jax.tree.map(lambda x: x / a, (loss, terms, grads))
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new_params = optax.apply_updates(params, updates)
-        metrics = {
-            "loss": loss,
-            **terms,
-            "grad_norm": optax.tree.norm(grads),
-            "update_norm": optax.tree.norm(updates),
-            "param_norm": optax.tree.norm(new_params),
-            "lr": jnp.asarray(schedule(state["step"]), jnp.float32),
-        }
-        new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}
-        return new_state, metrics
+        return apply_gradients(state, grads, loss, tx, schedule, terms)
 
-    return jax.jit(
-        step,
-        in_shardings=(state_sh, teacher_sh, batch_shardings(mesh, cached_teacher)),
-        out_shardings=(state_sh, shd.replicated(mesh)),
-        donate_argnums=(0,),
-    )
+    return jit_step(step, mesh, state_sh, teacher_sh, batch_shardings(mesh, cached_teacher))
 
 
 def _terms_shape(cfg: StepConfig) -> dict:

@@ -27,115 +27,74 @@ Example (``examples/finetune_demo.toml`` is a runnable one)::
     mini_batch_size = 0                  # > 0: cached (GradCache) mini-batches
     matryoshka_dims = []
 
-    [optimizer]                          # the distillation loop's OptimizerConfig
+    [optimizer]                          # tarka_jax.train.optim.OptimizerConfig
     learning_rate = 2e-5
     freeze = []                          # regexes of param paths kept fixed, e.g.
                                          # ["encoder/embed_tokens"]
 
-    [mesh] / [train] / [checkpoint] / [logging]   # as for distillation
+    [mesh] / [train] / [checkpoint] / [logging]   # tarka_jax.train.config, as for distillation
 
-An unknown key or a missing required one is an error naming it.
+An unknown key or a missing required one is an error naming it. The tables and fields both
+loops share, and the builder, are :mod:`tarka_jax.train.config`'s; this module adds
+fine-tuning's own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
-from tarka_jax.distill.config import (
-    CheckpointSection,
-    DistillConfig,
-    DistillConfigError,
-    LoggingSection,
-    MeshSection,
-    TrainSection,
-    check_eval_columns,
-    read_toml,
-)
-from tarka_jax.distill.config import _build as build_table
 from tarka_jax.finetune.loss import ContrastiveLossConfig
-from tarka_jax.train.optim import OptimizerConfig
+from tarka_jax.train import config as core
+from tarka_jax.train.config import DataFields, ModelFields, RunConfig
 
 
-class FinetuneConfigError(DistillConfigError):
+class FinetuneConfigError(core.TrainConfigError):
     """A fine-tuning config that cannot run, naming the offending key."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSection:
-    """The model to fine-tune and how it computes."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelSection(ModelFields):
+    """The model to fine-tune; how it computes: ModelFields."""
 
     model: str
-    dtype: str = "float32"
-    remat: bool = False
-    attention: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
-class DataSection:
-    """Pair files, their columns, prompts and batching."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataSection(DataFields):
+    """Pair files' columns, filters and prompts; files and batching: DataFields."""
 
-    train: tuple[str, ...]
     columns: tuple[str, ...] = ("anchor", "positive")
-    eval: tuple[str, ...] = ()
     train_where: dict[str, object] = dataclasses.field(default_factory=dict)
     eval_where: dict[str, object] = dataclasses.field(default_factory=dict)
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)
     prompt_names: dict[str, str] = dataclasses.field(default_factory=dict)
-    batch_size: int = 32
-    seed: int = 0
-    max_seq_length: int = 0
-    buckets: tuple[int, ...] = ()
-    eval_batch_size: int = 0  # rows per eval forward pass; 0 = batch_size
-    # Held-out STS rows (tarka_jax.train.heldout): two texts and a gold score, the model's
-    # STS prompt (else its default one), as tarka_jax.evaluation.scores.evaluate_sts.
-    eval_sts: tuple[str, ...] = ()
-    eval_sts_columns: tuple[str, ...] = ("sentence1", "sentence2", "score")
-    eval_sts_where: dict[str, object] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
-    """The whole run. ``base_dir`` (not a TOML key) is the folder relative paths start from."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FinetuneConfig(RunConfig):
+    """The whole run: the shared tables (RunConfig) plus model, data and loss."""
 
     model: ModelSection
     data: DataSection
-    train: TrainSection
     loss: ContrastiveLossConfig = dataclasses.field(default_factory=ContrastiveLossConfig)
-    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
-    mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
-    checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
-    logging: LoggingSection = dataclasses.field(default_factory=LoggingSection)
-    base_dir: str = "."
-
-    # Same path rules and serialisation as the distillation config.
-    resolve = DistillConfig.resolve
-    resolve_model = DistillConfig.resolve_model
-    to_dict = DistillConfig.to_dict
 
 
 def parse_config(data: dict, base_dir: str = ".") -> FinetuneConfig:
     """A checked FinetuneConfig from a parsed TOML dict."""
-    try:
-        config = build_table(FinetuneConfig, data, "")
-    except DistillConfigError as e:
-        raise FinetuneConfigError(str(e)) from None
-    config = dataclasses.replace(config, base_dir=os.path.abspath(base_dir))
+    config = core.parse(FinetuneConfig, data, base_dir, FinetuneConfigError)
     _check(config)
     return config
 
 
 def load_config(path: str) -> FinetuneConfig:
     """Read and check a TOML file (no model or data is touched yet)."""
-    return parse_config(*read_toml(path, FinetuneConfigError))
+    return parse_config(*core.read_toml(path, FinetuneConfigError))
 
 
 def _check(c: FinetuneConfig) -> None:
-    """Cheap consistency checks; file and model checks happen in ``run.prepare``."""
+    """Fine-tuning's own checks (the shared ones: :func:`tarka_jax.train.config.check_common`);
+    file and model checks happen in ``run.prepare``."""
     d = c.data
-    check_eval_columns(d, FinetuneConfigError)
-    if not d.train:
-        raise FinetuneConfigError("data.train lists no files")
     if len(d.columns) < 2 or len(set(d.columns)) != len(d.columns):
         raise FinetuneConfigError(f"data.columns needs distinct anchor and positive columns "
                                   f"(then any negatives), got {list(d.columns)}")
@@ -159,15 +118,3 @@ def _check(c: FinetuneConfig) -> None:
             "optimizer.accumulation_steps must be 1 for contrastive fine-tuning: accumulating "
             "micro-batches would shrink the in-batch negatives; use loss.mini_batch_size "
             "(GradCache: same loss and gradients as the whole batch, one mini-batch's memory)")
-    if c.model.dtype not in ("float32", "bfloat16"):
-        raise FinetuneConfigError(f"model.dtype must be 'float32' or 'bfloat16', got "
-                                  f"{c.model.dtype!r}")
-    if c.train.steps <= 0:
-        raise FinetuneConfigError(f"train.steps must be > 0, got {c.train.steps}")
-    if c.train.log_every <= 0:
-        raise FinetuneConfigError("train.log_every must be > 0")
-    if c.checkpoint.every <= 0 or c.checkpoint.keep <= 0:
-        raise FinetuneConfigError("checkpoint.every and checkpoint.keep must be > 0")
-    if any(x <= 0 for x in d.buckets) or d.max_seq_length < 0 or d.eval_batch_size < 0:
-        raise FinetuneConfigError("data.buckets must be positive and data.max_seq_length, "
-                                  "data.eval_batch_size >= 0")

@@ -22,7 +22,8 @@ Why not grain: its checkpointable iterators fit the position part, but batches
 without duplicates are a stateful, data-dependent grouping that grain's per-record
 transforms do not express (it would be a custom ``IterDataset`` holding this same
 state), and the GPU image lacks grain. The distillation data made the same
-choice (:mod:`tarka_jax.distill.data`).
+choice (:mod:`tarka_jax.distill.data`); both iterators' position is
+:class:`tarka_jax.train.data.EpochPosition`.
 
 Multi-host: every host reads the same files and tokenises the whole global batch
 (so all hosts agree on each column's padded length), then keeps its own
@@ -37,8 +38,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tarka_jax.text.tokenizer import TextTokenizer, bucket_for, length_buckets
-from tarka_jax.train.data import DataError
-from tarka_jax.train.heldout import read_records, text_columns
+from tarka_jax.train.data import DataError, EpochPosition, read_records, text_columns
 
 
 def read_rows(paths: Sequence[str], columns: Sequence[str], where: Mapping[str, object] | None = None,
@@ -118,22 +118,17 @@ class ColumnTokenizer:
         return [self.column([r[c] for r in rows], c) for c in range(len(self.prompts))]
 
 
-class PairBatches:
-    """Deterministic, resumable iterator of global batches (this host's rows of each column)."""
+class PairBatches(EpochPosition):
+    """Deterministic, resumable iterator of global batches (this host's rows of each column);
+    the position and its checks are :class:`~tarka_jax.train.data.EpochPosition`'s."""
+
+    count_key = "num_rows"
 
     def __init__(self, rows: Sequence[tuple[str, ...]], tokenize: ColumnTokenizer,
                  batch_size: int, seed: int, process_index: int = 0, process_count: int = 1):
-        if len(rows) < batch_size:
-            raise DataError(f"data.batch_size={batch_size} exceeds the {len(rows)} training rows")
-        if batch_size % process_count:
-            raise DataError(f"data.batch_size={batch_size} must divide over {process_count} "
-                            "hosts")
+        super().__init__(len(rows), batch_size, seed, process_index, process_count, "rows")
         self.rows = list(rows)
         self.tokenize = tokenize
-        self.batch_size = batch_size
-        self.seed = int(seed)
-        self.process_index, self.process_count = process_index, process_count
-        self.epoch, self.index = 0, 0
         self._plan_epoch, self._plan = None, []
 
     def plan(self, epoch: int) -> list[list[int]]:
@@ -147,30 +142,12 @@ class PairBatches:
                                 "can be formed; lower data.batch_size")
         return self._plan
 
-    def get_state(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index, "seed": self.seed,
-                "num_rows": len(self.rows), "batch_size": self.batch_size}
-
-    def set_state(self, state: dict) -> None:
-        mine = self.get_state()
-        for key in ("seed", "num_rows", "batch_size"):
-            if state.get(key) != mine[key]:
-                raise DataError(f"cannot resume: the checkpoint's data {key} is {state.get(key)} "
-                                f"but the config gives {mine[key]} (data or config changed)")
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-
     def global_indices(self) -> list[int]:
         """Row indices of the next global batch (no advance)."""
         return self.plan(self.epoch)[self.index]
 
-    def __iter__(self):
-        return self
-
     def __next__(self) -> list[dict[str, np.ndarray]]:
         batch = self.tokenize([self.rows[i] for i in self.global_indices()])
-        self.index += 1
-        if self.index >= len(self.plan(self.epoch)):
-            self.epoch, self.index = self.epoch + 1, 0
-        n = self.batch_size // self.process_count
-        lo = self.process_index * n
-        return [{k: v[lo:lo + n] for k, v in col.items()} for col in batch]
+        self.advance(len(self.plan(self.epoch)))
+        rows = self.local_rows()
+        return [{k: v[rows] for k, v in col.items()} for col in batch]

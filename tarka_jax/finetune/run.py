@@ -1,35 +1,33 @@
-"""One fine-tuning run: check everything, build the sharded state, loop, evaluate, checkpoint.
+"""One fine-tuning run: load and check everything, then run on the training core.
 
-The run folder is a distillation run folder (:mod:`tarka_jax.train.checkpointing`):
-``run.json`` (this run's config under ``"config"``, the model's ModelConfig under
-``"student"``), ``student/`` (tokenizer + sentence-transformers metadata),
-``checkpoints/<step>/`` (orbax: state + data position) and ``metrics.jsonl``, so
+:func:`prepare` reads the pair files and the model in order of cost and raises before any
+compute; :class:`Finetuning` is the core's client (:class:`tarka_jax.train.loop.Client`).
+The run folder is the core's (:mod:`tarka_jax.train.run_files`): run.json (``loop =
+"finetune"``, the model's ModelConfig under ``"model"``), ``student/`` (tokenizer +
+sentence-transformers metadata), ``checkpoints/<step>/`` and ``metrics.jsonl``, so
 ``python convert/flax_to_hf.py RUN_DIR OUT [--step N]`` exports any saved step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any
 
 import jax
 import numpy as np
 
 from tarka_jax.convert import Checkpoint, open_model
-from tarka_jax.distill.run import open_checkpoints, train_loop
 from tarka_jax.finetune.config import FinetuneConfig, FinetuneConfigError
 from tarka_jax.finetune.data import ColumnTokenizer, PairBatches, read_rows
 from tarka_jax.finetune.loss import ContrastiveLossError
 from tarka_jax.finetune.step import FinetuneStepConfig, make_finetune_step
 from tarka_jax.text.tokenizer import TextTokenizer
-from tarka_jax.train import checkpointing as ckpt
-from tarka_jax.train import heldout
+from tarka_jax.train import fingerprint, heldout
 from tarka_jax.train import sharding as shd
-from tarka_jax.train.metrics import MetricsWriter
-from tarka_jax.train.optim import make_optimizer
+from tarka_jax.train.config import check_lengths
+from tarka_jax.train.data import RECORD_SUFFIXES, check_files
+from tarka_jax.train.loop import RunOptions, run
 from tarka_jax.train.sharding import to_global
-from tarka_jax.train.state import abstract_sharded_state, create_state
+from tarka_jax.train.stop import DEFAULT_GRACE_SECONDS
 
 
 @dataclasses.dataclass
@@ -69,15 +67,18 @@ def prepare(config: FinetuneConfig) -> Prepared:
     train_files = [config.resolve(p) for p in d.train]
     eval_files = [config.resolve(p) for p in d.eval]
     sts_files = [config.resolve(p) for p in d.eval_sts]
-    heldout.check_files(train_files, "data.train")
-    heldout.check_files(eval_files, "data.eval")
-    heldout.check_files(sts_files, "data.eval_sts")
+    for files, key in ((train_files, "data.train"), (eval_files, "data.eval"),
+                       (sts_files, "data.eval_sts")):
+        check_files(files, key, RECORD_SUFFIXES)
     model = open_model(config.resolve_model(config.model.model))
     try:
         config.loss.dims_and_weights(model.config.embedding_dim)
     except ContrastiveLossError as e:
         raise FinetuneConfigError(f"{e} [model {config.model.model}]") from None
     prompts = column_prompts(config, model.meta.prompts)
+    check_lengths(FinetuneConfigError, model.config.max_position_embeddings,
+                  f"model {config.model.model}", data__max_seq_length=d.max_seq_length,
+                  data__buckets=d.buckets)
     tok = TextTokenizer.from_folder(model.folder, d.max_seq_length or None,
                                     max_position_embeddings=model.config.max_position_embeddings)
     # data.max_seq_length truncates training texts only; evaluation embeds as the model
@@ -105,11 +106,8 @@ def make_evaluator(prep: Prepared, mesh, param_sh):
     """
     if not prep.eval_rows and prep.sts is None:
         return None
-    cfg = prep.config
-    encoder = heldout.MeshEncoder(prep.model.config, prep.eval_tokenizer, prep.eval_buckets,
-                                  dtype=cfg.model.dtype, attention=cfg.model.attention or None,
-                                  mesh=mesh, param_sh=param_sh,
-                                  rows=cfg.data.eval_batch_size or cfg.data.batch_size)
+    encoder = heldout.model_encoder(prep.model, prep.config, mesh, param_sh,
+                                    (prep.eval_tokenizer, prep.eval_buckets))
     retrieval = None
     if prep.eval_rows:
         retrieval = ([r[0] for r in prep.eval_rows], [r[1] for r in prep.eval_rows],
@@ -121,76 +119,66 @@ def make_evaluator(prep: Prepared, mesh, param_sh):
     return heldout.HeldOutEvaluator(encoder, retrieval, sts)
 
 
-class _FinetuneInfo:
-    """What run.json records in the place of a distillation teacher."""
+class Finetuning:
+    """The training core's client for one prepared fine-tuning run."""
 
-    def __init__(self, model: str):
-        self.model = model
+    loop = "finetune"
+    error = FinetuneConfigError
 
-    def to_dict(self) -> dict:
-        return {"finetune": {"model": self.model}}
+    def __init__(self, prep: Prepared):
+        self.prep, self.config, self.model = prep, prep.config, prep.model
+
+    def rows(self) -> tuple[int, str]:
+        rows = self.config.loss.mini_batch_size or self.config.data.batch_size
+        return rows, "the rows embedded at once (loss.mini_batch_size, else data.batch_size)"
+
+    def sources(self) -> dict:
+        return {"model": self.config.model.model}
+
+    def inputs(self) -> dict:
+        c = self.config
+        return fingerprint.fingerprint_inputs(
+            {"data.train": [c.resolve(p) for p in c.data.train]},
+            {"model.model": fingerprint.model_fingerprint(self.prep.model)})
+
+    def make_data(self) -> PairBatches:
+        d = self.config.data
+        return PairBatches(self.prep.train_rows, self.prep.tokenize, d.batch_size, d.seed,
+                           jax.process_index(), jax.process_count())
+
+    def make_step(self, tx, schedule, mesh, state_sh):
+        c = self.config
+        step_cfg = FinetuneStepConfig(model=self.model.config, loss=c.loss, dtype=c.model.dtype,
+                                      attention=c.model.attention, remat=c.model.remat)
+        return make_finetune_step(step_cfg, tx, schedule, mesh, state_sh, len(c.data.columns))
+
+    def next_batch(self, data: PairBatches, mesh):
+        batch_sh = shd.batch_sharding(mesh)
+
+        def next_batch():
+            host = next(data)  # one dict of int32 arrays per column
+            tokens = sum(int(np.count_nonzero(c["segment_ids"])) for c in host)
+            return ([{k: to_global(v, batch_sh) for k, v in c.items()} for c in host],
+                    tokens * jax.process_count())
+
+        return next_batch
+
+    def make_evaluator(self, mesh, param_sh):
+        return make_evaluator(self.prep, mesh, param_sh)
 
 
 def train(config: FinetuneConfig, workdir: str, *, max_steps: int | None = None,
           resume: bool = False, allow_config_change: bool = False,
-          config_text: str | None = None) -> dict[str, Any]:
+          config_text: str | None = None,
+          grace_seconds: float = DEFAULT_GRACE_SECONDS) -> dict:
     """Run (or resume) fine-tuning in ``workdir``; returns the last logged metrics.
 
-    Args:
-      max_steps: stop once the state reaches this step (absolute; the learning-rate
-        schedule still spans ``train.steps``). None = ``train.steps``.
-      resume: continue from the latest checkpoint (state and data position); a
-        changed config is refused unless ``allow_config_change``.
+    Args: as :class:`tarka_jax.train.loop.RunOptions` (``max_steps`` absolute; ``resume``
+    from the newest readable checkpoint, a changed config or input refused unless
+    ``allow_config_change``; a SIGINT / SIGTERM saves the step reached and raises
+    :class:`tarka_jax.train.stop.Stopped`).
     """
-    prep = prepare(config)
-    workdir = os.path.abspath(workdir)
-    end = config.train.steps if max_steps is None else min(max_steps, config.train.steps)
-    mesh = shd.make_mesh(config.mesh.data, config.mesh.fsdp)
-    rows = config.loss.mini_batch_size or config.data.batch_size
-    if rows % mesh.size:
-        raise FinetuneConfigError(
-            f"the rows embedded at once (loss.mini_batch_size, else data.batch_size: {rows}) "
-            f"must split evenly over the {mesh.size} devices of the mesh")
-    # The same run-folder rules as distillation: no fresh start over checkpoints, a
-    # resume whose config changes the math refused unless allowed (then recorded).
-    mngr = open_checkpoints(config, workdir, resume, config_text=config_text,
-                             allow_config_change=allow_config_change)
-    tx, schedule = make_optimizer(config.optimizer, config.train.steps)
-    data = PairBatches(prep.train_rows, prep.tokenize, config.data.batch_size, config.data.seed,
-                       jax.process_index(), jax.process_count())
-    if resume:
-        abstract, state_sh = abstract_sharded_state(prep.model.params, tx, mesh)
-        state, position = ckpt.restore(mngr, None, abstract)
-        data.set_state(position)
-    else:
-        ckpt.clear_run(workdir)
-        state, state_sh = create_state(prep.model.params, tx, mesh)
-        ckpt.write_run_files(workdir, config_dict=config.to_dict(), config_text=config_text,
-                             student=prep.model.config,
-                             teacher=_FinetuneInfo(config.model.model),
-                             student_meta=prep.model.meta,
-                             student_tokenizer_folder=prep.model.folder)
-    step_cfg = FinetuneStepConfig(model=prep.model.config, loss=config.loss,
-                                  dtype=config.model.dtype,
-                                  attention=config.model.attention or None,
-                                  remat=config.model.remat)
-    columns = len(config.data.columns)
-    step_fn = make_finetune_step(step_cfg, tx, schedule, mesh, state_sh, columns)
-    evaluator = make_evaluator(prep, mesh, state_sh["params"])
-    batch_sh = shd.batch_sharding(mesh)
-
-    step = int(jax.device_get(state["step"]))
-    writer = MetricsWriter(workdir, total_steps=end, start_step=step,
-                           tensorboard=config.logging.tensorboard,
-                           progress=config.logging.progress)
-
-    def next_batch():
-        host = next(data)  # one dict of int32 arrays per column
-        tokens = sum(int(np.count_nonzero(c["segment_ids"])) for c in host) * jax.process_count()
-        return [{k: to_global(v, batch_sh) for k, v in c.items()} for c in host], tokens
-
-    try:
-        return train_loop(config, state, step_fn, next_batch, data, end, evaluator, writer, mngr)
-    finally:
-        mngr.close()
-        writer.close()
+    return run(Finetuning(prepare(config)), workdir,
+               RunOptions(max_steps=max_steps, resume=resume, config_text=config_text,
+                          allow_config_change=allow_config_change,
+                          grace_seconds=grace_seconds))

@@ -1,8 +1,9 @@
-"""The one jitted contrastive fine-tuning step, on the distillation loop's sharded state.
+"""The one jitted contrastive fine-tuning step, on the training core's sharded state.
 
-State, its shardings and its birth come from :mod:`tarka_jax.distill.step`
+State, its shardings and its birth come from :mod:`tarka_jax.train.state`
 (``{"step", "params", "opt_state"}``, born sharded, donated to the step); the
-optimizer is :func:`tarka_jax.train.optim.make_optimizer`. A batch is a list of
+optimizer is :func:`tarka_jax.train.optim.make_optimizer` and the update with its
+logged norms :func:`tarka_jax.train.step.apply_gradients`, shared with distillation. A batch is a list of
 token columns ``[anchor, positive, negative...]``, each a dict of int32
 ``input_ids``, ``segment_ids``, ``positions`` ``[B, T_c]`` whose rows are split
 over every chip (the mesh's data and fsdp axes). The loss sees the global batch
@@ -16,8 +17,6 @@ import dataclasses
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
-import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -26,6 +25,7 @@ from tarka_jax.nn.config import ModelConfig
 from tarka_jax.nn.encoder import embed
 from tarka_jax.nn.sharding_rules import RULES
 from tarka_jax.train import sharding as shd
+from tarka_jax.train.step import apply_gradients, jit_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,22 +70,7 @@ def make_finetune_step(cfg: FinetuneStepConfig, tx, schedule: Callable, mesh: Me
     """``step(state, columns) -> (state, metrics)``, jitted, state donated."""
 
     def step(state, columns):
-        params = state["params"]
-        loss, grads = contrastive_grads(cfg, params, columns, mesh)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new_params = optax.apply_updates(params, updates)
-        metrics = {
-            "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
-            "update_norm": optax.tree.norm(updates),
-            "param_norm": optax.tree.norm(new_params),
-            "lr": jnp.asarray(schedule(state["step"]), jnp.float32),
-        }
-        return {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}, metrics
+        loss, grads = contrastive_grads(cfg, state["params"], columns, mesh)
+        return apply_gradients(state, grads, loss, tx, schedule)
 
-    return jax.jit(
-        step,
-        in_shardings=(state_sh, column_shardings(mesh, num_columns)),
-        out_shardings=(state_sh, shd.replicated(mesh)),
-        donate_argnums=(0,),
-    )
+    return jit_step(step, mesh, state_sh, column_shardings(mesh, num_columns))

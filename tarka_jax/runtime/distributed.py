@@ -125,4 +125,26 @@ def broadcast_bytes(data: bytes, size: int = 1024) -> bytes:
     return out[4:4 + n].tobytes()
 
 
-__all__ = ["add_arguments", "barrier", "broadcast_bytes", "initialize", "plan"]
+def is_main_process() -> bool:
+    """True on process 0 (the one that writes a job's shared files); True with one process."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def any_process(flag: bool) -> bool:
+    """True when ``flag`` is True on any process: every process gets the same answer (one
+    small all-gather; the flag itself with one process). Every process must call it."""
+    import jax
+
+    if jax.process_count() == 1:
+        return bool(flag)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray([int(bool(flag))], np.int32))
+    return bool(np.any(flags))
+
+
+__all__ = ["add_arguments", "any_process", "barrier", "broadcast_bytes", "initialize",
+           "is_main_process", "plan"]

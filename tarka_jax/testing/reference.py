@@ -171,6 +171,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_processes(argv: list[str], processes: int = 1, devices: int = 1,
+                     cwd: str | None = None) -> list:
+    """``python -m tarka_jax ARGV`` as ``processes`` processes of ``devices`` CPU devices
+    each, joined by ``jax.distributed`` on 127.0.0.1 when several; pipes for both streams
+    (drain them with :func:`communicate_all`)."""
+    import subprocess
+    import sys
+
+    port, procs = free_port(), []
+    for i in range(processes):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        if processes > 1:
+            env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                       JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
+        procs.append(subprocess.Popen([sys.executable, "-m", "tarka_jax", *argv], env=env,
+                                      cwd=cwd, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    return procs
+
+
 def communicate_all(procs, timeout: float) -> list[tuple[str | None, str | None]]:
     """``(stdout, stderr)`` of every process, all pipes drained at once (one thread each).
 

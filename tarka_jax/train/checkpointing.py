@@ -1,81 +1,117 @@
-"""The run folder: orbax checkpoints of state + data position, plus what export needs.
+"""A run folder's checkpoints: orbax saves of state + data position, and an honest restore.
 
-Layout of ``--workdir``::
+Each ``checkpoints/<step>/`` holds three orbax items: ``state`` ({step, params, opt_state}),
+``data`` (the batch iterator's position) and ``params`` (the bare params again, what export
+reads with no optimizer). orbax's ``CheckpointManager`` writes each step atomically (a
+temporary folder renamed when complete), asynchronously when ``checkpoint.async_save``, and
+keeps the newest ``checkpoint.keep``.
 
-    run.json            format tag, the resolved distill config, student + teacher ModelConfig
-    config.toml         the TOML the run started from (for people)
-    student/            the student's tokenizer files and sentence-transformers metadata
-    checkpoints/<step>/ orbax: "state" ({step, params, opt_state}), "data" (iterator position)
-                        and "params" (the bare params: what export reads, no optimizer needed)
-    metrics.jsonl       one JSON object per logged step
-    tensorboard/        when logging.tensorboard is on
+Failures are one line that names the step and the path (and only that: orbax logs a failed
+save's traceback from each of its threads, and TensorStore prints the spec of every array
+of a failed read from C++ callbacks and abandoned coroutines; that noise is held back
+unless ``TARKA_JAX_DEBUG=1``):
 
-orbax's ``CheckpointManager`` writes each step atomically (a temporary folder
-renamed when complete), asynchronously when ``checkpoint.async_save``, and keeps
-the newest ``checkpoint.keep``.
+* a save that fails (a full disk above all) says so with the folder it was writing, not
+  orbax's or TensorStore's dump (:class:`CheckpointSaveError`);
+* a restore of a step that cannot be read (a file cut short, corrupt metadata) names the
+  step and the first line of the reason, moves the step aside to
+  ``checkpoints/unreadable-<step>[-N]/`` (kept for a look, never deleted: orbax would refuse
+  to save that step again over it) and falls back to the newest step that reads, saying so
+  (:func:`restore_intact`). Every process agrees on the step.
+
+The run folder's other files (run.json, student/, metrics) are :mod:`tarka_jax.train.run_files`'.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
-import shutil
+import sys
 
 import orbax.checkpoint as ocp
 
-from tarka_jax.convert.run_folder import (  # noqa: F401
+from tarka_jax.convert.run_folder import (  # noqa: F401 (the run folder's names, here too)
     CHECKPOINT_DIR,
     RUN_FILE,
-    RUN_FORMAT,
-    RUN_VERSION,
     STUDENT_DIR,
     RunFolderError,
     check_step,
     checkpoint_manager,
-    read_run_file,
+    held_stderr,
+    reason,
 )
-from tarka_jax.convert.st_folder import SentenceTransformerMeta, copy_tokenizer_files
-from tarka_jax.files.jsonfiles import write_json
-from tarka_jax.nn.config import ModelConfig
+from tarka_jax.runtime.distributed import any_process, barrier, is_main_process
+
+UNREADABLE_PREFIX = "unreadable-"
 
 
-def write_run_files(workdir: str, *, config_dict: dict, config_text: str | None,
-                    student: ModelConfig, teacher: ModelConfig,
-                    student_meta: SentenceTransformerMeta, student_tokenizer_folder: str) -> None:
-    """Everything except checkpoints; rewritten on each start (same content on resume)."""
-    os.makedirs(workdir, exist_ok=True)
-    run = {"format": RUN_FORMAT, "version": RUN_VERSION, "config": config_dict,
-           "student": student.to_dict(), "teacher": teacher.to_dict()}
-    write_json(os.path.join(workdir, RUN_FILE), run, atomic=True)
-    if config_text is not None:
-        with open(os.path.join(workdir, "config.toml"), "w", encoding="utf-8") as f:
-            f.write(config_text)
-    student_dir = os.path.join(workdir, STUDENT_DIR)
-    os.makedirs(student_dir, exist_ok=True)
-    copy_tokenizer_files(student_tokenizer_folder, student_dir)
-    student_meta.write(student_dir)
+class CheckpointSaveError(RunFolderError):
+    """A checkpoint that could not be written (the message names the step and folder)."""
 
 
-def clear_run(workdir: str) -> None:
-    """Remove a previous run's checkpoints and metrics (a fresh start in an old folder)."""
-    for name in (CHECKPOINT_DIR, "metrics.jsonl", "tensorboard"):
-        path = os.path.join(workdir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+class CheckpointRestoreError(RunFolderError):
+    """No saved step of a run could be read back."""
+
+
+class _SaveThreadErrors(logging.Filter):
+    """Drops the tracebacks orbax logs from its save threads: :func:`save` / :func:`wait`
+    raise the same failure as one line (``TARKA_JAX_DEBUG=1`` keeps them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.exc_info
+                    and "orbax" in record.pathname and not os.environ.get("TARKA_JAX_DEBUG"))
 
 
 def manager(workdir: str, *, keep: int = 3, async_save: bool = True,
             read_only: bool = False) -> ocp.CheckpointManager:
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _SaveThreadErrors) for f in logger.filters):
+        logger.addFilter(_SaveThreadErrors())
     return checkpoint_manager(workdir, read_only=read_only, keep=keep, async_save=async_save)
+
+
+def saved_steps(workdir: str) -> list[int]:
+    """The complete steps under ``workdir/checkpoints`` (a read-only look; creates nothing)."""
+    mngr = checkpoint_manager(workdir, read_only=True)
+    try:
+        return sorted(mngr.all_steps())
+    finally:
+        mngr.close()
+
+
+def _disk_full(e: BaseException) -> bool:
+    while e is not None:
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _save_error(e: Exception, where: str) -> CheckpointSaveError:
+    if _disk_full(e):
+        return CheckpointSaveError(f"{where}: disk full (no space left on device); free space, "
+                                   "then --resume from the last complete step")
+    return CheckpointSaveError(f"{where} failed: {reason(e)}")
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_position: dict) -> None:
     """Save ``state``, the data position and (again, as its own item) the bare params."""
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            data=ocp.args.JsonSave(data_position),
-                                            params=ocp.args.StandardSave(state["params"])),
-              force=True)
+    try:
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                data=ocp.args.JsonSave(data_position),
+                                                params=ocp.args.StandardSave(state["params"])),
+                  force=True)
+    except Exception as e:  # an async save's failure may surface here, at the next save
+        raise _save_error(e, f"saving checkpoint step {step} to {mngr.directory}") from None
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+    """Wait for an async save to land; its failure named as :func:`save` names one."""
+    try:
+        mngr.wait_until_finished()
+    except Exception as e:
+        raise _save_error(e, f"saving a checkpoint to {mngr.directory}") from None
 
 
 def restore(mngr: ocp.CheckpointManager, step: int | None, abstract_state):
@@ -84,3 +120,56 @@ def restore(mngr: ocp.CheckpointManager, step: int | None, abstract_state):
     out = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     return out["state"], out["data"]
+
+
+def _set_aside(directory: str, step: int) -> str:
+    """Move ``directory/<step>`` to ``directory/unreadable-<step>[-N]``; the new path."""
+    base = os.path.join(directory, f"{UNREADABLE_PREFIX}{step}")
+    target, n = base, 1
+    while os.path.lexists(target):
+        n += 1
+        target = f"{base}-{n}"
+    os.rename(os.path.join(directory, str(step)), target)
+    return target
+
+
+def restore_intact(workdir: str, abstract_state, *, keep: int, async_save: bool, log=None):
+    """``(manager, state, data position, step)`` of the newest step that reads back.
+
+    An unreadable step is named (``log``, one line each: stderr by default), moved aside
+    and the next older one tried; the manager returned no longer lists it.
+
+    Raises:
+      CheckpointRestoreError: no step reads (each one's reason named).
+    """
+    log = log or (lambda line: print(line, file=sys.stderr))
+    failures: list[str] = []
+    while True:
+        mngr = manager(workdir, keep=keep, async_save=async_save)
+        step = mngr.latest_step()
+        if step is None:
+            mngr.close()
+            what = "; ".join(failures) or "none saved"
+            raise CheckpointRestoreError(f"--resume: no readable checkpoint in "
+                                         f"{os.path.join(workdir, CHECKPOINT_DIR)} ({what})")
+        error, held, failed = None, [], []
+        with held_stderr(held, failed):
+            try:
+                state, position = restore(mngr, step, abstract_state)
+            except Exception as e:  # corrupt or cut-short files: TensorStore, JSON, orbax
+                error = e
+                failed.append(step)
+        if error is None or os.environ.get("TARKA_JAX_DEBUG"):
+            os.write(2, held[0])  # nothing of a good restore is hidden
+        if not any_process(error is not None):
+            if failures:
+                log(f"tarka-jax: resuming from step {step}, the newest readable checkpoint")
+            return mngr, state, position, step
+        mngr.close()
+        why = reason(error) if error is not None else "unreadable on another process"
+        failures.append(f"step {step}: {why}")
+        if is_main_process():
+            moved = _set_aside(os.path.join(workdir, CHECKPOINT_DIR), step)
+            log(f"tarka-jax: checkpoint step {step} in {workdir} is unreadable ({why}); "
+                f"moved to {moved}")
+        barrier(f"tarka-jax: unreadable step {step} set aside")

@@ -16,9 +16,9 @@ tokenised with the model's own tokenizer and ``max_seq_length`` and prompted as
 prompt the exported model (:func:`model_prompts`), so the logged numbers are the
 exported model's (tested to 1e-6).
 
-Pair files are .jsonl, .jsonl.gz or .parquet; ``where`` keeps rows whose fields
-equal the given values (e.g. ``{split = "heldout"}``). :func:`read_records` is
-also what the fine-tuning data reads its training pairs with.
+Pair files are .jsonl, .jsonl.gz or .parquet, read by the one reader of training data
+(:func:`tarka_jax.train.data.read_records`, which fine-tuning reads its pairs with too);
+``where`` keeps rows whose fields equal the given values (e.g. ``{split = "heldout"}``).
 """
 
 from __future__ import annotations
@@ -29,63 +29,17 @@ import jax
 import numpy as np
 
 from tarka_jax.evaluation.scores import retrieval_scores, sts_spearman
-from tarka_jax.files.jsonfiles import read_jsonl
 from tarka_jax.text.prompts import st_prompt_name
 from tarka_jax.text.tokenizer import TextTokenizer, bucket_for, length_buckets
 from tarka_jax.train import sharding as shd
-from tarka_jax.train.data import DataError
-from tarka_jax.train.data import check_files as _check_files
+from tarka_jax.train.data import DataError, read_records, text_columns
 from tarka_jax.train.state import make_embed_fn
 
-SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 RECALL_AT = (1, 10)
 RETRIEVAL_KEYS = ("ndcg@10", "mrr@10", "mrr", "recall@1", "recall@10")
 
 
-# ---- files ----------------------------------------------------------------------------------
-
-
-def check_files(paths: Sequence[str], what: str) -> None:
-    """Existence and format of pair files, before any model is loaded."""
-    _check_files(paths, what, SUFFIXES)
-
-
-def _file_records(path: str) -> list[tuple[str, dict]]:
-    """``[(where, record)]`` of a file; ``where`` names file and line for errors."""
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-        return [(f"{path} row {i}", r) for i, r in enumerate(rows)]
-    return [(f"{path}:{n}", r) for n, r in read_jsonl(path, None, DataError)]
-
-
-def read_records(paths: Sequence[str], where: Mapping[str, object] | None,
-                 what: str) -> list[tuple[str, dict]]:
-    """``[(file:line, record)]`` of the listed files whose fields equal ``where``, in order;
-    none kept is an error naming the files and the filter."""
-    check_files(paths, what)
-    where = dict(where or {})
-    out = [(loc, r) for path in paths for loc, r in _file_records(path)
-           if all(r.get(k) == v for k, v in where.items())]
-    if not out:
-        raise DataError(f"{what} files {list(paths)} hold no rows"
-                        + (f" where {where}" if where else ""))
-    return out
-
-
-def text_columns(records, columns: Sequence[str], key: str) -> list[tuple[str, ...]]:
-    """The non-empty string fields ``columns`` (config key ``key``) of each record; anything
-    else is an error naming the file and line."""
-    rows = []
-    for loc, record in records:
-        missing = [c for c in columns
-                   if not isinstance(record.get(c), str) or not record[c].strip()]
-        if missing:
-            raise DataError(f"{loc} needs non-empty string field(s) {missing} "
-                            f"({key} = {list(columns)})")
-        rows.append(tuple(record[c] for c in columns))
-    return rows
+# ---- files (read by tarka_jax.train.data) --------------------------------------------
 
 
 def read_pairs(paths: Sequence[str], columns: Sequence[str], where, what: str
@@ -153,21 +107,35 @@ class MeshEncoder:
     def __call__(self, params, texts: Sequence[str], prompt: str | None) -> np.ndarray:
         ids = self.tokenizer.encode(list(texts), prompt=prompt or None)
         sharding = shd.batch_sharding(self.mesh)
-        n = self.chunk // jax.process_count()
+        size = self.mesh.size  # rows per pass: never more than the texts need (bounded work)
+        chunk = min(self.chunk, -(-len(ids) // size) * size)
+        n = chunk // jax.process_count()
         lo = jax.process_index() * n
         out = []
-        for i in range(0, len(ids), self.chunk):
-            part = ids[i:i + self.chunk]
+        for i in range(0, len(ids), chunk):
+            part = ids[i:i + chunk]
             longest = max(len(x) for x in part)
             width = bucket_for(longest, self.buckets)
             if width < longest:
                 raise DataError(f"a held-out text has {longest} tokens, more than the largest "
                                 f"bucket {self.buckets[-1]}; raise data.buckets")
-            batch = self.tokenizer.pad(part, buckets=(width,), pad_batch_to=self.chunk)
+            batch = self.tokenizer.pad(part, buckets=(width,), pad_batch_to=chunk)
             batch = {k: shd.to_global(batch[k][lo:lo + n], sharding)
                      for k in ("input_ids", "segment_ids", "positions")}
             out.append(np.asarray(self._embed(params, batch), np.float32))  # [chunk, dim]
         return np.concatenate(out)[:len(ids)]
+
+
+def model_encoder(model, config, mesh, param_sh, tokenizer=None) -> MeshEncoder:
+    """The :class:`MeshEncoder` of the trained ``model`` (a :class:`~tarka_jax.convert.Checkpoint`)
+    as it would be exported: its own tokenizer and length (``tokenizer``: the
+    ``(tokenizer, buckets)`` of :func:`eval_tokenizer`, made here if None), the run's dtype
+    and attention, ``data.eval_batch_size`` (else ``data.batch_size``) rows per pass."""
+    tok, buckets = tokenizer or eval_tokenizer(model.folder, model.config.max_position_embeddings,
+                                               config.data.buckets)
+    return MeshEncoder(model.config, tok, buckets, dtype=config.model.dtype,
+                       attention=config.model.attention, mesh=mesh, param_sh=param_sh,
+                       rows=config.data.eval_batch_size or config.data.batch_size)
 
 
 class HeldOutEvaluator:

@@ -13,6 +13,7 @@ import os
 import jax
 import numpy as np
 
+from tarka_jax.convert.run_folder import RunFolderError
 from tarka_jax.errors import UsageError
 from tarka_jax.nn.numerics import l2_normalize
 from tarka_jax.runtime.extras import require
@@ -29,9 +30,12 @@ class MetricsWriter:
         self._bar = None
         if not self.enabled:
             return
-        path = os.path.join(workdir, "metrics.jsonl")
-        _drop_rows_after(path, start_step)
-        self._file = open(path, "a", encoding="utf-8")
+        self.path = path = os.path.join(workdir, "metrics.jsonl")
+        try:
+            _drop_rows_after(path, start_step)
+            self._file = open(path, "a", encoding="utf-8")
+        except OSError as e:
+            raise RunFolderError(f"writing {path}: {e.strerror or e}") from None
         if tensorboard:
             tensorboard_x = require("tensorboardX", "logging.tensorboard = true")
             self._tb = tensorboard_x.SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -45,8 +49,12 @@ class MetricsWriter:
         values = {k: _scalar(v) for k, v in jax.device_get(metrics).items()}
         if not self.enabled:
             return values
-        self._file.write(json.dumps({"step": int(step), **values}) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps({"step": int(step), **values}) + "\n")
+            self._file.flush()
+        except OSError as e:  # a full disk: name the file, not just the errno
+            raise RunFolderError(f"writing {self.path} (step {step}): {e.strerror or e}") \
+                from None
         if self._tb is not None:
             for k, v in values.items():
                 if v is not None:
@@ -67,7 +75,10 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.close()
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # the write that failed has said so, naming the file
+                pass
 
 
 def _drop_rows_after(path: str, step: int) -> None:

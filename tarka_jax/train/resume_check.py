@@ -1,11 +1,16 @@
-"""An honest ``--resume``: the config a run resumes with must be the one it ran with.
+"""An honest ``--resume``: the config and the inputs a run resumes with must be the ones it
+ran with.
 
 A resumed run whose optimizer, schedule, loss, data or model differ would train
 its later steps differently from its earlier ones while ``run.json`` says
 otherwise. So a resume compares the new config with the one in ``run.json`` by
-TOML names (``optimizer.learning_rate``):
+TOML names (``optimizer.learning_rate``), and the fingerprints of the files it trains
+from (training data, model weights and tokenizers, a teacher cache:
+:mod:`tarka_jax.train.fingerprint`) with those ``run.json`` recorded, by size and
+SHA-256 (``inputs.data.train[0]``):
 
-* a difference in a key that changes the math is refused, the keys named;
+* a difference in a key that changes the math, or any changed input, is refused,
+  the keys (and the files) named;
 * ``--allow-config-change`` accepts it and appends a record to
   ``config_changes.jsonl`` (step it takes effect, old and new values, the new TOML);
   ``run.json`` and ``config.toml`` keep describing how the run started;
@@ -21,6 +26,7 @@ import os
 from typing import Any
 
 from tarka_jax.errors import TarkaError
+from tarka_jax.train import fingerprint
 
 CHANGES_FILE = "config_changes.jsonl"
 # Prefixes (TOML names) whose values do not change what training computes.
@@ -57,9 +63,11 @@ def _diff_flat(a: dict, b: dict) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def effective_config(workdir: str, run_config: dict) -> dict[str, Any]:
-    """The flattened config now in force: ``run.json``'s, with each recorded change applied."""
-    flat = flatten(run_config)
+def effective_config(workdir: str, run_config: dict, run_inputs: dict | None = None
+                     ) -> dict[str, Any]:
+    """The flattened config (and compared inputs) now in force: ``run.json``'s, with each
+    recorded change applied."""
+    flat = {**flatten(run_config), **fingerprint.compared(run_inputs)}
     for record in read_changes(workdir):
         flat.update({k: v["new"] for k, v in record["changes"].items()})
     return {k: v for k, v in flat.items() if v is not None}
@@ -70,38 +78,66 @@ def changes_math(name: str) -> bool:
 
 
 def check_resume(workdir: str, run_config: dict, new_config: dict, *, step: int,
-                 allow_config_change: bool = False, config_text: str | None = None) -> dict:
-    """Refuse (or, when allowed, record) a resume whose config differs; returns the diff.
+                 allow_config_change: bool = False, config_text: str | None = None,
+                 run_inputs: dict | None = None, new_inputs: dict | None = None,
+                 record: bool = True) -> dict:
+    """Refuse (or, when allowed, record) a resume whose config or inputs differ; returns
+    the diff.
 
-    The comparison is with the config in force: ``run_config`` plus the changes
-    recorded earlier (so an accepted change is not asked about again).
+    The comparison is with what is in force: ``run_config`` (and ``run_inputs``) plus the
+    changes recorded earlier (so an accepted change is not asked about again).
 
     Args:
       run_config: the config the run was started with (``run.json``'s ``config``).
       new_config: the config of this resume (``DistillConfig.to_dict()``).
       step: the checkpoint step the resume continues from (where a change takes effect).
+      run_inputs, new_inputs: ``run.json``'s ``inputs`` and this resume's; None for a
+        run folder that recorded none (its inputs are not compared).
+      record: append the record (False on every process but the one that writes).
 
     Raises:
-      ConfigChangeError: a key that changes the math differs and
-        ``allow_config_change`` is False; the message names every such key.
+      ConfigChangeError: a key that changes the math or an input differs and
+        ``allow_config_change`` is False; the message names every such key and file.
     """
-    changed = _diff_flat(effective_config(workdir, run_config), flatten(new_config))
+    new = flatten(new_config)
+    if run_inputs is not None:
+        new.update(fingerprint.compared(new_inputs))
+    changed = _diff_flat(effective_config(workdir, run_config, run_inputs), new)
     if not changed:
         return changed
     math = [k for k in changed if changes_math(k)]
     if math and not allow_config_change:
-        shown = "; ".join(f"{k}: {_show(changed[k][0])} -> {_show(changed[k][1])}" for k in math)
-        raise ConfigChangeError(
-            f"--resume with a config that differs from the run's ({shown}); this would train "
-            f"the steps after {step} differently from those before. Restore the config, start "
-            "a new --workdir, or pass --allow-config-change to record the change in "
-            f"{CHANGES_FILE}")
-    record = {"step": step, "time": datetime.datetime.now(datetime.UTC).isoformat(),
-              "changes": {k: {"old": v[0], "new": v[1]} for k, v in changed.items()},
-              "changes_math": math, "config_text": config_text}
-    with open(os.path.join(workdir, CHANGES_FILE), "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+        raise ConfigChangeError(_refusal(changed, math, step, new_inputs or {}))
+    if record:
+        entry = {"step": step, "time": datetime.datetime.now(datetime.UTC).isoformat(),
+                 "changes": {k: {"old": v[0], "new": v[1]} for k, v in changed.items()},
+                 "changes_math": math, "config_text": config_text}
+        with open(os.path.join(workdir, CHANGES_FILE), "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
     return changed
+
+
+def _refusal(changed: dict, math: list[str], step: int, inputs: dict) -> str:
+    keys = [k for k in math if not k.startswith("inputs.")]
+    files = [k for k in math if k.startswith("inputs.")]
+    parts = []
+    if keys:
+        shown = "; ".join(f"{k}: {_show(changed[k][0])} -> {_show(changed[k][1])}" for k in keys)
+        parts.append(f"a config that differs from the run's ({shown})")
+    if files:
+        shown = "; ".join(f"{k.removeprefix('inputs.')} {fingerprint.where(inputs, k)}: "
+                          f"{_file(changed[k][0])} -> {_file(changed[k][1])}" for k in files)
+        parts.append(f"input files whose content changed since the run started ({shown})")
+    return (f"--resume with {' and '.join(parts)}; this would train the steps after {step} "
+            "differently from those before. Restore them, start a new --workdir, or pass "
+            f"--allow-config-change to record the change in {CHANGES_FILE}")
+
+
+def _file(value: str | None) -> str:
+    if value is None:
+        return "absent"
+    size, sha = value.split(":", 1)
+    return f"{size} bytes, sha256 {sha[:12]}"
 
 
 def read_changes(workdir: str) -> list[dict]:
@@ -113,19 +149,6 @@ def read_changes(workdir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def check_new_run_folder(workdir: str, run_file: str) -> None:
-    """A fresh run may use a new or empty folder, or an old run folder — nothing else.
-
-    Raises:
-      FileExistsError: ``workdir`` holds files but no ``run_file``: it is not a run
-        folder, and a run would write (and on a restart clear) files in it.
-    """
-    if os.path.isdir(workdir) and os.listdir(workdir) and \
-            not os.path.isfile(os.path.join(workdir, run_file)):
-        raise FileExistsError(f"--workdir {workdir} is not empty and is not a run folder (no "
-                              f"{run_file}); choose a new or empty folder")
-
-
 def _show(value: Any) -> str:
     return json.dumps(value)
 
@@ -134,7 +157,6 @@ __all__ = [
     "CHANGES_FILE",
     "NO_MATH_KEYS",
     "ConfigChangeError",
-    "check_new_run_folder",
     "check_resume",
     "diff",
     "effective_config",
