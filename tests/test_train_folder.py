@@ -398,3 +398,36 @@ def test_a_checkpoint_save_on_a_full_disk_names_the_folder(tmp_path, mode):
     assert "disk full (no space left on device)" in lines["SAVE"] and len(lines["SAVE"]) < 400
     assert "Traceback" not in proc.stderr  # orbax's per-thread tracebacks held back
     assert lines["RUN"] == f"writing {work}/run/config.toml: No space left on device"
+
+
+def test_a_second_job_into_a_run_folder_in_use_is_refused_and_changes_nothing(
+        jax_only_model, tmp_path, capsys):
+    """One job per run folder: while another job holds the folder's lock (here: this test, as
+    a running distill would), distill and finetune fail at once naming the holder, and the
+    folder is as it was; once released, the lock file is gone and a run may start."""
+    from tarka_jax.files.joblock import JobLock
+
+    work = tmp_path / "busy"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    lock = JobLock.acquire(str(work), "f" * 32, what="distill", leader=True)
+    try:
+        before = _snapshot(work)
+        config = _distill_toml(tmp_path, jax_only_model)
+        assert cli_main(["distill", "--config", config, "--workdir", str(work)]) == 2
+        _one_line_error(capsys, "is in use by")
+        assert cli_main(["finetune", "--config", _finetune_toml(tmp_path, jax_only_model),
+                         "--workdir", str(work)]) == 2
+        _one_line_error(capsys, "is in use by")
+        assert _snapshot(work) == before
+    finally:
+        lock.release()
+    assert sorted(os.listdir(work)) == ["notes.txt"]
+
+
+def test_a_refused_resume_leaves_no_folder_behind(jax_only_model, tmp_path, capsys):
+    work = tmp_path / "never-made"
+    config = _distill_toml(tmp_path, jax_only_model)
+    assert cli_main(["distill", "--config", config, "--workdir", str(work), "--resume"]) == 2
+    _one_line_error(capsys, "is not a run folder")
+    assert not work.exists()

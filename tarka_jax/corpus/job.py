@@ -37,10 +37,8 @@ from tarka_jax.corpus import store as out
 from tarka_jax.corpus.reader import describe_inputs, expand_inputs, iter_records
 from tarka_jax.corpus.store import CorpusOutputError
 from tarka_jax.errors import UsageError
-from tarka_jax.files.joblock import JobLock
-from tarka_jax.files.marker import new_run_id
 from tarka_jax.files.outputs import report
-from tarka_jax.runtime import distributed, interrupt
+from tarka_jax.runtime import distributed, interrupt, job_folder
 from tarka_jax.runtime.interrupt import Interrupted, stop_on_signals
 from tarka_jax.text.prompts import st_prompt_name
 
@@ -171,35 +169,13 @@ def _plan(model, inputs, output, text_field, id_field, errors, model_name, promp
 
 def _hold_folder(output: str, manifest: dict, resume: bool, force: bool):
     """Process 0 takes the folder's lock and prepares it; everyone learns the run id."""
-    import jax
 
-    p, lock, error, status = jax.process_index(), None, None, b""
-    if p == 0:
-        run = new_run_id()
-        created = not os.path.isdir(output)
-        try:
-            os.makedirs(output, exist_ok=True)
-            lock = JobLock.acquire(output, run, what="embed-corpus", leader=True)
-            folder.take(output, manifest, run, resume, force)
-            manifest["shards_done"] = len(out.done_shards(output, manifest))
-            _write_manifest(output, manifest, run)
-            status = b"ok:" + run.encode()
-        except Exception as e:  # noqa: BLE001 -- told to every process, then re-raised
-            error, status = e, b"error:" + str(e).encode()
-            if lock is not None:
-                lock.release()
-            if created and os.path.isdir(output) and not os.listdir(output):
-                os.rmdir(output)
-    status = distributed.broadcast_bytes(status)
-    if error is not None:
-        raise error
-    if not status.startswith(b"ok:"):
-        raise CorpusOutputError("process 0 could not take the output folder: "
-                                + status.removeprefix(b"error:").decode(errors="replace"))
-    run = status[3:].decode()
-    if p != 0:
-        lock = JobLock.acquire(output, run, what="embed-corpus", leader=False)
-    return lock, run
+    def prepare(run: str) -> None:
+        folder.take(output, manifest, run, resume, force)
+        manifest["shards_done"] = len(out.done_shards(output, manifest))
+        _write_manifest(output, manifest, run)
+
+    return job_folder.hold(output, "embed-corpus", prepare)
 
 
 def _write_manifest(output: str, manifest: dict, run: str) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
+from tarka_jax.runtime import job_folder
 from tarka_jax.runtime.distributed import any_process, barrier, is_main_process
 from tarka_jax.train import checkpointing as ckpt
 from tarka_jax.train import run_files
@@ -104,6 +105,19 @@ def run(client: Client, workdir: str, options: RunOptions = RunOptions()) -> dic
         raise client.error(f"{what} = {rows} must split evenly over the {mesh.size} devices "
                            "of the mesh")
     inputs = client.inputs()
+    # One job per run folder (a second distill/finetune into it is refused at once); process
+    # 0 checks what the folder holds before any process reads or writes it.
+    lock, _ = job_folder.hold(workdir, client.loop, lambda _job: run_files.claim_run_folder(
+        workdir, resume=options.resume, loop=client.loop))
+    try:
+        return _run_locked(client, workdir, options, mesh, inputs, end)
+    finally:
+        lock.release()
+
+
+def _run_locked(client: Client, workdir: str, options: RunOptions, mesh, inputs: dict,
+                end: int) -> dict[str, Any]:
+    config = client.config
     with StopRequest(options.grace_seconds, jax.process_count()) as stop:
         mngr, state, state_sh, data, tx, schedule = _open(client, workdir, options, mesh, inputs)
         writer = None

@@ -42,6 +42,7 @@ from tarka_jax.convert.run_folder import (
 )
 from tarka_jax.convert.st_folder import copy_tokenizer_files
 from tarka_jax.files.jsonfiles import write_json
+from tarka_jax.files.marker import LOCK
 from tarka_jax.train.resume_check import CHANGES_FILE
 
 CONFIG_FILE = "config.toml"
@@ -61,9 +62,8 @@ def claim_run_folder(workdir: str, *, resume: bool, loop: str) -> dict | None:
     """Take ``workdir`` for this job's writing: the validated run.json it holds (None for a
     new or empty folder), or a refusal naming what is not ours. Every process calls it.
 
-    LOCK: the one call site where a run folder is opened for writing. The job lock (one
-    writer job per output folder, shared by this job's own processes; tarka_jax.files)
-    is taken here, before the folder is read, and held until the run ends.
+    The job lock (one writer job per folder; :func:`tarka_jax.runtime.job_folder.hold`) is
+    already held when this runs: ``train.loop.run`` takes it first and keeps it to the end.
     """
     path = os.path.join(workdir, RUN_FILE)
     if os.path.lexists(path):
@@ -76,7 +76,7 @@ def claim_run_folder(workdir: str, *, resume: bool, loop: str) -> dict | None:
         raise RunFolderError(f"--resume: {workdir} is not a run folder (no {RUN_FILE})")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise RunFolderExistsError(f"--workdir {workdir} is a file, not a folder")
-    if os.path.isdir(workdir) and os.listdir(workdir):
+    if os.path.isdir(workdir) and set(os.listdir(workdir)) - {LOCK}:  # the job's own lock
         raise RunFolderExistsError(f"--workdir {workdir} is not empty and is not a run folder "
                                    f"(no {RUN_FILE}); choose a new or empty folder")
     return None
