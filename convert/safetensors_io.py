@@ -36,17 +36,17 @@ _FLOATS = {np.dtype(_DTYPES[k]) for k in ("F64", "F32", "F16", "BF16")}
 _MAX_HEADER = 100_000_000  # bytes; the safetensors library's own bound
 _CHUNK = 8 << 20  # bytes read (and checked for NaN/inf) at a time: stays in the CPU's L3
 _ALIGN = 64  # XLA:CPU adopts a host buffer without copying it only at this alignment
-_MMAP_FROM = 1 << 20
+_MMAP_FROM = 4 << 20  # numpy advises huge pages from here on
 
 
 def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on a 64-byte boundary.
 
     Why: ``jax.device_put`` on CPU adopts a 64-byte aligned numpy buffer instead of copying
-    it, so a loaded model is placed without a second 1.2 GB copy. Arrays of 1 MiB and more
+    it, so a loaded model is placed without a second 1.2 GB copy. Arrays of 4 MiB and more
     are anonymous ``mmap`` regions (page aligned): numpy's own allocator asks for
-    transparent huge pages, whose first touch ran ~3x slower in the dev VM (0.35 vs
-    1.2 GB/s, BENCHMARKS.md "Loading the real model").
+    transparent huge pages from that size on, whose first touch ran ~3x slower in the dev VM
+    (0.35 vs 1.2 GB/s, BENCHMARKS.md "Loading the real model").
     """
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
