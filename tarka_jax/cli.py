@@ -39,6 +39,8 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
      "tarka_jax.distill.cli:COMMAND"),
     ("init-student", "a student from a teacher + a new tokenizer (embedding transplant)",
      "tarka_jax.recipe.init_student:command"),
+    ("train-tokenizer", "train a byte-level BPE vocabulary for a student (tokenizers' trainer)",
+     "tarka_jax.recipe.bpe_tokenizer:command"),
     ("cache-teacher", "compute teacher embeddings once for a corpus",
      "tarka_jax.recipe.teacher_cache:command"),
     ("evaluate", "student vs teacher on held-out texts (cosine, top-1 agreement)",
