@@ -13,7 +13,7 @@ sentence-transformers float32 and bfloat16 (the folder's torch model cast with
   the set's documents, scored by integer dot product; binary scored by Hamming distance,
   ties counted against the model as ``tarka_jax.evaluators`` does).
 
-    python benchmarks/real_quality.py --model DIR [--max-seq-length 512] [--code-pairs 600]
+    python benchmarks/real_quality.py --model DIR [--max-seq-length 256] [--code-pairs 300]
         [--encoders ours-fp32,ours-bf16,st-fp32,st-bf16] [--cache DIR] [--json OUT]
 
 ``--cache`` keeps each encoder's embeddings (``.npy``; derived from the weights: keep them
@@ -53,14 +53,15 @@ def _encoder(name: str, model: str, max_seq_length: int):
     return st.to(torch.bfloat16) if dtype == "bf16" else st
 
 
-def embed_sets(name: str, model: str, sets: dict, max_seq_length: int, cache: str | None):
-    """{set: (queries [Q, d], documents [N, d])} float32, from the cache when it has them."""
+def embed_sets(name: str, make_encoder, sets: dict, max_seq_length: int, cache: str | None):
+    """{set: (queries [Q, d], documents [N, d])} float32 and the seconds it took (None: read
+    from ``cache``, where ``name``'s embeddings of these sets are kept)."""
     path = cache and os.path.join(cache, f"{name}-L{max_seq_length}.npz")
     if path and os.path.exists(path):
         saved = np.load(path)
         if all(f"{s}_q" in saved and len(saved[f"{s}_q"]) == len(p) for s, p in sets.items()):
             return {s: (saved[f"{s}_q"], saved[f"{s}_d"]) for s in sets}, None
-    encoder = _encoder(name, model, max_seq_length)
+    encoder = make_encoder()
     start, out = time.perf_counter(), {}
     for set_name, pairs in sets.items():
         q = encoder.encode_query([p["query"] for p in pairs], batch_size=16)
@@ -99,8 +100,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
-    p.add_argument("--max-seq-length", type=int, default=512)
-    p.add_argument("--code-pairs", type=int, default=600)
+    p.add_argument("--max-seq-length", type=int, default=256)
+    p.add_argument("--code-pairs", type=int, default=300)
     p.add_argument("--encoders", default=",".join(ENCODERS))
     p.add_argument("--cache", default=None, help="keep embeddings here (outside any repo)")
     p.add_argument("--json", default=None)
@@ -112,8 +113,9 @@ def main(argv=None) -> None:
     names = [n for n in args.encoders.split(",") if n]
     emb, seconds = {}, {}
     for name in names:  # one model in memory at a time
-        emb[name], seconds[name] = embed_sets(name, os.path.expanduser(args.model), sets,
-                                              args.max_seq_length, args.cache)
+        emb[name], seconds[name] = embed_sets(
+            name, lambda: _encoder(name, os.path.expanduser(args.model), args.max_seq_length),
+            sets, args.max_seq_length, args.cache)
         print(f"{name}: embedded in {seconds[name] or 0:.0f} s", flush=True)
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "max_seq_length": args.max_seq_length,
               "sets": {s: len(v) for s, v in sets.items()}, "seconds": seconds,

@@ -39,13 +39,17 @@ dtype = "float32"
 remat = false
 
 [data]
-train = ["train.txt"]
-eval = ["eval.txt"]
+train = ["train.txt"]{eval}
 batch_size = {batch_size}
 seed = 0
 max_seq_length = 128
 teacher_max_seq_length = 128
 buckets = [32, 64, 128]
+
+[data.prompt_mix]  # each text draws one (seeded), as cache-teacher --prompt-mix drew them
+none = 1
+query = 1
+document = 1
 
 [loss]
 cosine = 1.0
@@ -56,7 +60,7 @@ temperature = 0.05
 [optimizer]
 learning_rate = {learning_rate}
 schedule = "cosine"
-warmup_steps = 10
+warmup_steps = {warmup}
 weight_decay = 0.01
 clip_norm = 1.0
 freeze = {freeze}
@@ -68,7 +72,7 @@ fsdp = 1
 [train]
 steps = {steps}
 log_every = 5
-eval_every = {steps}
+eval_every = {eval_every}
 
 [checkpoint]
 every = {every}
@@ -81,7 +85,9 @@ progress = false
 
 
 def prepare(runs: str, *, n_train: int, steps: int, batch_size: int, learning_rate: float,
-            freeze: str, every: int) -> None:
+            freeze: str, every: int, with_eval: bool = False) -> None:
+    """The tokenizer corpus, training and eval texts, and the run's TOML (``with_eval``: the
+    loop also scores eval.txt at steps 0 and ``steps``, ~3 minutes each on the dev CPU)."""
     os.makedirs(runs, exist_ok=True)
     real_sets.write_lines(real_sets.tokenizer_texts(), os.path.join(runs, "tokenizer_corpus.txt"))
     real_sets.write_lines(real_sets.train_texts(n_train), os.path.join(runs, "train.txt"))
@@ -91,7 +97,9 @@ def prepare(runs: str, *, n_train: int, steps: int, batch_size: int, learning_ra
     with open(os.path.join(runs, "distill.toml"), "w") as f:
         f.write(_TOML.format(student="student-init", batch_size=batch_size, steps=steps,
                              learning_rate=learning_rate, freeze=json.dumps(patterns),
-                             every=every))
+                             every=every, warmup=max(1, steps // 10),
+                             eval='\neval = ["eval.txt"]' if with_eval else "",
+                             eval_every=steps if with_eval else 0))
     print(f"wrote {runs}: tokenizer_corpus.txt, train.txt ({n_train}), eval.txt, distill.toml")
 
 
@@ -123,27 +131,18 @@ def _embedder(spec: str, max_seq_length: int):
 
 def score(teacher: str, models: dict[str, str], max_seq_length: int, code_pairs: int,
           cache: str | None) -> dict:
+    """Agreement with the teacher and retrieval of each model; the teacher's embeddings are
+    ``real_quality.py``'s ``ours-fp32`` (shared through ``cache``)."""
+    from real_quality import embed_sets
+
     from tarka_jax.evaluators import retrieval_scores
 
     sets = {"docstrings": real_sets.docstring_pairs(), "code": real_sets.code_pairs(code_pairs)}
     results, reference = {}, None
-    for name, spec in [("teacher", teacher), *models.items()]:
-        path = cache and os.path.join(cache, f"score-{name}-L{max_seq_length}.npz")
-        start = time.perf_counter()
-        if path and os.path.exists(path):
-            saved = np.load(path)
-            emb = {s: (saved[f"{s}_q"], saved[f"{s}_d"]) for s in sets}
-        else:
-            model = _embedder(spec, max_seq_length)
-            emb = {s: (model.encode_query([p["query"] for p in pairs], batch_size=16),
-                       model.encode_document([p["document"] for p in pairs], batch_size=16))
-                   for s, pairs in sets.items()}
-            del model
-            if path:
-                os.makedirs(cache, exist_ok=True)
-                np.savez(path, **{f"{s}_{k}": v for s, (q, d) in emb.items()
-                                  for k, v in (("q", q), ("d", d))})
-        row = {"seconds": time.perf_counter() - start}
+    for name, spec in [("ours-fp32", teacher), *models.items()]:
+        emb, seconds = embed_sets(name, lambda: _embedder(spec, max_seq_length), sets,
+                                  max_seq_length, cache)
+        row = {"seconds": seconds}
         flat = np.concatenate([x for s in sets for x in emb[s]])
         if reference is None:
             reference = flat
@@ -155,7 +154,7 @@ def score(teacher: str, models: dict[str, str], max_seq_length: int, code_pairs:
         for s in sets:
             m = retrieval_scores(*emb[s])
             row[s] = {"ndcg@10": m["ndcg@10"], "mrr@10": m["mrr@10"]}
-        results[name] = row
+        results["teacher" if name == "ours-fp32" else name] = row
         print(f"{name:22s} cos {row.get('cos_to_teacher_mean', 1.0):.4f} "
               f"(min {row.get('cos_to_teacher_min', 1.0):.4f})  " + "  ".join(
                   f"{s} nDCG@10 {row[s]['ndcg@10']:.4f} MRR@10 {row[s]['mrr@10']:.4f}"
@@ -175,6 +174,7 @@ def main(argv=None) -> None:
     a.add_argument("--learning-rate", type=float, default=1e-4)
     a.add_argument("--freeze", default="", help="comma-separated regexps of frozen params")
     a.add_argument("--every", type=int, default=25, help="checkpoint every N steps")
+    a.add_argument("--with-eval", action="store_true", help="the loop scores eval.txt too")
     b = sub.add_parser("random-embeddings")
     b.add_argument("student")
     b.add_argument("out")
@@ -182,14 +182,14 @@ def main(argv=None) -> None:
     c.add_argument("--teacher", required=True)
     c.add_argument("--model", action="append", default=[], help="NAME=DIR or NAME=RUN@STEP")
     c.add_argument("--max-seq-length", type=int, default=256)
-    c.add_argument("--code-pairs", type=int, default=600)
+    c.add_argument("--code-pairs", type=int, default=300)
     c.add_argument("--cache", default=None, help="keep embeddings here (outside any repo)")
     c.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.stage == "prepare":
         prepare(args.runs, n_train=args.train_texts, steps=args.steps,
                 batch_size=args.batch_size, learning_rate=args.learning_rate,
-                freeze=args.freeze, every=args.every)
+                freeze=args.freeze, every=args.every, with_eval=args.with_eval)
     elif args.stage == "random-embeddings":
         random_embeddings(args.student, args.out)
     else:

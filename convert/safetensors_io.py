@@ -1,6 +1,10 @@
 """safetensors files: single and sharded reading, writing, storage dtypes, Flax-path keys.
 
-Only safetensors are read: pickled ``pytorch_model.bin`` files run code on load.
+Only safetensors are read: pickled ``pytorch_model.bin`` files run code on load. Reading
+parses the format itself (8 bytes of header length, a JSON header, the tensors' bytes) with
+the safetensors library's checks, because its Python API hands back only new arrays of its
+own: no aligned destination JAX can adopt, no transposing on the way in, so a second full
+copy at load (BENCHMARKS.md, "Loading the real model"). Writing uses the library.
 """
 
 from __future__ import annotations
@@ -97,10 +101,12 @@ def read_header(path: str) -> dict[str, _Entry]:
             continue
         try:
             dtype = np.dtype(_DTYPES[info["dtype"]])
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
+            shape, offsets = tuple(info["shape"]), tuple(info["data_offsets"])
+        except (KeyError, TypeError):
             raise corrupt(f"tensor {key!r} has a bad entry {str(info)[:80]}") from None
+        if len(offsets) != 2 or not all(type(x) is int for x in shape + offsets):
+            raise corrupt(f"tensor {key!r} has a bad entry {str(info)[:80]}")
+        begin, end = offsets
         if min(shape, default=0) < 0 or end - begin != math.prod(shape) * dtype.itemsize:
             raise corrupt(f"tensor {key!r}: offsets {begin}..{end} do not hold shape {shape}")
         entries[key] = _Entry(dtype, shape, base + begin, base + end)

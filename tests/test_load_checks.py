@@ -86,6 +86,8 @@ def _write_raw(path: str, header: dict, data: bytes) -> str:
       "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8, "starts at byte"),
     ({"a": {"dtype": "X9", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4, "bad entry"),
     ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, "do not hold"),
+    ({"a": {"dtype": "F32", "shape": [1.0], "data_offsets": [0, 4]}}, b"\0" * 4, "bad entry"),
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0]}}, b"\0" * 4, "bad entry"),
     ([1, 2], b"", "not a JSON object"),
 ])
 def test_hostile_headers_are_refused_before_any_allocation(tmp_path, header, data, why):
