@@ -10,9 +10,13 @@ MLIR, XLA compile, reading the persistent cache) and the weights' load
 the wall time from interpreter start to the embedding on disk.
 
     python benchmarks/first_embedding.py [--layers 24] [--folder DIR] [--json OUT]
+    python benchmarks/first_embedding.py --model DIR [--code CHECKOUT] [--json OUT]
 
 The model is the same random full-size Tarka-shaped folder as
-``benchmarks/cpu_encode.py`` builds (24 layers; ``--layers`` for a quick look).
+``benchmarks/cpu_encode.py`` builds (24 layers; ``--layers`` for a quick look), or with
+``--model`` a model folder you have (e.g. the real EmbeddingGemma: 1.2 GB, 262k-token
+vocabulary), used as it is. ``--code`` runs the children on another checkout's tarka_jax
+(as ``benchmarks/model_load.py --code``: "before" rows).
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ from cpu_encode import full_size_reference  # noqa: E402
 
 # Runs inside the child: install a listener on jax's duration events, then the real CLI.
 _CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 start = time.perf_counter()
+if os.environ.get("TARKA_BENCH_CODE"):  # another checkout, ahead of the editable install
+    sys.meta_path[:] = [f for f in sys.meta_path if "Editable" not in type(f).__name__]
+    sys.path.insert(0, os.environ["TARKA_BENCH_CODE"])
 import jax.monitoring
 durations = {}
 def _listen(event, seconds, **kwargs):
@@ -64,11 +71,12 @@ PHASES = {  # event name -> column
 }
 
 
-def run_once(folder: str, cache: str, text: str) -> dict:
+def run_once(folder: str, cache: str, text: str, code: str | None = None) -> dict:
     """One fresh ``tarka-jax embed`` process; its timings (wall from before ``python`` starts)."""
     with tempfile.TemporaryDirectory() as tmp:
         report, out = os.path.join(tmp, "report.json"), os.path.join(tmp, "emb.npy")
-        env = dict(os.environ, TARKA_JAX_COMPILATION_CACHE=cache)
+        env = dict(os.environ, TARKA_JAX_COMPILATION_CACHE=cache,
+                   TARKA_BENCH_CODE=os.path.abspath(code) if code else "")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", _CHILD, report, "embed", "--model", folder,
                         "--query", "-o", out, text], env=env, check=True)
@@ -89,17 +97,19 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layers", type=int, default=24, help="24 = full size")
     p.add_argument("--max-seq-length", type=int, default=2048)
-    p.add_argument("--folder", default=None)
+    p.add_argument("--folder", default=None, help="where the random model is built")
+    p.add_argument("--model", default=None, help="use this model folder as it is (no building)")
+    p.add_argument("--code", default=None, help="run the children on this checkout's tarka_jax")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
-    folder = full_size_reference(args.folder or f"/tmp/tarka_jax_bench_{args.layers}l",
-                                 args.max_seq_length, args.layers)
+    folder = os.path.expanduser(args.model) if args.model else full_size_reference(
+        args.folder or f"/tmp/tarka_jax_bench_{args.layers}l", args.max_seq_length, args.layers)
     text = "how do I read a file line by line"
     rows = {}
     with tempfile.TemporaryDirectory() as cache:
-        rows["cold cache"] = run_once(folder, os.path.join(cache, "jax"), text)
-        rows["warm cache"] = run_once(folder, os.path.join(cache, "jax"), text)
-    rows["cache off"] = run_once(folder, "0", text)
+        rows["cold cache"] = run_once(folder, os.path.join(cache, "jax"), text, args.code)
+        rows["warm cache"] = run_once(folder, os.path.join(cache, "jax"), text, args.code)
+    rows["cache off"] = run_once(folder, "0", text, args.code)
     print(f"{'run':12s}{'wall s':>8s}{'load s':>8s}{'trace s':>9s}{'lower s':>9s}{'compile s':>11s}")
     for name, row in rows.items():
         print(f"{name:12s}{row['process_wall_s']:8.1f}{row['load_s']:8.2f}{row['trace_s']:9.2f}"
@@ -107,7 +117,8 @@ def main(argv=None) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"date": time.strftime("%Y-%m-%d %H:%M"), "layers": args.layers,
-                       "rows": rows}, f, indent=2)
+                       "model": folder, "code": args.code or "installed", "rows": rows}, f,
+                      indent=2)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ HF names (torch layout)                       Flax path
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import jax
@@ -29,7 +28,7 @@ class CheckpointMismatch(TarkaError):
 
 
 _LAYER = re.compile(r"^layers_(\d+)$")
-_TRANSPOSE_ROWS = 64  # rows of the source per copied band: 64 x 768 float32 stays in L2
+TRANSPOSE_ROWS = 64  # rows of the source per copied band: 64 x 768 float32 stays in L2
 
 
 def transpose(matrix: np.ndarray) -> np.ndarray:
@@ -45,8 +44,8 @@ def transpose(matrix: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(matrix.T)
     rows = matrix.shape[0]
     out = np.empty(matrix.shape[::-1], matrix.dtype)
-    for start in range(0, rows, _TRANSPOSE_ROWS):
-        out[:, start:start + _TRANSPOSE_ROWS] = matrix[start:start + _TRANSPOSE_ROWS].T
+    for start in range(0, rows, TRANSPOSE_ROWS):
+        out[:, start:start + TRANSPOSE_ROWS] = matrix[start:start + TRANSPOSE_ROWS].T
     return out
 
 
@@ -70,25 +69,31 @@ def flax_path_to_hf(path: tuple[str, ...]) -> tuple[str, bool]:
 
 
 def expected_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Flax path -> shape for a config, without allocating or computing anything.
+    """Flax path -> shape for a config, written out from the model docstring's param tree.
 
-    Every decoder layer has the same parameters (sliding and full layers differ only
-    in their mask and RoPE), so the shapes come from tracing the model's init with
-    *one* layer and repeating ``layers_0`` for each layer: tracing all 24 layers cost
-    1.5-3 s of every model load here (tests/test_convert.py checks the two agree).
+    Written out rather than traced: tracing the model's init (even one layer of it) cost
+    0.3-0.7 s of every model load here, the first trace of the process.
+    ``tests/test_config.py`` checks this table equals the traced init of whole models.
     """
-    from tarka_jax.nn.encoder import init_params  # lazy: model imports are heavier
-
-    one_layer = dataclasses.replace(config, num_layers=1, layer_types=config.layer_types[:1])
-    tree = jax.eval_shape(lambda: init_params(one_layer, jax.random.key(0)))
-    shapes = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        keys = tuple(k.key for k in path)
-        if keys[:2] == ("encoder", "layers_0"):
-            for i in range(config.num_layers):
-                shapes[("encoder", f"layers_{i}") + keys[2:]] = tuple(leaf.shape)
-        else:
-            shapes[keys] = tuple(leaf.shape)
+    e, d, f = config.hidden_size, config.head_dim, config.intermediate_size
+    layer = {("self_attn", "q_proj", "kernel"): (e, config.num_heads * d),
+             ("self_attn", "k_proj", "kernel"): (e, config.num_kv_heads * d),
+             ("self_attn", "v_proj", "kernel"): (e, config.num_kv_heads * d),
+             ("self_attn", "o_proj", "kernel"): (config.num_heads * d, e),
+             ("self_attn", "q_norm", "weight"): (d,), ("self_attn", "k_norm", "weight"): (d,),
+             ("mlp", "gate_proj", "kernel"): (e, f), ("mlp", "up_proj", "kernel"): (e, f),
+             ("mlp", "down_proj", "kernel"): (f, e)}
+    layer.update({(norm, "weight"): (e,) for norm in (
+        "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+        "post_feedforward_layernorm")})
+    shapes = {("encoder", "embed_tokens", "embedding"): (config.vocab_size, e),
+              ("encoder", "norm", "weight"): (e,)}
+    for i in range(config.num_layers):
+        shapes.update({("encoder", f"layers_{i}") + path: shape for path, shape in layer.items()})
+    for k, spec in enumerate(config.dense):
+        shapes[(f"dense_{k}", "kernel")] = (spec.in_features, spec.out_features)
+        if spec.bias:
+            shapes[(f"dense_{k}", "bias")] = (spec.out_features,)
     return shapes
 
 
@@ -122,9 +127,9 @@ def params_to_hf(params, config: ModelConfig) -> dict[str, np.ndarray]:
 def hf_to_params(tensors: dict, config: ModelConfig, *, source: str = "checkpoint"):
     """{HF key: torch-layout array} -> Flax param tree. Strict: every tensor used, every shape checked.
 
-    A value may be anything ``np.asarray`` reads, e.g. a lazily read
-    :class:`~tarka_jax.convert.safetensors_io.StoredTensor`: tensors are read one at a
-    time, so a source copy is dropped right after its transpose.
+    A value is an array or a lazily read
+    :class:`~tarka_jax.convert.safetensors_io.StoredTensor`, which is shape-checked
+    before it is read, then read straight into its (transposed) destination.
 
     Raises:
       CheckpointMismatch naming each missing, unexpected or mis-shaped tensor.
@@ -136,16 +141,19 @@ def hf_to_params(tensors: dict, config: ModelConfig, *, source: str = "checkpoin
     params: dict = {}
     for key, value in tensors.items():
         path, transposed = wanted[key]
-        value = np.asarray(value)
         shape = shapes[path][::-1] if transposed else shapes[path]
-        if value.shape != tuple(shape):
+        stored = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+        if stored != tuple(shape):
             raise CheckpointMismatch(
-                f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the config expects "
-                f"{tuple(shape)}")
+                f"{source}: tensor {key!r} has shape {stored}, the config expects {tuple(shape)}")
         node = params
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = transpose(value) if transposed else value
+        if hasattr(value, "read"):  # a StoredTensor: read (and transposed) band by band
+            node[path[-1]] = value.read(transpose=transposed)
+        else:
+            value = np.asarray(value)
+            node[path[-1]] = transpose(value) if transposed else value
     return params
 
 

@@ -42,6 +42,8 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
      "tarka_jax.distill.cli:COMMAND"),
     ("finetune", "fine-tune on (anchor, positive[, negative]) pairs (contrastive, sharded)",
      "tarka_jax.finetune.cli:COMMAND"),
+    ("train-tokenizer", "train a byte-level BPE vocabulary for a student (tokenizers' trainer)",
+     "tarka_jax.recipe.cli:TRAIN_TOKENIZER"),
     ("init-student", "a student from a teacher + a new tokenizer (embedding transplant)",
      "tarka_jax.recipe.cli:INIT_STUDENT"),
     ("cache-teacher", "compute teacher embeddings once for a corpus",

@@ -52,3 +52,16 @@ def test_mine_negatives_refuses_to_replace_a_file(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "pass --force" in result.stderr
     assert out.read_bytes() == b"keep me"
+
+
+def test_model_load_dry_run(jax_only_model, tmp_path):
+    """One round on a tiny folder: every step runs in its own process and reports its times."""
+    out = tmp_path / "load.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "model_load.py"), "--folder",
+         jax_only_model, "--rounds", "1", "--json", str(out)],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.load(open(out))["summary"]
+    assert set(summary) == {"read_new", "weights", "ready", "tokenizer", "from_pretrained"}
+    assert all(row["median_s"] > 0 and row["ratio_to_read"] > 0 for row in summary.values())

@@ -1,4 +1,5 @@
-"""The recipe's subcommands: ``tarka-jax init-student``, ``cache-teacher`` and ``evaluate``.
+"""The recipe's subcommands: ``tarka-jax train-tokenizer``, ``init-student``, ``cache-teacher``
+and ``evaluate``.
 
 Argument parsing only; the work is :func:`~tarka_jax.recipe.init_student.init_student`,
 :func:`~tarka_jax.recipe.teacher_cache.build_cache` and
@@ -8,9 +9,11 @@ Argument parsing only; the work is :func:`~tarka_jax.recipe.init_student.init_st
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 from tarka_jax.errors import UsageError
+from tarka_jax.recipe.bpe_tokenizer import DEFAULT_VOCAB_SIZE
 from tarka_jax.runtime.command import Command
 
 
@@ -53,6 +56,46 @@ INIT_STUDENT = Command(
                 "optionally re-initialise layers or change the output width, and write a "
                 "sentence-transformers folder with the new tokenizer and the teacher's "
                 "prompts.")
+
+
+def _add_train_tokenizer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", nargs="+", required=True,
+                   help=".txt (a text per line), .jsonl or .parquet files or glob patterns")
+    p.add_argument("--text-field", default="text", help=".jsonl / .parquet text field")
+    p.add_argument("--out", required=True, help="output folder (tokenizer.json + config)")
+    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+    p.add_argument("--min-frequency", type=int, default=2,
+                   help="a merge must occur at least this often")
+    p.add_argument("--max-texts", type=int, default=None, help="train on the first N texts")
+    p.add_argument("--max-length", type=int, default=2048,
+                   help="model_max_length written to tokenizer_config.json")
+    p.add_argument("--force", action="store_true",
+                   help="replace an --out folder tarka-jax wrote (never one with other files)")
+
+
+def _run_train_tokenizer(args) -> int:
+    from tarka_jax.corpus.reader import expand_inputs, iter_records
+    from tarka_jax.recipe.bpe_tokenizer import train_bpe
+
+    paths = expand_inputs(args.input)
+    if args.max_texts is not None and args.max_texts < 1:
+        raise UsageError(f"--max-texts must be positive; got {args.max_texts}")
+    texts = (record[1] for record in iter_records(paths, args.text_field))
+    report = train_bpe(itertools.islice(texts, args.max_texts), args.out,
+                       vocab_size=args.vocab_size, min_frequency=args.min_frequency,
+                       max_length=args.max_length, sources=paths, force=args.force)
+    print(report.summary())
+    print(f"wrote {args.out}")
+    return 0
+
+
+TRAIN_TOKENIZER = Command(
+    "train-tokenizer", "train a byte-level BPE vocabulary for a student (tokenizers' trainer)",
+    _add_train_tokenizer_arguments, _run_train_tokenizer,
+    description="Train a byte-level BPE tokenizer (the kind Tarka's LFM2 vocabulary is) on "
+                "text files with the tokenizers library's BpeTrainer, with Gemma's special "
+                "tokens and <bos> ... <eos> framing; the output folder is what "
+                "`tarka-jax init-student --tokenizer` takes.")
 
 
 def _add_cache_teacher_arguments(p: argparse.ArgumentParser) -> None:

@@ -193,18 +193,20 @@ class TextTokenizer:
             raise FileNotFoundError(
                 f"{folder} has no tokenizer.json (tarka-jax needs the fast-tokenizer file)"
             )
-        tokenizer_json = _read_json(path)
         tok_config = _read_json(os.path.join(folder, "tokenizer_config.json"))
         st_config = _read_json(os.path.join(folder, "sentence_bert_config.json"))
 
         if do_lower_case is None:
             do_lower_case = bool(st_config.get("do_lower_case", False))
-        if do_lower_case:
-            tokenizer_json = _with_lowercase(tokenizer_json)
+        # Edited (lowercased) files go through Python's json; others straight to Rust: Gemma's
+        # 33 MB tokenizer.json took 3.6 s through json.load + from_str, 1.6 s from_file.
+        tokenizer_json = _with_lowercase(_read_json(path)) if do_lower_case else None
         try:
-            backend = Tokenizer.from_str(json.dumps(tokenizer_json))
+            backend = (Tokenizer.from_str(json.dumps(tokenizer_json)) if tokenizer_json
+                       else Tokenizer.from_file(path))
         except Exception as e:  # noqa: BLE001  (tokenizers raises plain Exception)
-            raise TokenizerError(f"cannot load {path}: {e}") from None
+            raise TokenizerError(f"cannot load {path}: not valid JSON of a tokenizers "
+                                 f"Tokenizer ({e})") from None
         backend_truncation = backend.truncation
         backend.no_truncation()
         backend.no_padding()
