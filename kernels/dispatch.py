@@ -23,6 +23,14 @@ def _pallas_triton(q, k, v, segment_ids, *, window, scale, interpret):
     )
 
 
+def _splash_tpu(q, k, v, segment_ids, *, window, scale, interpret):
+    # Imported lazily, like pallas_triton.
+    from tarka_jax.kernels.splash_tpu import attention_splash_tpu
+
+    return attention_splash_tpu(q, k, v, segment_ids, window=window, scale=scale,
+                                interpret=interpret, on_tpu=target_platform() == "tpu")
+
+
 def _xla(q, k, v, segment_ids, *, window, scale, interpret):
     del interpret  # not a Pallas kernel
     return attention_xla(q, k, v, segment_ids, window=window, scale=scale)
@@ -36,6 +44,7 @@ def _xla_blocked(q, k, v, segment_ids, *, window, scale, interpret):
 #: name -> callable(q, k, v, segment_ids, *, window, scale, interpret)
 IMPLEMENTATIONS: dict[str, Callable] = {
     "xla": _xla, "xla_blocked": _xla_blocked, "pallas_triton": _pallas_triton,
+    "splash_tpu": _splash_tpu,
 }
 
 #: Preference order per platform (``jax.default_backend()``) for
@@ -56,13 +65,27 @@ _PREFERRED: dict[str, tuple[str, ...]] = {
 _DEFAULT_ORDER = ("xla",)  # any other platform
 
 
+def target_platform() -> str:
+    """The platform the program being traced is built for.
+
+    The devices of the mesh in context (``jax.set_mesh``) when there is one: a
+    program compiled ahead of time for TPU or GPU devices from a CPU host
+    (benchmarks/accelerator_compile.py) must pick, and lower, that platform's
+    kernels. Otherwise jax's default backend. ``"cuda"`` / ``"rocm"`` read as ``"gpu"``.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+    platform = getattr(device, "platform", None) or jax.default_backend()
+    return "gpu" if platform in ("cuda", "rocm") else platform
+
+
 def available_implementations() -> tuple[str, ...]:
     return tuple(IMPLEMENTATIONS)
 
 
 def preferred_implementations(platform: str | None = None) -> tuple[str, ...]:
-    """The order ``implementation=None`` tries on ``platform`` (default: jax's backend)."""
-    return _PREFERRED.get(platform or jax.default_backend(), _DEFAULT_ORDER)
+    """The order ``implementation=None`` tries on ``platform`` (default: :func:`target_platform`)."""
+    return _PREFERRED.get(platform or target_platform(), _DEFAULT_ORDER)
 
 
 def check_implementation_name(name: str | None) -> str | None:
@@ -116,10 +139,13 @@ def attention(q, k, v, segment_ids=None, *, window=None, scale=None, implementat
         Example: HF's serialised sliding_window 512 is (256, 256) here.
       scale: multiplier on q.k; None means D ** -0.5.
       implementation: "xla" (dense reference), "xla_blocked" (query blocks
-        against the keys they reach, plain XLA), "pallas_triton" or None: the first of
+        against the keys they reach, plain XLA), "pallas_triton" (GPU), "splash_tpu"
+        (TPU: jax's Pallas splash kernel) or None: the first of
         :func:`preferred_implementations` that can serve the input. An explicit
         request that cannot run raises; there is no silent fallback.
-      interpret: Pallas interpret mode; None means True exactly on CPU.
+      interpret: Pallas interpret mode; None means True exactly on CPU (the
+        platform is :func:`target_platform`: a mesh of TPU devices in context
+        compiles for TPU even from a CPU host).
 
     Returns:
       [B, T, Hq, D] in q's dtype. Queries that see no key give exact zeros.
@@ -130,7 +156,7 @@ def attention(q, k, v, segment_ids=None, *, window=None, scale=None, implementat
     if scale is None:
         scale = q.shape[-1] ** -0.5
     window = None if window is None else (int(window[0]), int(window[1]))
-    platform = jax.default_backend()
+    platform = target_platform()
     if interpret is None:
         interpret = platform == "cpu"
     kwargs = dict(window=window, scale=float(scale), interpret=interpret)
