@@ -47,22 +47,35 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "splash_tpu": _splash_tpu,
 }
 
-#: Preference order per platform (``jax.default_backend()``) for
+#: Preference order per platform (:func:`target_platform`) for
 #: ``implementation=None``: the first that can serve the input wins; one that
 #: raises NotImplementedError (e.g. pallas_triton on an unsupported GPU) passes
-#: to the next. Chosen from measurements recorded in BENCHMARKS.md:
+#: to the next. Chosen from the evidence recorded in BENCHMARKS.md:
 #: CPU: xla_blocked (one query block at a time; window layers skip most of the
 #: scores): 1.2-9x faster than xla on every shape measured (T 64-2048, window
 #: and full, float32 and bfloat16).
 #: GPU: xla until benchmarks/gpu_check.sh has timed xla_blocked and pallas_triton
-#: on hardware (pallas_triton is tested in interpret mode and cross-lowered for
-#: sm80/sm90 only). TPU: no machine to measure on; xla, the others selectable.
+#: on hardware (pallas_triton is tested in interpret mode and compiled for
+#: A100/H100 without a GPU only).
+#: TPU: "best measured" means compiled and counted here, until a TPU times them:
+#: splash_tpu passes its interpret-mode parity tests and, compiled without a TPU
+#: for v5e-8, v6e-8 and v5p-16 (benchmarks/accelerator_compile.py), needs the
+#: fewest executed FLOPs (fewer than xla_blocked, far fewer than xla at T 2048;
+#: equal where every tile is inside the window) and the least memory of the
+#: three at every shape compiled; then xla_blocked, then xla.
 _PREFERRED: dict[str, tuple[str, ...]] = {
     "cpu": ("xla_blocked", "xla"),
     "gpu": ("xla",),
-    "tpu": ("xla",),
+    "tpu": ("splash_tpu", "xla_blocked", "xla"),
 }
 _DEFAULT_ORDER = ("xla",)  # any other platform
+
+#: Rows shorter than this are not given to an implementation by ``implementation=None``
+#: (an explicit request still runs it): splash_tpu pads a row to its 128-position
+#: blocks, so a 16-token row would cost 64x its attention (+36% of the whole forward's
+#: FLOPs at T 16, +7% at T 64; benchmarks/accelerator_flops.py), where xla_blocked
+#: scores just the row.
+_SHORTEST_ROW: dict[str, int] = {"splash_tpu": 128}
 
 
 def target_platform() -> str:
@@ -165,6 +178,9 @@ def attention(q, k, v, segment_ids=None, *, window=None, scale=None, implementat
         return IMPLEMENTATIONS[implementation](q, k, v, segment_ids, **kwargs)
     reasons = []
     for name in preferred_implementations(platform):
+        if q.shape[1] < _SHORTEST_ROW.get(name, 0):
+            reasons.append(f"{name}: rows shorter than {_SHORTEST_ROW[name]} go to the next")
+            continue
         try:
             return IMPLEMENTATIONS[name](q, k, v, segment_ids, **kwargs)
         except NotImplementedError as err:

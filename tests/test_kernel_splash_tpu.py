@@ -155,9 +155,50 @@ def test_refused_off_tpu_without_interpret():
     with pytest.raises(NotImplementedError, match="float32 or bfloat16"):
         attention(q.astype(jnp.bfloat16), kv, kv, implementation="splash_tpu")
     assert "splash_tpu" not in preferred_implementations("cpu")  # interpret mode is for tests
+    # TPU: compiled-and-counted evidence (BENCHMARKS.md), the others behind it.
+    assert preferred_implementations("tpu") == ("splash_tpu", "xla_blocked", "xla")
 
 
 def test_zero_length_sequence():
     q = jnp.zeros((2, 0, 3, 16), jnp.bfloat16)
     kv = jnp.zeros((2, 0, 1, 16), jnp.bfloat16)
     assert attention(q, kv, kv, window=(3, 3), implementation="splash_tpu").shape == q.shape
+
+
+def test_platform_is_the_mesh_in_context():
+    """A mesh of TPU devices in context makes the TPU order (and non-interpret kernels) apply,
+    as when compiling for a TPU slice from a CPU host (benchmarks/accelerator_compile.py)."""
+    from tarka_jax.kernels.dispatch import target_platform
+
+    sharding = jax.sharding
+    if not hasattr(sharding, "AbstractDevice"):
+        pytest.skip("this jax has no abstract devices")
+    mesh = sharding.AbstractMesh(
+        (1,), ("data",), (sharding.AxisType.Explicit,),
+        abstract_device=sharding.AbstractDevice(device_kind="TPU v5 lite", num_cores=1,
+                                                platform="tpu"))
+    assert target_platform() == jax.default_backend()
+    with sharding.use_abstract_mesh(mesh):
+        assert target_platform() == "tpu"
+        assert preferred_implementations() == preferred_implementations("tpu")
+
+
+def test_none_on_tpu_leaves_short_rows_to_the_next(monkeypatch):
+    """Under the TPU order, rows shorter than one splash block go to xla_blocked."""
+    from tarka_jax.kernels import dispatch
+
+    calls = []
+    for name in ("splash_tpu", "xla_blocked"):
+        real = dispatch.IMPLEMENTATIONS[name]
+
+        def spy(*args, name=name, real=real, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setitem(dispatch.IMPLEMENTATIONS, name, spy)
+    monkeypatch.setattr(dispatch, "target_platform", lambda: "tpu")
+    for t in (16, 128):
+        q = jnp.ones((1, t, 3, 16), jnp.float32)
+        kv = jnp.ones((1, t, 1, 16), jnp.float32)
+        attention(q, kv, kv, interpret=True)
+    assert calls == ["xla_blocked", "splash_tpu"]
