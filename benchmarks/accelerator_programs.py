@@ -12,9 +12,9 @@ count and the counted FLOPs (benchmarks/accelerator_flops.py).
 * ``distill``: the distillation step (Tarka student + online EmbeddingGemma teacher,
   cosine + KL loss, AdamW) on a ``("data", "fsdp")`` mesh with params and optimizer
   state sharded over ``fsdp`` (tarka_jax/sharding_rules.py).
-* ``finetune``: the contrastive step, cached MNRL (GradCache mini-batches) over
-  [anchor, positive, hard negative] columns; the loss sees the global batch, so every
-  anchor meets every chip's candidates.
+* ``finetune``: the contrastive step, cached MNRL (GradCache mini-batches) over token
+  columns (default [anchor, positive]: in-batch negatives); the loss sees the global
+  batch, so every anchor meets every chip's candidates.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def _fsdp_mesh(m, devices, fsdp: int):
     return m.shd.make_mesh(-1, fsdp, devices=devices)
 
 
-def distill(devices, student, teacher, impl: str, batch: int, seq: int, fsdp: int) -> Program:
+def distill(devices, student, teacher, impl: str, batch: int, seq: int, fsdp: int,
+            remat: bool = False) -> Program:
     m = _project()
     mesh = _fsdp_mesh(m, devices, fsdp)
     tx, schedule = _optimizer(m)
@@ -145,21 +146,22 @@ def distill(devices, student, teacher, impl: str, batch: int, seq: int, fsdp: in
     teacher_sh = jax.tree.map(lambda x: x.sharding, teacher_params)
     cfg = m.StepConfig(student=student, teacher=teacher,
                           loss=m.LossConfig(cosine=1.0, kl=1.0), dtype="bfloat16",
-                          attention=impl)
+                          attention=impl, remat=remat)
     step = m.make_train_step(cfg, tx, schedule, mesh, state_sh, teacher_sh)
     rows = m.shd.batch_sharding(mesh)
     data = {"student": _tokens(batch, seq, rows), "teacher": _tokens(batch, seq, rows)}
     s_fwd = forward_flops(student, batch, seq, batch, impl)
     t_fwd = forward_flops(teacher, batch, seq, batch, impl)
-    s_train, t_run = training_flops(s_fwd, impl), training_flops(t_fwd, impl, grad=False)
+    s_train = training_flops(s_fwd, impl, extra_forwards=int(remat))
+    t_run = training_flops(t_fwd, impl, grad=False)
     flops = {k: s_train[k] + t_run[k] for k in ("useful", "executed")}
-    return Program("distill", impl, f"{batch}x{seq} student + teacher, fsdp {fsdp}", step,
-                   (state, teacher_params, data), mesh, batch * seq, flops,
-                   {"batch": batch, "seq": seq, "fsdp": fsdp})
+    return Program("distill", impl, f"{batch}x{seq} student + teacher, fsdp {fsdp}"
+                   + (", remat" if remat else ""), step, (state, teacher_params, data), mesh,
+                   batch * seq, flops, {"batch": batch, "seq": seq, "fsdp": fsdp, "remat": remat})
 
 
 def finetune(devices, config, impl: str, batch: int, seqs: tuple[int, ...], mini: int,
-             fsdp: int) -> Program:
+             fsdp: int, remat: bool = False) -> Program:
     m = _project()
     mesh = _fsdp_mesh(m, devices, fsdp)
     tx, schedule = _optimizer(m)
@@ -167,16 +169,18 @@ def finetune(devices, config, impl: str, batch: int, seqs: tuple[int, ...], mini
     state, state_sh = m.abstract_sharded_state(shapes, tx, mesh)
     cfg = m.FinetuneStepConfig(model=config,
                                   loss=m.ContrastiveLossConfig(mini_batch_size=mini),
-                                  dtype="bfloat16", attention=impl)
+                                  dtype="bfloat16", attention=impl, remat=remat)
     step = m.make_finetune_step(cfg, tx, schedule, mesh, state_sh, len(seqs))
     rows = m.shd.batch_sharding(mesh)
     columns = [_tokens(batch, t, rows) for t in seqs]
     flops = {"useful": 0.0, "executed": 0.0}
     for t in seqs:
         one = training_flops(forward_flops(config, batch, t, batch, impl), impl,
-                             extra_forwards=1 if mini and mini < batch else 0)
+                             extra_forwards=int(bool(mini and mini < batch)) + int(remat))
         flops = {k: flops[k] + one[k] for k in flops}
     cols = " + ".join(str(t) for t in seqs)
-    return Program("finetune", impl, f"{batch} x ({cols}) cached MNRL, mini {mini}, fsdp {fsdp}",
-                   step, (state, columns), mesh, batch * sum(seqs), flops,
-                   {"batch": batch, "seqs": list(seqs), "mini_batch": mini, "fsdp": fsdp})
+    return Program("finetune", impl, f"{batch} x ({cols}) cached MNRL, mini {mini}, fsdp {fsdp}"
+                   + (", remat" if remat else ""), step, (state, columns), mesh,
+                   batch * sum(seqs), flops,
+                   {"batch": batch, "seqs": list(seqs), "mini_batch": mini, "fsdp": fsdp,
+                    "remat": remat})

@@ -52,23 +52,25 @@ def _cell(row: dict) -> list[str]:
     head = [row["topology"], row["program"], row["implementation"],
             row.get("shape", row.get("shape_name", ""))]
     if not row.get("compiled"):
-        return head + ["**error**: " + row.get("error", "?").splitlines()[0][:120]] + [""] * 6
-    gib = lambda b: f"{b / GIB:.2f}"  # noqa: E731
+        return head + ["**error**: " + row.get("error", "?").splitlines()[0][:160]] + [""] * 6
     return head + [
-        f"{row['compile_s']:.0f}",
-        f"{gib(row['argument_bytes'])} / {gib(row['temp_bytes'])} / {gib(row['output_bytes'])}",
-        f"{gib(row['peak_bytes'])} ({100 * row['hbm_fraction']:.0f}%)",
+        f"{row['compile_s']:.0f}" + (f" ({row['compile_cpu_s']:.0f})" if "compile_cpu_s" in row
+                                       else ""),
+        f"{row['argument_bytes'] / GIB:.2f} / {row['temp_bytes'] / 2**20:,.0f} / "
+        f"{row['output_bytes'] / 2**20:,.1f}",
+        f"{row['peak_bytes'] / GIB:.2f} ({100 * row['hbm_fraction']:.0f}%)",
         f"{row['flops_per_chip'] / 1e12:.2f} ({row['useful_flops_per_chip'] / 1e12:.2f})",
-        f"{row['xla_flops'] / 1e12:.2f}" if row["xla_flops"] >= 0 else "none",
+        (f"{row['xla_flops'] / 1e12:.2f} / {row['xla_bytes_accessed'] / 1e9:.1f}"
+         if row["xla_flops"] >= 0 else "none"),
         f"{row['roofline_s'] * 1e3:.1f} ({row['bound']})",
         f"{row['tokens_per_s_per_chip']:,.0f} / {100 * row['mfu_ceiling']:.0f}%",
     ]
 
 
-HEADER = ["topology", "program", "attention", "shape (global)", "compile s",
-          "args / temp / out GiB per chip", "peak GiB (of usable HBM)",
-          "TFLOP per chip executed (useful)", "XLA's TFLOP count", "roofline ms",
-          "tokens/s per chip / MFU ceiling"]
+HEADER = ["topology", "program", "attention", "shape (global)", "compile s (CPU s)",
+          "per chip: args GiB / temp MiB / out MiB", "peak GiB (of usable HBM)",
+          "TFLOP per chip executed (useful)", "XLA's count: TFLOP / GB accessed",
+          "roofline ms (bound)", "tokens/s per chip / MFU ceiling"]
 
 
 def table(rows: list[dict]) -> str:

@@ -92,6 +92,9 @@ def compile_only_devices(topology: Topology) -> list:
 
     if topology.platform == "tpu":
         os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no metadata server off a TPU VM
+        # libtpu takes /tmp/libtpu_lockfile to guard a TPU; compile-only devices have none,
+        # and two compiles (CI legs, people) on one machine must not lock each other out.
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
         kwargs = {}
         if topology.chips_per_host_bounds:
             kwargs["chips_per_host_bounds"] = list(topology.chips_per_host_bounds)
