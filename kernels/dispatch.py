@@ -59,10 +59,13 @@ IMPLEMENTATIONS: dict[str, Callable] = {
 #: A100/H100 without a GPU only).
 #: TPU: "best measured" means compiled and counted here, until a TPU times them:
 #: splash_tpu passes its interpret-mode parity tests and, compiled without a TPU
-#: for v5e-8, v6e-8 and v5p-16 (benchmarks/accelerator_compile.py), needs the
-#: fewest executed FLOPs (fewer than xla_blocked, far fewer than xla at T 2048;
-#: equal where every tile is inside the window) and the least memory of the
-#: three at every shape compiled; then xla_blocked, then xla.
+#: for v5e-8, v6e-8 and v5p-16 (benchmarks/accelerator_compile.py, BENCHMARKS.md),
+#: the Embedder's 32 x 2048 pass needs fewer executed FLOPs (2.17 TFLOP per chip;
+#: xla_blocked 2.19, xla 2.90) and less memory (temp 73-130 MiB; xla_blocked 74-132,
+#: xla 297-434) than the others on all three; at the typical 32 x 384 pass all
+#: three execute the same FLOPs (the window covers the row) and splash's temp is
+#: below xla's on v5e and v6e, 0.1 MiB above it on v5p, below xla_blocked's on all.
+#: Then xla_blocked, then xla.
 _PREFERRED: dict[str, tuple[str, ...]] = {
     "cpu": ("xla_blocked", "xla"),
     "gpu": ("xla",),
