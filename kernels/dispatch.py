@@ -24,6 +24,14 @@ def _pallas_triton(q, k, v, segment_ids, *, window, scale, interpret):
     )
 
 
+def _splash_tpu(q, k, v, segment_ids, *, window, scale, interpret):
+    # Imported lazily, like pallas_triton.
+    from tarka_jax.kernels.splash_tpu import attention_splash_tpu
+
+    return attention_splash_tpu(q, k, v, segment_ids, window=window, scale=scale,
+                                interpret=interpret, on_tpu=target_platform() == "tpu")
+
+
 def _xla(q, k, v, segment_ids, *, window, scale, interpret):
     del interpret  # not a Pallas kernel
     return attention_xla(q, k, v, segment_ids, window=window, scale=scale)
@@ -37,24 +45,55 @@ def _xla_blocked(q, k, v, segment_ids, *, window, scale, interpret):
 #: name -> callable(q, k, v, segment_ids, *, window, scale, interpret)
 IMPLEMENTATIONS: dict[str, Callable] = {
     "xla": _xla, "xla_blocked": _xla_blocked, "pallas_triton": _pallas_triton,
+    "splash_tpu": _splash_tpu,
 }
 
-#: Preference order per platform (``jax.default_backend()``) for
+#: Preference order per platform (:func:`target_platform`) for
 #: ``implementation=None``: the first that can serve the input wins; one that
 #: raises NotImplementedError (e.g. pallas_triton on an unsupported GPU) passes
-#: to the next. Chosen from measurements recorded in BENCHMARKS.md:
+#: to the next. Chosen from the evidence recorded in BENCHMARKS.md:
 #: CPU: xla_blocked (one query block at a time; window layers skip most of the
 #: scores): 1.2-9x faster than xla on every shape measured (T 64-2048, window
 #: and full, float32 and bfloat16).
 #: GPU: xla until benchmarks/gpu_check.sh has timed xla_blocked and pallas_triton
-#: on hardware (pallas_triton is tested in interpret mode and cross-lowered for
-#: sm80/sm90 only). TPU: no machine to measure on; xla, the others selectable.
+#: on hardware (pallas_triton is tested in interpret mode and compiled for
+#: A100/H100 without a GPU only).
+#: TPU: "best measured" means compiled and counted here, until a TPU times them:
+#: splash_tpu passes its interpret-mode parity tests and, compiled without a TPU
+#: for v5e-8, v6e-8 and v5p-16 (benchmarks/accelerator_compile.py, BENCHMARKS.md),
+#: the Embedder's 32 x 2048 pass needs fewer executed FLOPs (2.17 TFLOP per chip;
+#: xla_blocked 2.19, xla 2.90) and less memory (temp 73-130 MiB; xla_blocked 74-132,
+#: xla 297-434) than the others on all three; at the typical 32 x 384 pass all
+#: three execute the same FLOPs (the window covers the row) and splash's temp is
+#: below xla's on v5e and v6e, 0.1 MiB above it on v5p, below xla_blocked's on all.
+#: Then xla_blocked, then xla.
 _PREFERRED: dict[str, tuple[str, ...]] = {
     "cpu": ("xla_blocked", "xla"),
     "gpu": ("xla",),
-    "tpu": ("xla",),
+    "tpu": ("splash_tpu", "xla_blocked", "xla"),
 }
 _DEFAULT_ORDER = ("xla",)  # any other platform
+
+#: Rows shorter than this are not given to an implementation by ``implementation=None``
+#: (an explicit request still runs it): splash_tpu pads a row to its 128-position
+#: blocks, so a 16-token row would cost 64x its attention (+36% of the whole forward's
+#: FLOPs at T 16, +7% at T 64; benchmarks/accelerator_flops.py), where xla_blocked
+#: scores just the row.
+_SHORTEST_ROW: dict[str, int] = {"splash_tpu": 128}
+
+
+def target_platform() -> str:
+    """The platform the program being traced is built for.
+
+    The devices of the mesh in context (``jax.set_mesh``) when there is one: a
+    program compiled ahead of time for TPU or GPU devices from a CPU host
+    (benchmarks/accelerator_compile.py) must pick, and lower, that platform's
+    kernels. Otherwise jax's default backend. ``"cuda"`` / ``"rocm"`` read as ``"gpu"``.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+    platform = getattr(device, "platform", None) or jax.default_backend()
+    return "gpu" if platform in ("cuda", "rocm") else platform
 
 
 def available_implementations() -> tuple[str, ...]:
@@ -62,8 +101,8 @@ def available_implementations() -> tuple[str, ...]:
 
 
 def preferred_implementations(platform: str | None = None) -> tuple[str, ...]:
-    """The order ``implementation=None`` tries on ``platform`` (default: jax's backend)."""
-    return _PREFERRED.get(platform or jax.default_backend(), _DEFAULT_ORDER)
+    """The order ``implementation=None`` tries on ``platform`` (default: :func:`target_platform`)."""
+    return _PREFERRED.get(platform or target_platform(), _DEFAULT_ORDER)
 
 
 def check_implementation_name(name: str | None) -> str | None:
@@ -117,10 +156,13 @@ def attention(q, k, v, segment_ids=None, *, window=None, scale=None, implementat
         Example: HF's serialised sliding_window 512 is (256, 256) here.
       scale: multiplier on q.k; None means D ** -0.5.
       implementation: "xla" (dense reference), "xla_blocked" (query blocks
-        against the keys they reach, plain XLA), "pallas_triton" or None: the first of
+        against the keys they reach, plain XLA), "pallas_triton" (GPU), "splash_tpu"
+        (TPU: jax's Pallas splash kernel) or None: the first of
         :func:`preferred_implementations` that can serve the input. An explicit
         request that cannot run raises; there is no silent fallback.
-      interpret: Pallas interpret mode; None means True exactly on CPU.
+      interpret: Pallas interpret mode; None means True exactly on CPU (the
+        platform is :func:`target_platform`: a mesh of TPU devices in context
+        compiles for TPU even from a CPU host).
 
     Returns:
       [B, T, Hq, D] in q's dtype. Queries that see no key give exact zeros.
@@ -131,7 +173,7 @@ def attention(q, k, v, segment_ids=None, *, window=None, scale=None, implementat
     if scale is None:
         scale = q.shape[-1] ** -0.5
     window = None if window is None else (int(window[0]), int(window[1]))
-    platform = jax.default_backend()
+    platform = target_platform()
     if interpret is None:
         interpret = platform == "cpu"
     kwargs = dict(window=window, scale=float(scale), interpret=interpret)
@@ -140,6 +182,9 @@ def attention(q, k, v, segment_ids=None, *, window=None, scale=None, implementat
         return IMPLEMENTATIONS[implementation](q, k, v, segment_ids, **kwargs)
     reasons = []
     for name in preferred_implementations(platform):
+        if q.shape[1] < _SHORTEST_ROW.get(name, 0):
+            reasons.append(f"{name}: rows shorter than {_SHORTEST_ROW[name]} go to the next")
+            continue
         try:
             return IMPLEMENTATIONS[name](q, k, v, segment_ids, **kwargs)
         except NotImplementedError as err:

@@ -79,11 +79,15 @@ def require_arch(capability, device_kind: str = "") -> str:
 
 
 def device_arch(device=None) -> str:
-    """Table name for a JAX GPU device (default: the first); NotImplementedError otherwise."""
+    """Table name for a JAX GPU device; NotImplementedError otherwise.
+
+    Default device: the first of the mesh in context (``jax.set_mesh``; a program
+    compiled for GPU devices from a CPU host has them only there), else jax's first.
+    """
     import jax
 
     if device is None:
-        device = jax.devices()[0]
+        device = _mesh_device() or jax.devices()[0]
     if device.platform != "gpu":
         raise NotImplementedError(
             f"pallas_triton needs an NVIDIA GPU (or interpret=True); the device is "
@@ -91,6 +95,20 @@ def device_arch(device=None) -> str:
         )
     return require_arch(getattr(device, "compute_capability", None),
                         getattr(device, "device_kind", ""))
+
+
+def _mesh_device():
+    """The first device of the concrete mesh ``jax.set_mesh`` put in context, or None.
+
+    ``jax.sharding.get_mesh()`` refuses to answer under ``jax.jit``, where the kernel
+    is traced; jax's own context variable (private, hence the guard) holds the same mesh.
+    """
+    try:
+        from jax._src.mesh import get_concrete_mesh
+        mesh = get_concrete_mesh()
+    except (ImportError, AttributeError):  # a jax that moved it: use jax.devices()
+        return None
+    return None if mesh is None or mesh.empty else mesh.devices.flat[0]
 
 
 @functools.cache

@@ -64,9 +64,14 @@ def per_batch_shard(fn, q, k, v, segment_ids):
     if not axes:
         return fn(q, k, v, segment_ids)
     spec4, spec2 = P(axes, None, None, None), P(axes, None)
+    # Manual over every axis of the mesh, not just the batch's: a TPU (Mosaic) kernel
+    # left with an automatic axis (e.g. a size-1 "data" next to "fsdp") is refused by
+    # XLA ("Mosaic kernels cannot be automatically partitioned"). Axes the batch does
+    # not split see replicated inputs, as GSPMD would give them.
+    manual = set(getattr(mesh, "manual_axes", ()))
     mapped = jax.shard_map(
         fn, mesh=mesh, in_specs=(spec4, spec4, spec4, spec2), out_specs=spec4,
-        axis_names=frozenset(axes),
+        axis_names=frozenset(a for a in mesh.axis_names if a not in manual),
         # pallas_call has no varying-manual-axes rule; rows are independent anyway.
         check_vma=False,
     )

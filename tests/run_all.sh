@@ -51,6 +51,6 @@ echo "== leg 1: $("$ROOT/.venv/bin/python" -c 'import jax,sys;print("python",sys
 "$ROOT/.venv/bin/python" -m pytest -q "${WORKERS[@]}" --durations=25 "$@" || status=$?
 echo "== leg 2: $("$ROOT/.venv312/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
 "$ROOT/.venv312/bin/python" -m pytest -q "${WORKERS[@]}" --durations=15 -m "not torch and not slow" "$@" || status=$((status ? status : $?))
-echo "== kernel legs (jax 0.11.2 kernels; PTX compile report of the GPU tables)"
+echo "== kernel legs (jax 0.11.2 kernels; PTX compile report of the GPU tables; TPU and GPU programs compiled without the hardware)"
 bash ci/kernel_legs.sh all || status=$((status ? status : $?))
 exit $status

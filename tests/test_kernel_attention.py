@@ -1,7 +1,8 @@
 """Attention implementations vs an independent float64 reference: output and all three gradients.
 
-One shared suite runs every implementation ("xla" and "pallas_triton"; the
-latter in interpret mode on CPU, compiled on a GPU) over the same cases:
+One shared suite runs every implementation ("xla", "pallas_triton" and
+"splash_tpu"; the Pallas ones in interpret mode on CPU, compiled on their own
+accelerator) over the same cases:
 full and windowed (symmetric, asymmetric, one-sided, wider than the sequence),
 MQA 3:1, GQA 4:2 and MHA, head_dim 16-256, lengths that are not block
 multiples, packed segments, rows of all padding, float32 and bfloat16.
@@ -35,7 +36,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:The Pallas Triton backend is dep
 ON_CPU = jax.default_backend() == "cpu"
 # pallas_triton refuses float32 on a GPU (spills; docs/kernels.md): those checks are CPU-only.
 f32_pallas = pytest.mark.skipif(not ON_CPU, reason="pallas_triton refuses float32 on a GPU")
-IMPLEMENTATIONS = ("xla", "pallas_triton")
+IMPLEMENTATIONS = ("xla", "pallas_triton", "splash_tpu")
+# splash_tpu runs on a TPU or in interpret mode (CPU); on a GPU it is not a choice.
+SPLASH_RUNS = jax.default_backend() in ("cpu", "tpu")
 TOLERANCE = suite.TOLERANCE
 reference, Case, segment_ids_for = suite.reference, suite.Case, suite.segment_ids_for
 _inputs, _rel_l2 = suite.inputs, suite.rel_l2
@@ -86,6 +89,8 @@ def _results(case: Case, implementation: str):
     """(inputs, compiled fn, outputs): computed once per case, shared by the checks below."""
     if implementation == "pallas_triton" and case.dtype == "float32" and not ON_CPU:
         pytest.skip("pallas_triton refuses float32 on a GPU (test_float32_is_refused_on_gpu)")
+    if implementation == "splash_tpu" and not SPLASH_RUNS:
+        pytest.skip("splash_tpu runs on a TPU or in interpret mode")
     inputs = _inputs(case)
     run = _attend(case, implementation)
     return inputs, run, jax.device_get(run(*inputs))
@@ -131,6 +136,8 @@ def test_attention_matches_jax_nn_with_lengths(implementation):
     """Second oracle: jax.nn.dot_product_attention with length padding and a local window."""
     if implementation == "pallas_triton" and not ON_CPU:
         pytest.skip("pallas_triton refuses float32 on a GPU")
+    if implementation == "splash_tpu" and not SPLASH_RUNS:
+        pytest.skip("splash_tpu runs on a TPU or in interpret mode")
     b, t, hq, hkv, d, window = 2, 40, 3, 1, 64, (6, 4)
     rng = np.random.default_rng(7)
     q, k, v, d_out = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in

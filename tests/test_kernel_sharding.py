@@ -1,4 +1,4 @@
-"""pallas_triton under an 8-device mesh runs per batch shard: equal to xla, no gathers.
+"""The Pallas kernels under an 8-device mesh run per batch shard: equal to xla, no gathers.
 
 Runs in a subprocess: ``--xla_force_host_platform_device_count=8`` must be set
 before jax starts. Pallas runs in interpret mode (CPU); the shard_map wrapper
@@ -19,7 +19,7 @@ import pytest
 pytestmark = pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")
 
 
-def _attention_worker(out: dict) -> None:
+def _attention_worker(out: dict, implementation: str = "pallas_triton") -> None:
     import jax
     import jax.numpy as jnp
     from jax.sharding import AxisType, NamedSharding
@@ -49,7 +49,7 @@ def _attention_worker(out: dict) -> None:
         mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(axis_type,) * 2)
         args = jax.device_put((q, k, v, seg), NamedSharding(mesh, P(("data", "fsdp"))))
         with jax.set_mesh(mesh) if in_context else contextlib.nullcontext():
-            fn = grads("pallas_triton")
+            fn = grads(implementation)
             got = jax.device_get(fn(*args))
             hlo = fn.lower(*args).compile().as_text()
         out[f"{axis_type.name}/{in_context}"] = {
@@ -124,8 +124,9 @@ def _run(worker: str, tmp_path) -> dict:
     return json.loads(out.read_text())
 
 
-def test_pallas_triton_runs_per_batch_shard(tmp_path):
-    result = _run("attention", tmp_path)
+@pytest.mark.parametrize("implementation", ["pallas_triton", "splash_tpu"])
+def test_pallas_kernels_run_per_batch_shard(tmp_path, implementation):
+    result = _run(f"attention:{implementation}", tmp_path)
     for case in result.values():
         assert max(case["rel"]) <= 1e-5, result  # f32, interpret mode: ~1e-7 measured
     # Per shard: an Auto mesh in context (jax.set_mesh), or explicitly sharded inputs.
@@ -144,6 +145,7 @@ def test_distill_step_pallas_triton_on_mesh_equals_xla(tmp_path):
 
 if __name__ == "__main__":
     res: dict = {}
-    {"attention": _attention_worker, "distill": _distill_worker}[sys.argv[1]](res)
+    worker, _, arg = sys.argv[1].partition(":")
+    {"attention": _attention_worker, "distill": _distill_worker}[worker](res, *filter(None, [arg]))
     with open(sys.argv[2], "w") as f:
         json.dump(res, f)
