@@ -107,8 +107,8 @@ def random_embeddings(student: str, out: str, seed: int = 0) -> None:
     """``student`` with every embedding row redrawn: normal with the table's per-coordinate
     mean and standard deviation (init-student's fallback for a token it cannot map)."""
     from tarka_jax.convert import open_model
-    from tarka_jax.convert.safe_write import output_folder
     from tarka_jax.convert.st_folder import save_sentence_transformers
+    from tarka_jax.files.outputs import output_folder
 
     ckpt = open_model(student)
     table = ckpt.params["encoder"]["embed_tokens"]["embedding"]

@@ -42,6 +42,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
 from tarka_jax.kernels import sharded
 
 BLOCK = 128  # query and key block of every splash kernel (forward, dq, dkv)

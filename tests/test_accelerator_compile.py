@@ -93,8 +93,8 @@ def test_topologies_name_their_hosts():
 
 def _programs_worker(out: str) -> None:
     """The builders, compiled for 8 CPU devices: a 2-layer model at small shapes."""
-    import jax
     import accelerator_programs as programs
+    import jax
     from accelerator_compile import abstract_bytes
 
     devices = jax.devices()

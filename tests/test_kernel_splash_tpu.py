@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from tarka_jax.kernels import attention, preferred_implementations
 from tarka_jax.kernels.splash_tpu import attention_splash_tpu
 

@@ -17,8 +17,12 @@ import pytest
 from safetensors.numpy import save_file
 
 from tarka_jax.convert.mapping import CheckpointMismatch
-from tarka_jax.convert.safetensors_io import (NonFiniteWeight, aligned_empty, open_safetensors_folder,
-                                              read_safetensors)
+from tarka_jax.convert.safetensors_io import (
+    NonFiniteWeight,
+    aligned_empty,
+    open_safetensors_folder,
+    read_safetensors,
+)
 from tarka_jax.errors import TarkaError
 
 

@@ -47,8 +47,13 @@ def _resolve(name: str):
             if e.name and e.name.split(".")[0] in OPTIONAL:
                 pytest.skip(f"{name} needs {e.name}")
             continue
-        for attribute in parts[cut:]:
-            obj = getattr(obj, attribute)
+        try:
+            for attribute in parts[cut:]:  # a lazy attribute may import an optional package
+                obj = getattr(obj, attribute)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.split(".")[0] in OPTIONAL:
+                pytest.skip(f"{name} needs {e.name}")
+            raise
         return obj
     raise ImportError(name)
 

@@ -38,8 +38,8 @@ try:
     from mteb.models.model_meta import ScoringFunction
     from mteb.types import PromptType
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError("tarka_jax.mteb.encoder needs the mteb package: install a CPU torch first, "
-                      "then pip install 'tarka-jax[mteb]'") from e
+    raise ModuleNotFoundError("tarka_jax.mteb.encoder needs the mteb package: install a CPU torch first, "
+                      "then pip install 'tarka-jax[mteb]'", name=e.name) from e
 
 from tarka_jax.errors import InputTypeError, UsageError
 from tarka_jax.inference.embedder import Embedder

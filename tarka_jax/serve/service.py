@@ -53,7 +53,7 @@ class Settings:
     warm_up_token_embeddings: bool = True
 
 
-class ClientGone(Exception):
+class ClientGone(TarkaError):
     """The client closed its connection before its answer was ready."""
 
 
