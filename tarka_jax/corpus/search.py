@@ -113,13 +113,41 @@ def print_index_hits(model, folder: str, queries: list[str], top_k: int = 5,
                                    report=said)
     if said.summary():
         print(f"tarka-jax search: queries: {said.summary()}", file=sys.stderr)
-    scores, rows = search_index(folder, query_emb, top_k, similarity=model.similarity_fn_name)
     hits = IndexHits(folder, emb)
+    if chunk_rows(manifest):  # a record scores as its best window, as with --docs
+        scores, rows = best_windows(folder, query_emb, top_k, hits,
+                                    similarity=model.similarity_fn_name)
+    else:
+        scores, rows = search_index(folder, query_emb, top_k,
+                                    similarity=model.similarity_fn_name)
     for query, s_row, r_row in zip(queries, scores, rows):
         print(f"query: {query}")
         for rank, (score, r) in enumerate(zip(s_row, r_row), 1):
             text, label = hits.describe(int(r))
             print(format_hit(rank, float(score), text, label))
+
+
+def best_windows(folder: str, queries: np.ndarray, top_k: int, hits: IndexHits,
+                 similarity: str = "cosine") -> tuple[list, list]:
+    """Per query, the best ``top_k`` records of a ``--chunking chunks`` index, each as its
+    best window: ``(scores, rows)`` lists of arrays (a list may be shorter than ``top_k``
+    when the index holds fewer records). Searches ``4 * top_k`` windows, then twice as
+    many, until ``top_k`` records are among them or every window is."""
+    n = len(hits.emb)
+    want = min(top_k, hits.manifest["records"])
+    k = min(4 * top_k, n)
+    while True:
+        scores, rows = search_index(folder, queries, k, similarity=similarity)
+        out_s, out_r = [], []
+        for s_row, r_row in zip(scores, rows):
+            records = np.array([hits.record_of(int(r)) for r in r_row], np.int64)
+            _, first = np.unique(records, return_index=True)
+            first = np.sort(first)[:want]  # each record's first (best) window, in rank order
+            out_s.append(s_row[first])
+            out_r.append(r_row[first])
+        if k == n or all(len(r) == want for r in out_r):
+            return out_s, out_r
+        k = min(2 * k, n)
 
 
 def snippet(text: str, width: int = 100) -> str:
@@ -184,6 +212,11 @@ class IndexHits:
                                     f"{len(text)}: the index is corrupt")
         return text[a:b], f"{label}, chunk {chunk}"
 
+    def record_of(self, row: int) -> int:
+        """The record (``text_index``) of embedding row ``row`` (format version 2)."""
+        k = int(np.searchsorted(self.emb.starts, row, side="right") - 1)
+        return int(self._table(k)[row - self.emb.starts[k], 0])
+
     def _table(self, k: int) -> np.ndarray:
         if k not in self._tables:
             self._tables[k] = np.load(os.path.join(self.folder, rows_name(k)), mmap_mode="r")
@@ -244,4 +277,4 @@ class IndexHits:
         return text
 
 
-__all__ = ["IndexHits", "format_hit", "print_index_hits", "search_index", "snippet"]
+__all__ = ["IndexHits", "best_windows", "format_hit", "print_index_hits", "search_index", "snippet"]
