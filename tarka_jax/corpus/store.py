@@ -155,18 +155,21 @@ def read_manifest(folder: str) -> dict:
     if manifest["shard_size"] < 1 or manifest["records"] < 0 or not 0 < manifest["dim"] <= 1 << 20:
         raise CorpusOutputError(f"{path}: shard_size, records or dim out of range")
     if manifest["version"] >= 2:
+        from tarka_jax.errors import UsageError
         from tarka_jax.text.chunking import ChunkingSpec
 
         chunking = manifest.get("chunking")
+        ok = isinstance(chunking, dict) and not set(chunking) - {"mode", "overlap",
+                                                                  "max_chunks"}
         try:
-            if not isinstance(chunking, dict) or set(chunking) - {"mode", "overlap",
-                                                                  "max_chunks"}:
-                raise ValueError
-            ChunkingSpec.parse(chunking.get("mode"), chunking.get("overlap", 0),
-                               chunking.get("max_chunks", 1))
-        except ValueError:
-            raise CorpusOutputError(f"{path}: 'chunking' is {chunking!r}, not chunking "
-                                    "settings") from None
+            if ok:
+                ChunkingSpec.parse(chunking.get("mode"), chunking.get("overlap", 0),
+                                   chunking.get("max_chunks", 1))
+        except UsageError:
+            ok = False
+        if not ok:
+            raise CorpusOutputError(f"{path}: 'chunking' is {chunking!r:.200}, not chunking "
+                                    "settings")
     if manifest["shards"] != num_shards(manifest["records"], manifest["shard_size"]):
         raise CorpusOutputError(
             f"{path}: {manifest['shards']} shards do not hold {manifest['records']} records of "
