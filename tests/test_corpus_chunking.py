@@ -52,7 +52,7 @@ def test_chunk_rows_equal_encode_chunks_and_mean_rows_equal_encode_mean(model, t
     from tarka_jax.corpus.store import ROW_COLUMNS, read_embeddings, read_manifest, read_rows
 
     paths = inputs(tmp_path)
-    manifest = run(model, paths, tmp_path / "chunks")
+    manifest = run(model, paths, tmp_path / "chunks", shard_size=8)  # passes as encode's
     want = model.encode_document(TEXTS, chunking="chunks", chunk_overlap=2)
     emb, rows = read_embeddings(tmp_path / "chunks"), read_rows(tmp_path / "chunks")
     assert manifest["rows"] == len(want) > len(TEXTS) and emb.shape == want.embeddings.shape
@@ -72,7 +72,7 @@ def test_chunk_rows_equal_encode_chunks_and_mean_rows_equal_encode_mean(model, t
         assert label == (f"a.txt line {i + 1}, chunk {k}" if i < 5
                          else f"b.jsonl line {i - 4}, chunk {k}")
 
-    run(model, paths, tmp_path / "mean", mode="mean")
+    run(model, paths, tmp_path / "mean", mode="mean", shard_size=8)
     mean = read_embeddings(tmp_path / "mean")
     np.testing.assert_allclose(mean, model.encode_document(TEXTS, chunking="mean",
                                                            chunk_overlap=2), rtol=0, atol=1e-6)
