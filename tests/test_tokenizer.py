@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from tarka_jax.testing.reference import GEMMA_PROMPTS, SAMPLE_TEXTS, long_text, train_tokenizer
-from tarka_jax.text.tokenizer import (
-    TextTokenizer,
-    TokenizerError,
-    bucket_for,
-    check_texts,
-    length_buckets,
-    pack_rows,
-)
+from tarka_jax.text.rows import bucket_for, length_buckets, pack_rows
+from tarka_jax.text.tokenizer import TextTokenizer, TokenizerError, check_texts
 
 TEXTS = list(SAMPLE_TEXTS) + [
     long_text(150),  # truncated at 64 / 48 tokens

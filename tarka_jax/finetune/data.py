@@ -37,7 +37,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tarka_jax.text.tokenizer import TextTokenizer, bucket_for, length_buckets
+from tarka_jax.text.rows import bucket_for, length_buckets
+from tarka_jax.text.tokenizer import TextTokenizer
 from tarka_jax.train.data import DataError, EpochPosition, read_records, text_columns
 
 

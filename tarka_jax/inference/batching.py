@@ -60,7 +60,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tarka_jax.text.tokenizer import bucket_for, pack_rows
+from tarka_jax.text.rows import bucket_for, pack_rows
 
 
 def row_lengths(max_length: int) -> tuple[int, ...]:
@@ -284,7 +284,7 @@ def plan_sorted(ids, batch_size: int, widths: Sequence[int], *, pad_id: int = 0,
 
 def _fill(lengths: Sequence[int], widths: Sequence[int],
           floor: int, per_row: Callable[[int], int]) -> list[tuple[int, list[int]]]:
-    """Best-fit rows (tokenizer.pack_rows), a new row at the smallest width >= max(n, floor).
+    """Best-fit rows (text.rows.pack_rows), a new row at the smallest width >= max(n, floor).
 
     Returns ``(width, texts)`` per row, widest first.
     """

@@ -24,7 +24,8 @@ from tarka_jax.inference.quantize import quantize_embeddings
 from tarka_jax.nn.numerics import l2_normalize, resolve_dtype
 from tarka_jax.text.chunking import DEFAULT_MAX_CHUNKS, ChunkingSpec
 from tarka_jax.text.prompts import st_prompt_name
-from tarka_jax.text.tokenizer import TextTokenizer, check_texts, length_buckets
+from tarka_jax.text.rows import length_buckets
+from tarka_jax.text.tokenizer import TextTokenizer, check_texts
 
 
 class Embedder:

@@ -8,7 +8,8 @@ keeps the newest ``checkpoint.keep``.
 
 Failures are one line that names the step and the path (and only that: orbax logs a failed
 save's traceback from each of its threads, and TensorStore prints the spec of every array
-of a failed read from C++ callbacks and abandoned coroutines; that noise is held back
+of a failed read from C++ callbacks and abandoned coroutines, and a write finishing after a
+failed save's event loop closed prints ``Event loop is closed``; that noise is held back
 unless ``TARKA_JAX_DEBUG=1``):
 
 * a save that fails (a full disk above all) says so with the folder it was writing, not
@@ -95,23 +96,37 @@ def _save_error(e: Exception, where: str) -> CheckpointSaveError:
     return CheckpointSaveError(f"{where} failed: {reason(e)}")
 
 
+def _named_failure(call, where: str) -> None:
+    """Run an orbax save call with fd 2 held: a failure is raised as one line naming
+    ``where``, and what orbax's threads and TensorStore's late callbacks print about it (a
+    write finishing after the failed save's event loop closed: ``Event loop is closed``) is
+    dropped once it has settled; a save that works shows everything it printed."""
+    error, held, failed = None, [], []
+    with held_stderr(held, failed):
+        try:
+            call()
+        except Exception as e:  # orbax / TensorStore / the OS: named below
+            error = e
+            failed.append(where)
+    if error is None or os.environ.get("TARKA_JAX_DEBUG"):
+        os.write(2, held[0])
+    if error is not None:
+        raise _save_error(error, where) from None
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state, data_position: dict) -> None:
-    """Save ``state``, the data position and (again, as its own item) the bare params."""
-    try:
-        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                data=ocp.args.JsonSave(data_position),
-                                                params=ocp.args.StandardSave(state["params"])),
-                  force=True)
-    except Exception as e:  # an async save's failure may surface here, at the next save
-        raise _save_error(e, f"saving checkpoint step {step} to {mngr.directory}") from None
+    """Save ``state``, the data position and (again, as its own item) the bare params.
+    An async save's failure may surface here, at the next save."""
+    _named_failure(lambda: mngr.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                      data=ocp.args.JsonSave(data_position),
+                                      params=ocp.args.StandardSave(state["params"])),
+        force=True), f"saving checkpoint step {step} to {mngr.directory}")
 
 
 def wait(mngr: ocp.CheckpointManager) -> None:
     """Wait for an async save to land; its failure named as :func:`save` names one."""
-    try:
-        mngr.wait_until_finished()
-    except Exception as e:
-        raise _save_error(e, f"saving a checkpoint to {mngr.directory}") from None
+    _named_failure(mngr.wait_until_finished, f"saving a checkpoint to {mngr.directory}")
 
 
 def restore(mngr: ocp.CheckpointManager, step: int | None, abstract_state):

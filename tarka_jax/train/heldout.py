@@ -30,7 +30,8 @@ import numpy as np
 
 from tarka_jax.evaluation.scores import retrieval_scores, sts_spearman
 from tarka_jax.text.prompts import st_prompt_name
-from tarka_jax.text.tokenizer import TextTokenizer, bucket_for, length_buckets
+from tarka_jax.text.rows import bucket_for, length_buckets
+from tarka_jax.text.tokenizer import TextTokenizer
 from tarka_jax.train import sharding as shd
 from tarka_jax.train.data import DataError, read_records, text_columns
 from tarka_jax.train.state import make_embed_fn
