@@ -68,9 +68,12 @@ def resolve_max_seq_length(tok_config: dict, st_config: dict, positions: int | N
     return min(candidates) if candidates else None
 
 
-def widest_token(tokenizer_json: dict, backend) -> int | None:
+def widest_token(tokenizer_json: dict | None, backend) -> int | None:
     """Characters of the longest vocabulary entry (tokenizer.json's model) or added token
-    (the built ``backend``'s); None for a model kind without a vocabulary list."""
+    (the built ``backend``'s); None for a model kind without a vocabulary list. Without the
+    parsed JSON (a tokenizer loaded straight from its file): :func:`vocabulary_width`."""
+    if tokenizer_json is None:
+        return vocabulary_width(backend)
     vocab = (tokenizer_json.get("model") or {}).get("vocab")
     if isinstance(vocab, dict):  # BPE, WordPiece, WordLevel
         pieces = vocab.keys()
