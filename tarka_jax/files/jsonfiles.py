@@ -21,6 +21,7 @@ def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
       ConfigError: it is not valid JSON.
     """
     what = what or os.path.basename(path)
+    check_regular(path, what)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -28,6 +29,22 @@ def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
         raise FileNotFoundError(f"{what} not found at {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{what} at {path} is not valid JSON: {e}") from None
+
+
+def check_regular(path: str | os.PathLike, what: str | None = None) -> None:
+    """Refuse a FIFO, socket, device or folder where a file is read: opening a FIFO blocks
+    forever (a model folder's ``config.json`` made one hung every command that loaded it).
+
+    Raises:
+      ConfigError: naming ``what``, the path and what it is. A missing file passes (the
+        caller's open names it).
+    """
+    from tarka_jax.files.text_input import special_kind
+
+    kind = special_kind(path)
+    if kind is not None:
+        what = what or os.path.basename(path)
+        raise ConfigError(f"{what} at {os.fspath(path)} is {kind}, not a regular file")
 
 
 def read_optional_json(folder: str | os.PathLike, name: str) -> dict:
@@ -57,6 +74,7 @@ def read_jsonl(path: str, field: str | None = "text", error: type[Exception] = V
     from tarka_jax.files.text_input import TextInputError, decode, lines
 
     records = []
+    check_regular(path)
     with open(path, "rb") as f:  # a missing file stays FileNotFoundError, as before
         data = f.read()
     if path.endswith(".gz"):
