@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import uuid
 from typing import Any
 
 from tarka_jax.errors import ConfigError
@@ -56,8 +57,13 @@ def read_optional_json(folder: str | os.PathLike, name: str) -> dict:
 def write_json(path: str | os.PathLike, data: Any, *, atomic: bool = False) -> None:
     """Write indented UTF-8 JSON; ``atomic`` writes a temporary file and renames it."""
     target = os.fspath(path)
-    tmp = target + ".tmp" if atomic else target
-    with open(tmp, "w", encoding="utf-8") as f:
+    if atomic:  # a fresh name, created exclusively: never a user's NAME.tmp, never a link
+        tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+        f = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644),
+                      "w", encoding="utf-8")
+    else:
+        tmp, f = target, open(target, "w", encoding="utf-8")
+    with f:
         json.dump(data, f, indent=2, ensure_ascii=False)
         f.write("\n")
     if atomic:
