@@ -267,3 +267,14 @@ def test_check_texts_errors():
         check_texts(b"raw")
     with pytest.raises(TypeError, match="got int"):
         check_texts(5)
+
+
+@pytest.mark.parametrize("overrides", [{"pad_token": {"content": 5}},
+                                       {"added_tokens_decoder": {"x": {"content": "<z>"}}},
+                                       {"added_tokens_decoder": {"7": "not an object"}}])
+def test_a_malformed_special_token_entry_names_the_file(tmp_path, overrides):
+    """Used to escape as "'int' object is not an instance of 'str'", naming nothing."""
+    folder = _tokenizer_folder(tmp_path, "bad", overrides)
+    with pytest.raises(TokenizerError, match="tokenizer_config.json in .*: a special token "
+                                             "entry is malformed"):
+        TextTokenizer.from_folder(folder)
