@@ -24,7 +24,7 @@ import numpy as np
 from tarka_jax.convert.mapping import TRANSPOSE_ROWS, CheckpointMismatch
 from tarka_jax.errors import TarkaError
 from tarka_jax.files.inside import inside
-from tarka_jax.files.jsonfiles import read_json
+from tarka_jax.files.jsonfiles import check_regular, read_json
 
 STORAGE_DTYPES = ("keep", "float32", "bfloat16")
 
@@ -82,6 +82,7 @@ def read_header(path: str) -> dict[str, _Entry]:
     def corrupt(why: str) -> CheckpointMismatch:
         return CheckpointMismatch(f"cannot read {path}: it is truncated or corrupt ({why})")
 
+    check_regular(path, "safetensors file")
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)

@@ -345,3 +345,51 @@ def test_claims_prove_files_by_identity_or_hash(tmp_path):
     assert not survey(str(out)).foreign
     (out / "w.bin").write_bytes(b"abd")
     assert "w.bin (its contents differ" in survey(str(out)).foreign[0]
+
+
+def _build_demo_tool():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
+                        "build_demo_model.py")
+    spec = importlib.util.spec_from_file_location("_build_demo_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_build_demo_model_force_never_deletes_a_users_workdir(tmp_path):
+    """`tools/build_demo_model.py --workdir ~ --force` used to shutil.rmtree the home folder."""
+    tool = _build_demo_tool()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    (home / "train.txt").write_text("my own corpus")
+    for force in (False, True):
+        with pytest.raises(tool.WorkdirError, match="not made by this tool"):
+            tool.claim_workdir(str(home), force=force)
+    assert tool.main(["--workdir", str(home), "--force"]) == 2
+    assert (home / "thesis.tex").read_text() == "years of work"
+    assert (home / "train.txt").read_text() == "my own corpus"
+    # its own folder: --force removes the stage outputs only, through links never
+    work = tmp_path / "work"
+    tool.claim_workdir(str(work), force=False)
+    (work / "run").mkdir()
+    (work / "run" / "metrics.jsonl").write_text("{}")
+    (work / "notes.md").write_text("kept")
+    (work / "eval.txt").symlink_to(home / "thesis.tex")
+    tool.claim_workdir(str(work), force=True)
+    assert sorted(os.listdir(work)) == [tool.STAMP, "notes.md"]
+    assert (home / "thesis.tex").read_text() == "years of work"
+
+
+def test_tiny_models_leave_a_users_sibling_tok_folder_alone(tmp_path):
+    """write_model(OUT) used OUT_tok as scratch and deleted every file in it afterwards."""
+    from tarka_jax.testing.tiny import tiny_config, write_model
+
+    mine = tmp_path / "teacher_tok"
+    mine.mkdir()
+    (mine / "vocab.txt").write_text("a user's file")
+    write_model(str(tmp_path / "teacher"), tiny_config(211, 48, 1, (24,)), seed=0)
+    assert (mine / "vocab.txt").read_text() == "a user's file"
+    assert (tmp_path / "teacher" / "tokenizer.json").is_file()

@@ -84,6 +84,10 @@ def test_refusals(corpus, trained, tmp_path, capsys):
 
     with pytest.raises(TarkaError, match="vocab_size must be an int in 261"):
         train_bpe(["a b c"], str(tmp_path / "small"), vocab_size=100)
+    for bad in (0, -5):  # --max-length -5 used to be written as model_max_length -5
+        with pytest.raises(TarkaError, match="max_length must be a positive int"):
+            train_bpe(["a b c"], str(tmp_path / "neg"), vocab_size=300, max_length=bad)
+    assert not os.path.exists(tmp_path / "neg")
     with pytest.raises(TarkaError, match="no non-empty text"):
         train_bpe(["", "  "], str(tmp_path / "empty"), vocab_size=300)
     assert not os.path.exists(tmp_path / "empty")

@@ -228,3 +228,34 @@ def test_a_missing_extra_names_the_pip_line(tmp_path, monkeypatch, module, build
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(TarkaError, match=pip.replace("[", r"\[").replace("]", r"\]")):
         build(tmp_path)
+
+
+# ---- a model folder's files are regular files -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["config.json", "modules.json", "tokenizer_config.json",
+                                  "model.safetensors", "1_Pooling/config.json"])
+def test_a_fifo_in_a_model_folder_is_refused_not_waited_on(jax_only_model, tmp_path, capsys,
+                                                           name):
+    """Opening a FIFO blocks until a writer comes: every command loading the folder hung."""
+    import shutil
+    import threading
+
+    folder = tmp_path / "model"
+    shutil.copytree(jax_only_model, folder)
+    fifo = folder / name
+    fifo.unlink()
+    os.mkfifo(fifo)
+
+    def unblock():  # on a regression: let the blocked reader see EOF, so the test fails
+        with open(fifo, "wb"):
+            pass
+
+    watchdog = threading.Timer(60, unblock)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        assert main(["embed", "-m", str(folder), "hello"]) == 2
+    finally:
+        watchdog.cancel()
+    assert "is a FIFO, not a regular file" in _one_line(capsys, "embed")

@@ -164,6 +164,18 @@ def test_tokenizer_do_lower_case_adds_lowercase(tmp_path):
     assert plain.encode(["MARS Planet"]) != plain.encode(["mars planet"])
 
 
+def test_tokenizer_loaded_from_its_file_knows_its_widest_token(tmp_path):
+    """Without do_lower_case the backend is read straight from tokenizer.json (no parsed JSON):
+    loading used to fail with "'NoneType' object has no attribute 'get'" (every such model,
+    builtin:demo-mini included)."""
+    folder = _tokenizer_folder(tmp_path, "plain", st_config={})
+    with open(os.path.join(folder, "tokenizer.json")) as f:
+        vocab = json.load(f)["model"]["vocab"]
+    plain = TextTokenizer.from_folder(folder)
+    lowered = TextTokenizer.from_folder(folder, do_lower_case=True)
+    assert plain._widest == lowered._widest == max(map(len, vocab))
+
+
 def test_tokenizer_missing_files_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         TextTokenizer.from_folder(tmp_path / "nowhere")
@@ -249,3 +261,14 @@ def test_check_texts_errors():
         check_texts(b"raw")
     with pytest.raises(TypeError, match="got int"):
         check_texts(5)
+
+
+@pytest.mark.parametrize("overrides", [{"pad_token": {"content": 5}},
+                                       {"added_tokens_decoder": {"x": {"content": "<z>"}}},
+                                       {"added_tokens_decoder": {"7": "not an object"}}])
+def test_a_malformed_special_token_entry_names_the_file(tmp_path, overrides):
+    """Used to escape as "'int' object is not an instance of 'str'", naming nothing."""
+    folder = _tokenizer_folder(tmp_path, "bad", overrides)
+    with pytest.raises(TokenizerError, match="tokenizer_config.json in .*: a special token "
+                                             "entry is malformed"):
+        TextTokenizer.from_folder(folder)

@@ -431,3 +431,23 @@ def test_a_refused_resume_leaves_no_folder_behind(jax_only_model, tmp_path, caps
     assert cli_main(["distill", "--config", config, "--workdir", str(work), "--resume"]) == 2
     _one_line_error(capsys, "is not a run folder")
     assert not work.exists()
+
+
+def test_rewriting_metrics_and_run_json_never_touches_a_users_tmp_file(tmp_path):
+    """Resuming rewrote metrics.jsonl through the fixed name metrics.jsonl.tmp (and run.json
+    through run.json.tmp): a user's file of that name was overwritten, then renamed away."""
+    from tarka_jax.files.jsonfiles import write_json
+    from tarka_jax.train.metrics import _drop_rows_after
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1}\n{"step": 9}\n')
+    for name in ("metrics.jsonl.tmp", "run.json.tmp"):
+        (tmp_path / name).write_text("a user's file")
+    _drop_rows_after(str(metrics), 1)
+    write_json(tmp_path / "run.json", {"format": "x"}, atomic=True)
+    assert metrics.read_text() == '{"step": 1}\n'
+    assert json.loads((tmp_path / "run.json").read_text()) == {"format": "x"}
+    for name in ("metrics.jsonl.tmp", "run.json.tmp"):
+        assert (tmp_path / name).read_text() == "a user's file"
+    assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl", "metrics.jsonl.tmp", "run.json",
+                                            "run.json.tmp"]

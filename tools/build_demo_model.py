@@ -41,6 +41,41 @@ STUDENT = {"hidden": 192, "layers": 3, "heads": 3, "kv_heads": 1, "head_dim": 64
            "intermediate": 576}
 
 
+#: The file that makes a --workdir this tool's: only such a folder is reused or --force-cleared.
+STAMP = ".tarka-demo-build"
+#: What the stages write in --workdir; --force removes these names and nothing else.
+STAGE_NAMES = ("train.txt", "eval.txt", "tokenizer", "student_init", "teacher_cache", "run",
+               "demo_mini.toml")
+
+
+class WorkdirError(Exception):
+    """A --workdir this tool did not create (it would overwrite or delete the user's files)."""
+
+
+def claim_workdir(work: str, *, force: bool) -> None:
+    """Make ``work`` this tool's working folder, or refuse.
+
+    A new or empty folder gets the stamp; a non-empty one must carry it (this tool made
+    it), else nothing is written or deleted there. ``force`` then removes only the stage
+    outputs (:data:`STAGE_NAMES`), never the folder or anything else in it.
+    """
+    if os.path.lexists(work) and not os.path.isdir(work):
+        raise WorkdirError(f"--workdir {work} exists and is not a folder")
+    if os.path.isdir(work) and os.listdir(work) and not os.path.isfile(os.path.join(work, STAMP)):
+        raise WorkdirError(f"--workdir {work} is not empty and was not made by this tool (no "
+                           f"{STAMP}); refusing to write or delete there: choose a new folder")
+    os.makedirs(work, exist_ok=True)
+    if force:
+        for name in STAGE_NAMES:
+            path = os.path.join(work, name)
+            if os.path.islink(path) or os.path.isfile(path):
+                os.remove(path)  # a link itself, never what it points to
+            elif os.path.isdir(path):
+                shutil.rmtree(path)
+    with open(os.path.join(work, STAMP), "a", encoding="utf-8"):
+        pass
+
+
 def _stage(name: str, done: bool) -> bool:
     print(f"== {name}: {'exists, skipped' if done else 'building'}", flush=True)
     return not done
@@ -60,9 +95,11 @@ def main(argv=None) -> int:
     from tarka_jax.testing import demo
 
     work = os.path.abspath(args.workdir)
-    if args.force and os.path.isdir(work):
-        shutil.rmtree(work)
-    os.makedirs(work, exist_ok=True)
+    try:
+        claim_workdir(work, force=args.force)
+    except WorkdirError as e:
+        print(f"build_demo_model: {e}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     train_txt, eval_txt = os.path.join(work, "train.txt"), os.path.join(work, "eval.txt")
     if _stage("corpus", os.path.exists(eval_txt)):

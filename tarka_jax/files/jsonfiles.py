@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import uuid
 from typing import Any
 
 from tarka_jax.errors import ConfigError
@@ -21,6 +22,7 @@ def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
       ConfigError: it is not valid JSON.
     """
     what = what or os.path.basename(path)
+    check_regular(path, what)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -28,6 +30,22 @@ def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
         raise FileNotFoundError(f"{what} not found at {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{what} at {path} is not valid JSON: {e}") from None
+
+
+def check_regular(path: str | os.PathLike, what: str | None = None) -> None:
+    """Refuse a FIFO, socket, device or folder where a file is read: opening a FIFO blocks
+    forever (a model folder's ``config.json`` made one hung every command that loaded it).
+
+    Raises:
+      ConfigError: naming ``what``, the path and what it is. A missing file passes (the
+        caller's open names it).
+    """
+    from tarka_jax.files.text_input import special_kind
+
+    kind = special_kind(path)
+    if kind is not None:
+        what = what or os.path.basename(path)
+        raise ConfigError(f"{what} at {os.fspath(path)} is {kind}, not a regular file")
 
 
 def read_optional_json(folder: str | os.PathLike, name: str) -> dict:
@@ -39,8 +57,13 @@ def read_optional_json(folder: str | os.PathLike, name: str) -> dict:
 def write_json(path: str | os.PathLike, data: Any, *, atomic: bool = False) -> None:
     """Write indented UTF-8 JSON; ``atomic`` writes a temporary file and renames it."""
     target = os.fspath(path)
-    tmp = target + ".tmp" if atomic else target
-    with open(tmp, "w", encoding="utf-8") as f:
+    if atomic:  # a fresh name, created exclusively: never a user's NAME.tmp, never a link
+        tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+        f = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644),
+                      "w", encoding="utf-8")
+    else:
+        tmp, f = target, open(target, "w", encoding="utf-8")
+    with f:
         json.dump(data, f, indent=2, ensure_ascii=False)
         f.write("\n")
     if atomic:
@@ -57,6 +80,7 @@ def read_jsonl(path: str, field: str | None = "text", error: type[Exception] = V
     from tarka_jax.files.text_input import TextInputError, decode, lines
 
     records = []
+    check_regular(path)
     with open(path, "rb") as f:  # a missing file stays FileNotFoundError, as before
         data = f.read()
     if path.endswith(".gz"):

@@ -80,6 +80,8 @@ def train_bpe(texts: Iterable[str], out_dir: str, *, vocab_size: int = DEFAULT_V
                          f"{vocab_size!r}")
     if not isinstance(min_frequency, int) or min_frequency < 1:
         raise TarkaError(f"min_frequency must be a positive int; got {min_frequency!r}")
+    if type(max_length) is not int or max_length < 1:  # a negative one loaded as a length
+        raise TarkaError(f"max_length must be a positive int; got {max_length!r}")
     check_output(out_dir, sources=sources, force=force)  # before the (minutes of) training
     counted = _Counted(texts)
     tok = untrained_tokenizer()

@@ -7,6 +7,8 @@ RMSNorm offsets randomised), tokenizers from :func:`tarka_jax.testing.wordpiece.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -29,7 +31,15 @@ def tiny_config(vocab: int, hidden: int, layers: int, dense: tuple[int, ...]) ->
 
 
 def write_model(out_dir: str, config: ModelConfig, seed: int) -> None:
-    tok_dir = out_dir + "_tok"
+    # A private temporary folder (``OUT_tok`` beside OUT used to be emptied: a user's too).
+    tok_dir = tempfile.mkdtemp(prefix=".tarka-tiny-tok-")
+    try:
+        _write_model(out_dir, config, seed, tok_dir)
+    finally:
+        shutil.rmtree(tok_dir, ignore_errors=True)  # ours alone: made by mkdtemp above
+
+
+def _write_model(out_dir: str, config: ModelConfig, seed: int, tok_dir: str) -> None:
     train_tokenizer(config.vocab_size, tok_dir)
     write_tokenizer_config(tok_dir, 64)
     params = jax.device_get(init_params(config, jax.random.key(seed)))
@@ -43,9 +53,6 @@ def write_model(out_dir: str, config: ModelConfig, seed: int) -> None:
 
     with output_folder(out_dir, force=True, kind="tiny-model") as tmp:  # replaces only ours
         save_flax_folder(tmp, config, params, meta, tok_dir)
-    for name in os.listdir(tok_dir):
-        os.remove(os.path.join(tok_dir, name))
-    os.rmdir(tok_dir)
 
 
 def write_tiny_models(out: str) -> tuple[str, str]:

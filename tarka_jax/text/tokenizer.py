@@ -188,7 +188,12 @@ class TextTokenizer:
         backend.no_truncation()
         backend.no_padding()
 
-        _add_missing_tokens(backend, tok_config)
+        try:
+            _add_missing_tokens(backend, tok_config)
+        except (TypeError, ValueError, AttributeError, KeyError) as e:  # a hand-made config
+            raise TokenizerError(f"tokenizer_config.json in {folder}: a special token entry "
+                                 f"is malformed ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else e!r})") from None
         if tok_config.get("tokenizer_class") not in _VERIFIED_CLASSES:
             warnings.warn(
                 f"{folder}: tokenizer_class {tok_config['tokenizer_class']!r} is not one whose "

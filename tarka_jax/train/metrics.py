@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 
 import jax
 import numpy as np
@@ -97,9 +98,11 @@ def _drop_rows_after(path: str, step: int) -> None:
         except (json.JSONDecodeError, KeyError, TypeError):
             pass
     if len(keep) != len(lines):
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"  # never a user's metrics.jsonl.tmp
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(keep)
-        os.replace(path + ".tmp", path)
+        os.replace(tmp, path)
 
 
 def _scalar(v):
