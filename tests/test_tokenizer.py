@@ -166,14 +166,14 @@ def test_tokenizer_do_lower_case_adds_lowercase(tmp_path):
 
 def test_tokenizer_loaded_from_its_file_knows_its_widest_token(tmp_path):
     """Without do_lower_case the backend is read straight from tokenizer.json (no parsed JSON):
-    loading used to fail with "'NoneType' object has no attribute 'get'" (every such model,
+    loading once failed ("'NoneType' object has no attribute 'get'", every such model,
     builtin:demo-mini included)."""
     folder = _tokenizer_folder(tmp_path, "plain", st_config={})
     with open(os.path.join(folder, "tokenizer.json")) as f:
         vocab = json.load(f)["model"]["vocab"]
     plain = TextTokenizer.from_folder(folder)
     lowered = TextTokenizer.from_folder(folder, do_lower_case=True)
-    assert plain._widest == lowered._widest == max(map(len, vocab))
+    assert plain.widest_token_chars == lowered.widest_token_chars == max(map(len, vocab))
 
 
 def test_tokenizer_missing_files_are_clear(tmp_path):
