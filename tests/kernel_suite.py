@@ -112,3 +112,16 @@ def check_against_reference(case: Case, got, q, k, v, d_out):
             continue
         err = rel_l2(x, ref)
         assert err <= tol, f"{name}: relative L2 error {err:.2e} > {tol:.0e}"
+
+
+def jitted_vjp(fn):
+    """``run(q, k, v, d_out) -> (out, dq, dk, dv)``: ``fn``'s output and its vector-Jacobian
+    product, jitted (what every implementation's value-and-gradient test compares)."""
+    import jax
+
+    @jax.jit
+    def run(q, k, v, d_out):
+        out, vjp = jax.vjp(fn, q, k, v)
+        return (out, *vjp(d_out))
+
+    return run

@@ -136,6 +136,7 @@ def test_embed_corpus_equals_encode_document(model, tmp_path, fmt):
     assert [i["records"] for i in manifest["inputs"]] == [half, len(TEXTS) - half]
     assert sorted(os.listdir(tmp_path / "out")) == sorted(
         [".tarka-jax-output.json", "manifest.json"] + [f"shard-{k:06d}.npy" for k in range(5)]
+        + [f"rows-{k:06d}.npy" for k in range(5)]
         + ([f"ids-{k:06d}.json" for k in range(5)] if id_field else []))
 
 

@@ -305,7 +305,8 @@ def test_a_file_size_limit_is_named_not_a_short_write(jax_only_model, tmp_path):
              "--no-progress"], preexec_fn=limit)
     _, err = communicate(p)
     assert p.returncode == 2 and "Traceback" not in err, err
-    assert "file size limit exceeded: could not write" in err and "shard-000000.npy" in err
+    # the rows table is written first (its shard, last, marks the pair finished)
+    assert "file size limit exceeded: could not write" in err and "rows-000000.npy" in err
     assert "requested and" not in err
 
 

@@ -49,13 +49,7 @@ def _results(index: int, implementation: str = "splash_tpu"):
     seg = jnp.asarray(suite.segment_ids_for(case))
     fn = functools.partial(attention, segment_ids=seg, window=case.window, scale=case.scale,
                            implementation=implementation)
-
-    @jax.jit
-    def run(q, k, v, d_out):
-        out, vjp = jax.vjp(fn, q, k, v)
-        return (out, *vjp(d_out))
-
-    return inputs, jax.device_get(run(*inputs))
+    return inputs, jax.device_get(suite.jitted_vjp(fn)(*inputs))
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[c.name for c in CASES])

@@ -65,13 +65,7 @@ def _run(case, block, implementation="xla_blocked"):
     else:
         fn = functools.partial(attention, segment_ids=seg, window=case.window, scale=case.scale,
                                implementation=implementation)
-
-    @jax.jit
-    def run(q, k, v, d_out):
-        out, vjp = jax.vjp(fn, q, k, v)
-        return (out, *vjp(d_out))
-
-    return run
+    return suite.jitted_vjp(fn)
 
 
 @functools.cache

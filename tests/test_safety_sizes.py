@@ -236,14 +236,14 @@ def _check_cut(tok: TextTokenizer, texts: dict[str, str], prompt: str, cut: set[
     cut to the bound (right side; the others are widened: their tokenizer drops characters)."""
     from tarka_jax.text.truncation import MARGIN, encode_bounded
 
-    bound = len(prompt) + (tok.max_seq_length + MARGIN) * tok._widest
+    bound = len(prompt) + (tok.max_seq_length + MARGIN) * tok.widest_token_chars
     for side in ("right", "left"):
         tok.truncation_side = side
         tok.set_max_seq_length(tok.max_seq_length)
         for name, text in texts.items():
             want = tok.backend.encode(prompt + text).ids  # the backend alone: no cut
             spy = _Spy(tok.backend)
-            got = encode_bounded(spy, [text], prompt, tok.max_seq_length, side, tok._widest)
+            got = encode_bounded(spy, [text], prompt, tok.max_seq_length, side, tok.widest_token_chars)
             assert got[0].ids == want, (name, side)
             if side == "right" and name in cut:
                 assert spy.longest <= bound, (name, spy.longest, bound)
@@ -262,7 +262,7 @@ def test_a_cut_text_keeps_the_ids_of_the_whole_text(jax_only_model, max_seq_leng
 def test_a_cut_text_keeps_the_ids_with_embeddinggemmas_tokenizer():
     """The tokenizer the bound was measured on (one BPE word per text: text/truncation.py)."""
     tok = TextTokenizer.from_folder(REAL_GEMMA, 256)
-    assert tok._widest == 31
+    assert tok.widest_token_chars == 31
     texts = _families(1)
     texts["repeated"] = "a" * 100_000
     texts["runs"] = "a" + " " * 30_000 + "b" + "  " * 3000 + "c"

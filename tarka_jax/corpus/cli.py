@@ -11,6 +11,7 @@ from tarka_jax.corpus.job import DEFAULT_SHARD_SIZE, embed_corpus
 from tarka_jax.runtime import distributed
 from tarka_jax.runtime.command import Command
 from tarka_jax.runtime.interrupt import Interrupted
+from tarka_jax.text import chunking
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="invalid UTF-8 / lone surrogates in the inputs: strict (default) "
                         "refuses them as file:line before any compute; replace reads them "
                         "as U+FFFD (recorded: a resume must use the same)")
+    chunking.add_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     distributed.add_arguments(p)
 
@@ -56,8 +58,11 @@ def run(args: argparse.Namespace) -> int:
     distributed.initialize(args)  # before any backend exists
     import jax
 
+    from tarka_jax.inference.chunked import EncodeReport
     from tarka_jax.inference.embedder import Embedder
 
+    spec = chunking.from_arguments(args)
+    said = EncodeReport()
     t0 = time.perf_counter()
     # One process embeds its own shards on its own devices (rows split over them): no
     # cross-process arrays, so processes never wait on each other between barriers.
@@ -71,13 +76,20 @@ def run(args: argparse.Namespace) -> int:
             id_field=args.id_field, kind=kind, prompt_name=args.prompt_name, prompt=args.prompt,
             batch_size=args.batch_size, shard_size=args.shard_size,
             truncate_dim=args.truncate_dim, normalize=args.normalize, resume=args.resume,
-            force=args.force, progress=not args.no_progress, errors=args.errors)
+            force=args.force, progress=not args.no_progress, errors=args.errors,
+            chunking=spec, report=said)
     except Interrupted as e:
         print(f"tarka-jax embed-corpus: {e.message or 'interrupted by ' + e.name}; resume "
               f"with: {resume_command()}", file=sys.stderr)
         return e.exit_status
+    if said.summary():  # this process's records of this run
+        who = f" (process {jax.process_index()})" if jax.process_count() > 1 else ""
+        print(f"tarka-jax embed-corpus{who}: {said.summary().replace(' texts', ' records', 1)}",
+              file=sys.stderr)
     if jax.process_index() == 0:
-        print(f"{manifest['records']} records, {manifest['shards']} shards of "
+        rows = manifest.get("rows", manifest["records"])
+        windows = f" ({rows} window rows)" if rows != manifest["records"] else ""
+        print(f"{manifest['records']} records{windows}, {manifest['shards']} shards of "
               f"[<= {manifest['shard_size']}, {manifest['dim']}] in {args.output} "
               f"({time.perf_counter() - t0:.1f} s)")
     return 0

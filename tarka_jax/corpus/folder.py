@@ -159,6 +159,11 @@ def precheck(output: str, new: dict, resume: bool, force: bool):
         if only_leftovers and store.MANIFEST not in found.owned:
             return None, found  # killed before its first manifest: start afresh
         old = store.read_manifest(output)
+        if old["version"] != store.VERSION:
+            raise CorpusOutputError(f"--resume refused: {output} was written in format version "
+                                    f"{old['version']} (this tarka-jax writes {store.VERSION}); "
+                                    "finish it with the tarka-jax that started it, or start "
+                                    "over with --force")
         changes = store.describe_changes(old, new, [k for k in store.SETTINGS if k != "inputs"])
         changes += input_changes(old, new, store.done_shards(output, old))
         if changes:

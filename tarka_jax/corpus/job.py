@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -37,9 +38,11 @@ from tarka_jax.corpus import store as out
 from tarka_jax.corpus.reader import describe_inputs, expand_inputs, iter_records
 from tarka_jax.corpus.store import CorpusOutputError
 from tarka_jax.errors import UsageError
-from tarka_jax.files.outputs import report
+from tarka_jax.files.outputs import report as say
+from tarka_jax.inference.chunked import ChunkedEmbeddings, ChunksCutWarning, EncodeReport
 from tarka_jax.runtime import distributed, interrupt, job_folder
 from tarka_jax.runtime.interrupt import Interrupted, stop_on_signals
+from tarka_jax.text.chunking import DEFAULT_MAX_CHUNKS, ChunkingSpec
 from tarka_jax.text.prompts import st_prompt_name
 
 ENCODE_TEXTS = 4096  # texts per Embedder.encode call: enough to pack well, small in memory
@@ -106,7 +109,8 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
                  batch_size: int = 32, shard_size: int = DEFAULT_SHARD_SIZE,
                  truncate_dim: int | None = None, normalize: bool = False,
                  resume: bool = False, force: bool = False, progress: bool = True,
-                 errors: str = "strict") -> dict:
+                 errors: str = "strict", chunking: ChunkingSpec | None = None,
+                 report: EncodeReport | None = None) -> dict:
     """Embed every record of ``inputs`` into ``output``; returns the manifest.
 
     ``model`` is an :class:`~tarka_jax.Embedder`; ``kind`` "query" / "document" picks the
@@ -114,12 +118,19 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
     process embeds the shards ``k % process_count() == process_index()``. SIGINT / SIGTERM
     raise :class:`~tarka_jax.runtime.interrupt.Interrupted` (its ``message`` says what was
     kept); ``errors="replace"`` reads invalid UTF-8 and lone surrogates as U+FFFD.
+
+    ``chunking`` (default truncation): ``"mean"`` gives one row per record, ``"chunks"``
+    one row per window (``rows-*.npy`` says which record, window and spans); recorded
+    in the manifest and compared by a resume. ``report`` (when given) receives this
+    process's counts over the records it embedded in this run (``truncated`` holds
+    record numbers).
     """
 
     if not isinstance(shard_size, int) or shard_size < 1:
         raise UsageError(f"--shard-size must be a positive int, got {shard_size!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"--batch-size must be a positive int, got {batch_size!r}")
+    chunking = ChunkingSpec() if chunking is None else chunking
     if truncate_dim is not None and not 0 < truncate_dim <= model.embedding_dim:
         raise UsageError(f"--truncate-dim must be in 1..{model.embedding_dim}, got "
                          f"{truncate_dim}")
@@ -128,7 +139,7 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
         try:
             manifest, paths = _plan(model, inputs, output, text_field, id_field, errors, model_name,
                              resolve_prompt(model, kind, prompt_name, prompt), batch_size,
-                             shard_size, truncate_dim, normalize)
+                             shard_size, truncate_dim, normalize, chunking)
         except Interrupted as e:
             e.message = f"interrupted by {e.name} while reading the inputs: nothing written"
             raise
@@ -136,7 +147,8 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
         distributed.barrier("embed-corpus: folder checked")  # before process 0 changes it
         lock, run = _hold_folder(output, manifest, resume, force)
         try:
-            return _run_job(model, paths, output, manifest, batch_size, progress, run)
+            return _run_job(model, paths, output, manifest, batch_size, progress, run,
+                            report)
         except Interrupted as e:
             e.message = _kept(output, manifest, e.name)
             raise
@@ -145,14 +157,15 @@ def embed_corpus(model, inputs, output: str, *, model_name: str = "", text_field
 
 
 def _plan(model, inputs, output, text_field, id_field, errors, model_name, prompt,
-          batch_size, shard_size, truncate_dim, normalize) -> tuple[dict, list[str]]:
+          batch_size, shard_size, truncate_dim, normalize,
+          chunking) -> tuple[dict, list[str]]:
     """The manifest this run would write (every input read once and validated); the paths."""
     import jax
 
     notes: list[str] = []
     paths = expand_inputs(inputs, notes)
     for note in notes if jax.process_index() == 0 else []:
-        report(note)
+        say(note)
     files = describe_inputs(paths, text_field, id_field, errors)  # validates every record
     records = sum(f.records for f in files)
     return {
@@ -164,6 +177,7 @@ def _plan(model, inputs, output, text_field, id_field, errors, model_name, promp
         "id_field": id_field, "inputs": [f.to_dict() for f in files], "records": records,
         "shards": out.num_shards(records, shard_size), "shards_done": 0, "complete": False,
         "num_processes": jax.process_count(), "batch_size": batch_size, "errors": errors,
+        "chunking": chunking.as_dict() if chunking.windows else {"mode": "truncate"},
     }, paths
 
 
@@ -195,7 +209,7 @@ def _kept(output: str, manifest: dict, signame: str) -> str:
             f"and kept in {output}")
 
 
-def _run_job(model, paths, output, manifest, batch_size, progress, run) -> dict:
+def _run_job(model, paths, output, manifest, batch_size, progress, run, report) -> dict:
     import jax
 
     p, n_proc = jax.process_index(), jax.process_count()
@@ -205,7 +219,8 @@ def _run_job(model, paths, output, manifest, batch_size, progress, run) -> dict:
                     f"embed-corpus {p}/{n_proc}" if n_proc > 1 else "embed-corpus")
     receipts = folder.Receipts(output, run, p)
     try:
-        _embed_shards(model, paths, output, manifest, todo, batch_size, bar, run, receipts)
+        _embed_shards(model, paths, output, manifest, todo, batch_size, bar, run, receipts,
+                      report)
     finally:
         bar.close()
         receipts.close()
@@ -214,6 +229,9 @@ def _run_job(model, paths, output, manifest, batch_size, progress, run) -> dict:
     if p == 0:
         manifest["shards_done"] = len(out.done_shards(output, manifest))
         manifest["complete"] = manifest["shards_done"] == manifest["shards"]
+        if manifest["complete"]:  # rows: records, or windows with --chunking chunks
+            manifest["rows"] = sum(out.shard_row_count(output, k)
+                                   for k in range(manifest["shards"]))
         if not manifest["complete"]:
             raise CorpusOutputError(f"{manifest['shards'] - manifest['shards_done']} shards "
                                     f"are missing in {output} after every process finished")
@@ -223,46 +241,97 @@ def _run_job(model, paths, output, manifest, batch_size, progress, run) -> dict:
     return manifest
 
 
-def _embed_shards(model, paths, output, manifest, todo, batch_size, bar, run, receipts) -> None:
-    """Stream the inputs once; fill, embed and write the shards in ``todo`` (ascending)."""
+def _embed_shards(model, paths, output, manifest, todo, batch_size, bar, run, receipts,
+                  report) -> None:
+    """Stream the inputs once; fill, embed and write the shards in ``todo`` (ascending).
+
+    A shard's records go to ``encode`` in the same groups (of at most ``ENCODE_TEXTS``,
+    from the shard's first record) on every run, so a redone shard is bit-identical.
+    """
     if not todo:
         return
     size, wanted = manifest["shard_size"], set(todo)
+    spec = ChunkingSpec.parse(**_spec_args(manifest.get("chunking")))
     kw = {"prompt": manifest["prompt"], "batch_size": batch_size, "show_progress_bar": False,
           "truncate_dim": manifest["truncate_dim"],
-          "normalize_embeddings": manifest["normalize"]}
-    k, buf, ids, texts = None, None, [], []  # buf: [rows of shard k, dim] float32
-    filled = 0
+          "normalize_embeddings": manifest["normalize"], **spec.encode_kwargs()}
+    k, ids, texts, numbers, sources = None, [], [], [], []
+    parts: list[tuple[np.ndarray, np.ndarray]] = []  # (embeddings, rows table) per encode
 
     def flush_texts():
-        nonlocal filled
-        if texts:
-            buf[filled:filled + len(texts)] = model.encode(texts, **kw)
-            interrupt.check()
-            filled += len(texts)
-            bar.update(len(texts))
-            texts.clear()
+        if not texts:
+            return
+        said = EncodeReport()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ChunksCutWarning)  # counted in the report
+            emb = model.encode(texts, report=said, **kw)
+        interrupt.check()
+        parts.append(_rows_of(emb, numbers, texts, sources))
+        _add_report(report, said, numbers)
+        bar.update(len(texts))
+        for held in (texts, numbers, sources):
+            held.clear()
 
     for item in iter_records(paths, manifest["text_field"], manifest["id_field"],
-                             wanted=lambda i: i // size in wanted, errors=manifest["errors"]):
+                             wanted=lambda i: i // size in wanted, errors=manifest["errors"],
+                             sources=True):
         interrupt.check()  # a signal whose raise was swallowed stops us here
         if item is None:
             continue
-        number, text, rid = item
+        number, text, rid, source = item
         if k is None:  # a new shard of ours starts
-            k, filled = number // size, 0
-            buf = np.empty((out.shard_rows(manifest, k), manifest["dim"]), np.float32)
+            k, seen = number // size, 0
         texts.append(text)
+        numbers.append(number)
+        sources.append(source)
         ids.append(rid)
+        seen += 1
         if len(texts) == ENCODE_TEXTS:
             flush_texts()
-        if filled + len(texts) == len(buf):
+        if seen == out.shard_rows(manifest, k):
             flush_texts()
+            emb = np.concatenate([e for e, _ in parts]).astype(np.float32, copy=False)
+            rows = np.concatenate([r for _, r in parts])
             if manifest["id_field"]:
                 out.write_json_atomic(os.path.join(output, out.ids_name(k)), ids, run,
                                       receipts)
-            out.write_shard_atomic(os.path.join(output, out.shard_name(k)), buf, run, receipts)
+            out.write_shard_atomic(os.path.join(output, out.rows_name(k)), rows, run,
+                                   receipts, dtype=np.int64)
+            out.write_shard_atomic(os.path.join(output, out.shard_name(k)), emb, run, receipts)
             wanted.discard(k)
-            k, buf, ids = None, None, []
+            k, ids, parts = None, [], []
             if not wanted:
                 return  # nothing of ours further on: stop reading
+
+
+def _spec_args(chunking: dict | None) -> dict:
+    chunking = chunking or {"mode": "truncate"}
+    return {"mode": chunking.get("mode"), "overlap": chunking.get("overlap", 0),
+            "max_chunks": chunking.get("max_chunks", DEFAULT_MAX_CHUNKS)}
+
+
+def _rows_of(emb, numbers, texts, sources) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 embeddings, int64 rows table [rows, 10]) of one ``encode`` call's output."""
+    if isinstance(emb, ChunkedEmbeddings):
+        at = emb.text_index
+        window = np.concatenate([emb.chunk_index[:, None], emb.token_spans, emb.char_spans],
+                                axis=1)
+        emb = emb.embeddings
+    else:
+        at = np.arange(len(texts))
+        window = np.full((len(texts), 5), -1, np.int64)
+    per_text = np.array([(n, s.input, s.offset, s.length, out.text_checksum(t))
+                         for n, t, s in zip(numbers, texts, sources)], np.int64)
+    return np.asarray(emb, np.float32), np.concatenate([per_text[at], window], axis=1)
+
+
+def _add_report(total: EncodeReport | None, said: EncodeReport, numbers: list[int]) -> None:
+    """Add one call's counts to the job's report (truncated: record numbers)."""
+    if total is None:
+        return
+    total.texts += said.texts
+    total.inputs += said.inputs
+    total.tokens += said.tokens
+    total.truncated += [numbers[i] for i in said.truncated]
+    total.chunking, total.max_seq_length = said.chunking, said.max_seq_length
+    total.max_chunks = said.max_chunks

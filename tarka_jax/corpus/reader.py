@@ -38,7 +38,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from tarka_jax.errors import TarkaError
 from tarka_jax.files.text_input import special_kind
@@ -232,19 +232,27 @@ def describe_inputs(paths: Sequence[str], text_field: str = "text",
     return out
 
 
-def _txt_records(path: str, errors: str = "strict") -> Iterator[tuple[str, None]]:
+def _txt_records(path: str, errors: str = "strict") -> Iterator[tuple[str, None, int, int]]:
+    pos = 0
     with open(path, "rb") as f:  # binary: iteration splits on b"\n" only
         for n, raw in enumerate(f, 1):
+            start, pos = pos, pos + len(raw)
             if n == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            if raw.endswith(b"\n"):
-                raw = raw[:-1]
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
+                raw, start = raw[len(_BOM):], start + len(_BOM)
+            raw = _line_content(raw)
             try:
-                yield raw.decode("utf-8", errors), None
+                yield raw.decode("utf-8", errors), None, start, len(raw)
             except UnicodeDecodeError as e:
                 raise _bad_utf8(path, n, e, raw) from None
+
+
+def _line_content(raw: bytes) -> bytes:
+    """A .txt line without its ``\n`` and a trailing ``\r``."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw
 
 
 def _parse_jsonl(path: str, n: int, raw: bytes, text_field: str, id_field: str | None,
@@ -267,25 +275,33 @@ def _parse_jsonl(path: str, n: int, raw: bytes, text_field: str, id_field: str |
 
 def _jsonl_records(path: str, text_field: str, id_field: str | None,
                    wanted: Callable[[], bool],
-                   errors: str = "strict") -> Iterator[tuple[str, Any] | None]:
+                   errors: str = "strict") -> Iterator[tuple[str, Any, int, int] | None]:
+    pos = 0
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
+            start, pos = pos, pos + len(raw)
             if not raw.strip():
                 raise CorpusError(f"{path}:{n} is a blank line (every line of a .jsonl "
                                   "input must be a JSON object)")
             if not wanted():
                 yield None
                 continue
-            record = _parse_jsonl(path, n, raw, text_field, id_field, errors)
-            text, rid = record[text_field], (record[id_field] if id_field else None)
-            if errors == "replace" and _SURROGATE_ESCAPE.search(raw):
-                text = _LONE.sub("\ufffd", text)
-                rid = _LONE.sub("\ufffd", rid) if isinstance(rid, str) else rid
-            yield text, rid
+            yield (*_jsonl_text(path, n, raw, text_field, id_field, errors), start, len(raw))
+
+
+def _jsonl_text(path: str, n: int, raw: bytes, text_field: str, id_field: str | None,
+                errors: str) -> tuple[str, Any]:
+    """(text, id) of one .jsonl line, as the job embeds it."""
+    record = _parse_jsonl(path, n, raw, text_field, id_field, errors)
+    text, rid = record[text_field], (record[id_field] if id_field else None)
+    if errors == "replace" and _SURROGATE_ESCAPE.search(raw):
+        text = _LONE.sub("\ufffd", text)
+        rid = _LONE.sub("\ufffd", rid) if isinstance(rid, str) else rid
+    return text, rid
 
 
 def _parquet_records(path: str, text_field: str,
-                     id_field: str | None) -> Iterator[tuple[str, Any]]:
+                     id_field: str | None) -> Iterator[tuple[str, Any, int, int]]:
     columns = [text_field] + ([id_field] if id_field else [])
     row = 0
     for batch in _parquet_file(path, columns).iter_batches(batch_size=_PARQUET_BATCH,
@@ -297,21 +313,22 @@ def _parquet_records(path: str, text_field: str,
                 raise CorpusError(f"{path} row {row}: column {text_field!r} holds "
                                   f"{type(text).__name__}, not a string")
             row += 1
-            yield text, rid
+            yield text, rid, row - 1, 0
 
 
 def iter_records(paths: Sequence[str], text_field: str = "text", id_field: str | None = None,
-                 wanted: Callable[[int], bool] | None = None, errors: str = "strict"
-                 ) -> Iterator[tuple[int, str, Any] | None]:
+                 wanted: Callable[[int], bool] | None = None, errors: str = "strict",
+                 sources: bool = False) -> Iterator[tuple | None]:
     """``(record number, text, id)`` for every record of every input, in order.
 
     ``id`` is the ``id_field`` value (.jsonl/.parquet) or None. ``wanted(number)`` False
     yields None for that record instead (.jsonl skips parsing it): a process skims past
-    the shards other processes own without decoding them.
+    the shards other processes own without decoding them. With ``sources=True`` each
+    tuple ends with the record's :class:`Source` ``(input, offset, length)``.
     """
     number = 0
     want = (lambda: True) if wanted is None else (lambda: wanted(number))
-    for path in paths:
+    for i, path in enumerate(paths):
         if path.endswith(".txt"):
             if id_field is not None:
                 raise CorpusError(f"--id-field needs .jsonl or .parquet inputs, not {path}")
@@ -321,5 +338,58 @@ def iter_records(paths: Sequence[str], text_field: str = "text", id_field: str |
         else:
             records = _parquet_records(path, text_field, id_field)
         for record in records:
-            yield None if record is None or not want() else (number, *record)
+            if record is None or not want():
+                yield None
+            elif sources:
+                yield number, record[0], record[1], Source(i, record[2], record[3])
+            else:
+                yield number, record[0], record[1]
             number += 1
+
+
+class Source(NamedTuple):
+    """Where a record is in the inputs: input number, and a .txt line's content (BOM, ``\\n``
+    and ``\\r`` excluded) or a .jsonl line as ``offset, length`` in bytes; for .parquet,
+    ``offset`` is the row in its file and ``length`` 0."""
+
+    input: int
+    offset: int
+    length: int
+
+
+def read_source(path: str, source: Source, text_field: str = "text",
+                errors: str = "strict") -> str:
+    """The text of the record at ``source`` in the input ``path``, read as the job read it.
+
+    Reads ``source.length`` bytes at ``source.offset`` (.txt, .jsonl) or one row group
+    (.parquet); the caller bounds ``length`` and checks the file (a search index is
+    untrusted input).
+
+    Raises:
+      CorpusError: the bytes there are not such a record.
+    """
+    if path.endswith(".parquet"):
+        pf = _parquet_file(path, [text_field])
+        first = 0
+        for g in range(pf.metadata.num_row_groups):
+            rows = pf.metadata.row_group(g).num_rows
+            if source.offset < first + rows:
+                text = pf.read_row_group(g, columns=[text_field]).column(0)[
+                    source.offset - first].as_py()
+                if not isinstance(text, str):
+                    raise CorpusError(f"{path} row {source.offset} is not a string")
+                return text
+            first += rows
+        raise CorpusError(f"{path} has no row {source.offset}")
+    with open(path, "rb") as f:
+        f.seek(source.offset)
+        raw = f.read(source.length)
+    if len(raw) != source.length:
+        raise CorpusError(f"{path} ends before byte {source.offset + source.length}")
+    try:
+        if path.endswith(".jsonl"):
+            return _jsonl_text(path, 0, raw, text_field, None, errors)[0]
+        return raw.decode("utf-8", errors)  # the line's content, as stored
+    except UnicodeDecodeError:
+        raise CorpusError(f"{path}: bytes {source.offset}..{source.offset + source.length} "
+                          "are not UTF-8 text") from None

@@ -4,13 +4,19 @@ Layout of an ``embed-corpus`` output folder (written by :mod:`tarka_jax.corpus.j
 
     manifest.json       settings, inputs (size, sha256, records), record count, shards done
     shard-000000.npy    float32 [rows, dim]: records [k*S, (k+1)*S) of the inputs, in order
+    rows-000000.npy     int64 [rows, 10]: each row's record, source and window (ROW_COLUMNS)
     ids-000000.json     the --id-field values of those records (only with --id-field)
+
+With ``--chunking chunks`` a shard holds one row per window of its records (so its row
+count is known only once it is written); otherwise one row per record. Format version 1
+(before chunking and sources) is still read; it has no ``rows-*.npy``.
 
 A shard exists under its final name only once it is complete: it is written under a
 temporary name and renamed (``os.replace`` is atomic on POSIX), so a killed job never
 leaves a partial shard that a reader or a resume could mistake for a finished one.
 
-Public API: :func:`read_embeddings` and :func:`read_ids`; docs/corpus.md has the format.
+Public API: :func:`read_embeddings`, :func:`read_ids` and :func:`read_rows`; docs/corpus.md
+has the format.
 """
 
 from __future__ import annotations
@@ -25,14 +31,24 @@ import numpy as np
 from tarka_jax.errors import TarkaError
 
 FORMAT = "tarka-jax-corpus"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)  # format versions read_embeddings reads
 MANIFEST = "manifest.json"
+#: Columns of ``rows-%06d.npy``: the record (``text_index``: its number across the inputs),
+#: its source (input number in the manifest, byte offset and length of a .txt line's
+#: content or a .jsonl line, or the row of a .parquet file and 0), the first 8 bytes of
+#: blake2b of its text (UTF-8) as a signed int64, then the window: ``chunk_index``, token
+#: span and character span into the text (all -1 unless chunking is "chunks").
+ROW_COLUMNS = ("text_index", "input", "offset", "length", "checksum", "chunk_index",
+               "token_start", "token_end", "char_start", "char_end")
+ROW_WIDTH = len(ROW_COLUMNS)
 
 #: Manifest keys a ``--resume`` must find unchanged (the model by its hash, inputs by content).
 SETTINGS = ("model_sha256", "prompt", "dtype", "max_seq_length", "truncate_dim", "normalize",
-            "shard_size", "dim", "text_field", "id_field", "batch_size", "errors", "inputs")
+            "shard_size", "dim", "text_field", "id_field", "batch_size", "errors", "chunking",
+            "inputs")
 #: Settings older manifests did not record, and the value they ran with.
-DEFAULTS = {"errors": "strict"}
+DEFAULTS = {"errors": "strict", "chunking": {"mode": "truncate"}}
 
 
 class CorpusOutputError(TarkaError):
@@ -47,12 +63,30 @@ def ids_name(k: int) -> str:
     return f"ids-{k:06d}.json"
 
 
+def rows_name(k: int) -> str:
+    return f"rows-{k:06d}.npy"
+
+
+def chunk_rows(manifest: dict) -> bool:
+    """Whether the folder holds one row per window (``--chunking chunks``)."""
+    return (manifest.get("chunking") or {}).get("mode") == "chunks"
+
+
+def text_checksum(text: str) -> int:
+    """The ``checksum`` column: 8 bytes of blake2b of the text's UTF-8, as a signed int64."""
+    import hashlib
+
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
 def num_shards(records: int, shard_size: int) -> int:
     return -(-records // shard_size)
 
 
 def shard_rows(manifest: dict, k: int) -> int:
-    """Rows of shard ``k``: ``shard_size`` except for the last one."""
+    """Records of shard ``k`` (its rows unless chunking is "chunks"): ``shard_size`` except
+    for the last one."""
     size = manifest["shard_size"]
     return min(size, manifest["records"] - k * size)
 
@@ -67,13 +101,14 @@ def write_json_atomic(path: str, obj, run_id: str, receipts=None) -> None:
     _write(path, lambda w: w.write(data), run_id, receipts)
 
 
-def write_shard_atomic(path: str, array: np.ndarray, run_id: str, receipts=None) -> None:
+def write_shard_atomic(path: str, array: np.ndarray, run_id: str, receipts=None,
+                       dtype=np.float32) -> None:
     """``np.save`` under ``.NAME.tarka-tmp-RUNID``, fsync, rename: all or nothing.
 
     Written through a hashing writer (so a full disk is ``DiskFullError`` naming the path,
     not numpy's "N requested and M written") and claimed in ``receipts`` before the rename.
     """
-    arr = np.ascontiguousarray(array, np.float32)
+    arr = np.ascontiguousarray(array, dtype)
     _write(path, lambda w: np.lib.format.write_array(w, arr, allow_pickle=False), run_id,
            receipts)
 
@@ -110,15 +145,31 @@ def read_manifest(folder: str) -> dict:
         raise CorpusOutputError(str(e)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CorpusOutputError(f"{path} is not a {FORMAT} manifest")
-    if manifest.get("version") != VERSION:
+    if manifest.get("version") not in READABLE:
         raise CorpusOutputError(f"{path} has format version {manifest.get('version')}; this "
-                                f"tarka-jax reads version {VERSION}")
+                                f"tarka-jax reads versions {', '.join(map(str, READABLE))}")
     for key, kind in _MANIFEST_TYPES.items():
         value = manifest.get(key)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise CorpusOutputError(f"{path}: {key!r} is {value!r}, not a {kind.__name__}")
     if manifest["shard_size"] < 1 or manifest["records"] < 0 or not 0 < manifest["dim"] <= 1 << 20:
         raise CorpusOutputError(f"{path}: shard_size, records or dim out of range")
+    if manifest["version"] >= 2:
+        from tarka_jax.errors import UsageError
+        from tarka_jax.text.chunking import ChunkingSpec
+
+        chunking = manifest.get("chunking")
+        ok = isinstance(chunking, dict) and not set(chunking) - {"mode", "overlap",
+                                                                  "max_chunks"}
+        try:
+            if ok:
+                ChunkingSpec.parse(chunking.get("mode"), chunking.get("overlap", 0),
+                                   chunking.get("max_chunks", 1))
+        except UsageError:
+            ok = False
+        if not ok:
+            raise CorpusOutputError(f"{path}: 'chunking' is {chunking!r:.200}, not chunking "
+                                    "settings")
     if manifest["shards"] != num_shards(manifest["records"], manifest["shard_size"]):
         raise CorpusOutputError(
             f"{path}: {manifest['shards']} shards do not hold {manifest['records']} records of "
@@ -126,16 +177,16 @@ def read_manifest(folder: str) -> dict:
     return manifest
 
 
-_NUMBERED = re.compile(r"^(?:shard-(\d{6,})\.npy|ids-(\d{6,})\.json)$")
+_NUMBERED = re.compile(r"^(?:shard|ids|rows)-(\d{6,})\.(?:npy|json)$")
 
 
 def shard_number(name: str) -> int | None:
-    """k of ``shard_name(k)`` or ``ids_name(k)``; None for any other name."""
+    """k of ``shard_name(k)``, ``ids_name(k)`` or ``rows_name(k)``; None for any other name."""
     m = _NUMBERED.match(name)
     if not m:
         return None
-    k = int(m[1] or m[2])
-    return k if name in (shard_name(k), ids_name(k)) else None
+    k = int(m[1])
+    return k if name in (shard_name(k), ids_name(k), rows_name(k)) else None
 
 
 def present_shards(folder: str, manifest: dict) -> list[int]:
@@ -160,7 +211,27 @@ def shard_ok(folder: str, manifest: dict, k: int) -> bool:
         arr = np.load(path, mmap_mode="r")
     except (ValueError, OSError):
         return False
-    return arr.dtype == np.float32 and arr.shape == (shard_rows(manifest, k), manifest["dim"])
+    if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[1] != manifest["dim"]:
+        return False
+    records = shard_rows(manifest, k)
+    if manifest["version"] < 2:
+        return arr.shape[0] == records
+    if chunk_rows(manifest):  # at least one window per record, at most max_chunks
+        most = records * manifest["chunking"].get("max_chunks", 1)
+        if not records <= arr.shape[0] <= most:
+            return False
+    elif arr.shape[0] != records:
+        return False
+    try:
+        rows = np.load(os.path.join(folder, rows_name(k)), mmap_mode="r")
+    except (ValueError, OSError):
+        return False
+    return rows.dtype == np.int64 and rows.shape == (arr.shape[0], ROW_WIDTH)
+
+
+def shard_row_count(folder: str, k: int) -> int:
+    """Rows of the (finished) shard ``k``, from its header."""
+    return len(np.load(os.path.join(folder, shard_name(k)), mmap_mode="r"))
 
 
 def done_shards(folder: str, manifest: dict) -> list[int]:
@@ -198,9 +269,14 @@ class ShardedEmbeddings:
     def __init__(self, folder: str, manifest: dict):
         self.folder = folder
         self.manifest = manifest
-        self._size = manifest["shard_size"]
         self._shards: dict[int, np.ndarray] = {}
-        self.shape = (manifest["records"], manifest["dim"])
+        if chunk_rows(manifest):  # rows per shard from the shards' headers
+            counts = [len(self.shard(k)) for k in range(manifest["shards"])]
+        else:
+            counts = [shard_rows(manifest, k) for k in range(manifest["shards"])]
+        #: first row of each shard, and the total: ``starts[k] <= row < starts[k + 1]``
+        self.starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self.shape = (int(self.starts[-1]), manifest["dim"])
         self.dtype = np.dtype(np.float32)
         self.ndim = 2
 
@@ -215,14 +291,14 @@ class ShardedEmbeddings:
     def chunks(self):
         """``(first row, [rows, dim] memory-mapped shard)`` for every shard, in order."""
         for k in range(self.manifest["shards"]):
-            yield k * self._size, self.shard(k)
+            yield int(self.starts[k]), self.shard(k)
 
     def _rows(self, index: np.ndarray) -> np.ndarray:
         out = np.empty((len(index), self.shape[1]), np.float32)
-        shard_of = index // self._size
+        shard_of = np.searchsorted(self.starts, index, side="right") - 1
         for k in np.unique(shard_of):
             where = np.flatnonzero(shard_of == k)
-            out[where] = self.shard(int(k))[index[where] - k * self._size]
+            out[where] = self.shard(int(k))[index[where] - self.starts[k]]
         return out
 
     def __getitem__(self, key):
@@ -282,6 +358,25 @@ def read_ids(folder: str) -> list:
     return ids
 
 
+def read_rows(folder: str, mmap: bool = False) -> np.ndarray:
+    """int64 ``[rows, 10]``: what each embedding row is (:data:`ROW_COLUMNS`), in row order.
+
+    ``read_rows(f)[:, 0]`` is each row's record number; with ``--chunking chunks``
+    columns 5..9 are its window's ``chunk_index``, token span and character span. With
+    ``mmap=True`` the shards' tables are read one at a time (a list of memory maps).
+    """
+    folder = os.fspath(folder)
+    manifest = _complete_manifest(folder)
+    if manifest["version"] < 2:
+        raise CorpusOutputError(f"{folder} has format version 1: it records no rows table "
+                                "(embed it again to get one)")
+    parts = [np.load(os.path.join(folder, rows_name(k)), mmap_mode="r")
+             for k in range(manifest["shards"])]
+    if mmap:
+        return parts
+    return np.concatenate(parts) if parts else np.zeros((0, ROW_WIDTH), np.int64)
+
+
 def describe_changes(old: dict, new: dict, keys: Sequence[str] = SETTINGS) -> list[str]:
     """Human-readable differences between two manifests' settings (empty: same)."""
     changes = []
@@ -301,4 +396,4 @@ def describe_changes(old: dict, new: dict, keys: Sequence[str] = SETTINGS) -> li
     return changes
 
 
-__all__ = ["ShardedEmbeddings", "read_embeddings", "read_ids"]
+__all__ = ["ROW_COLUMNS", "ShardedEmbeddings", "read_embeddings", "read_ids", "read_rows"]

@@ -188,6 +188,7 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
                    help="with a --docs directory, also read its subfolders")
     p.add_argument("--top-k", "-k", type=int, default=5, help="hits per query (default 5)")
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension")
+    chunking.add_arguments(p)
 
 
 def read_documents(path: str, *, recursive: bool = False,
@@ -220,11 +221,18 @@ def read_documents(path: str, *, recursive: bool = False,
 def _run_search(args) -> int:
     import numpy as np
 
+    from tarka_jax.corpus.search import format_hit
+    from tarka_jax.inference.chunked import ChunksCutWarning, EncodeReport
+
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     if (args.docs is None) == (args.index is None):
         raise UsageError("give exactly one of --docs FILE|DIR and --index DIR")
+    spec = chunking.from_arguments(args)
     if args.index:
+        if spec.mode != "truncate":
+            raise UsageError("--chunking is for --docs: an --index was chunked when it was "
+                             "embedded (embed-corpus --chunking, in its manifest)")
         from tarka_jax.corpus.search import print_index_hits
 
         print_index_hits(_load_embedder(args), args.index, args.query, args.top_k,
@@ -233,17 +241,43 @@ def _run_search(args) -> int:
     docs, labels = read_documents(args.docs, recursive=args.recursive, errors=args.errors)
     model = _load_embedder(args)
     kw = {"batch_size": args.batch_size, "truncate_dim": args.truncate_dim}
-    doc_emb = model.encode_document(docs, **kw)
-    query_emb = model.encode_query(args.query, **kw)
-    scores = model.similarity(query_emb, doc_emb)
+    said_docs, said_queries = EncodeReport(), EncodeReport()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ChunksCutWarning)  # the report's line says it
+        doc_emb = model.encode_document(docs, report=said_docs, **kw, **spec.encode_kwargs())
+    query_emb = model.encode_query(args.query, report=said_queries, **kw)
+    for what, said in (("documents", said_docs), ("queries", said_queries)):
+        if said.summary():
+            print(f"tarka-jax search: {what}: {said.summary()}", file=sys.stderr)
+    if spec.mode == "chunks":  # a document scores as its best window
+        window_scores = np.asarray(model.similarity(query_emb, doc_emb.embeddings))
+        best = np.stack([_best_windows(row, doc_emb.text_index, len(docs))
+                         for row in window_scores])  # [Q, docs]: window of each document
+        scores = np.take_along_axis(window_scores, best, axis=1)
+    else:
+        scores = np.asarray(model.similarity(query_emb, doc_emb))
     k = min(args.top_k, len(docs))
-    for query, row in zip(args.query, scores):
+    for q, (query, row) in enumerate(zip(args.query, scores)):
         print(f"query: {query}")
         for rank, i in enumerate(np.argsort(-row, kind="stable")[:k], 1):
-            snippet = " ".join(docs[i].split())
-            snippet = snippet if len(snippet) <= 100 else snippet[:97] + "..."
-            print(f"  {rank:>2}. {row[i]:.4f}  {snippet}  [{labels[i]}]")
+            text, label = docs[i], labels[i]
+            if spec.mode == "chunks":
+                w = best[q, i]
+                start, end = doc_emb.char_spans[w]
+                text, label = text[start:end], f"{label}, chunk {doc_emb.chunk_index[w]}"
+            print(format_hit(rank, float(row[i]), text, label))
     return 0
+
+
+def _best_windows(scores, text_index, n_texts: int):
+    """Per text, the index of its highest-scoring window (the first on a tie)."""
+    import numpy as np
+
+    order = np.argsort(-scores, kind="stable")
+    texts, first = np.unique(text_index[order], return_index=True)
+    best = np.zeros(n_texts, np.int64)
+    best[texts] = order[first]
+    return best
 
 
 EMBED = Command(

@@ -75,8 +75,9 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, *,
     if directory is None or why:
         program_cache.disable()
         if why:
-            warn_once(f"compilation cache {directory} cannot be used ({why}); compiling without "
-                      f"it (set {ENV_VAR} to another folder, or 0 to turn it off)")
+            program_cache.warn_once(f"compilation cache {directory} cannot be used ({why}); "
+                                    f"compiling without it (set {ENV_VAR} to another folder, "
+                                    "or 0 to turn it off)")
         return None
     if programs:
         program_cache.enable(directory / PROGRAMS_SUBDIR)
@@ -103,13 +104,3 @@ def unusable(directory: Path) -> str | None:
     except OSError as e:
         return e.strerror or type(e).__name__
     return None
-
-
-_warned: set[str] = set()
-
-
-def warn_once(message: str) -> None:
-    """One line on stderr per distinct message and process (the cache is optional: go on)."""
-    if message not in _warned:
-        _warned.add(message)
-        print(f"tarka-jax: warning: {message}", file=sys.stderr)

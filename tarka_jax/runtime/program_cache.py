@@ -28,6 +28,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -144,8 +145,6 @@ class ProgramCache:
         except OSError as e:
             self.writable = False
             partial.unlink(missing_ok=True)
-            from tarka_jax.runtime.compile_cache import warn_once
-
             warn_once(f"cannot write to the program cache {self.directory} "
                       f"({e.strerror or type(e).__name__}); going on without storing programs")
             # JAX's compiled programs go to the same disk: one warning says it, not one each
@@ -155,6 +154,16 @@ class ProgramCache:
 
 
 _active: ProgramCache | None = None
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """One line on stderr per distinct message and process (the caches are optional: go on)."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"tarka-jax: warning: {message}", file=sys.stderr)
 
 
 def enable(directory: str | os.PathLike) -> ProgramCache:

@@ -68,9 +68,13 @@ def resolve_max_seq_length(tok_config: dict, st_config: dict, positions: int | N
     return min(candidates) if candidates else None
 
 
-def widest_token(tokenizer_json: dict, backend) -> int | None:
+def widest_token(tokenizer_json: dict | None, backend) -> int | None:
     """Characters of the longest vocabulary entry (tokenizer.json's model) or added token
-    (the built ``backend``'s); None for a model kind without a vocabulary list."""
+    (the built ``backend``'s); None for a model kind without a vocabulary list, or without
+    the parsed ``tokenizer_json`` (a file loaded straight into Rust): the tokenizer then asks
+    :func:`vocabulary_width` the first time a text is long enough to need it."""
+    if tokenizer_json is None:
+        return None
     vocab = (tokenizer_json.get("model") or {}).get("vocab")
     if isinstance(vocab, dict):  # BPE, WordPiece, WordLevel
         pieces = vocab.keys()
@@ -84,7 +88,7 @@ def widest_token(tokenizer_json: dict, backend) -> int | None:
 
 def vocabulary_width(backend) -> int:
     """:func:`widest_token` of a built ``tokenizers.Tokenizer`` (0.6 s for 262k tokens;
-    ``TextTokenizer.from_folder`` reads it from tokenizer.json in 20 ms instead)."""
+    asked once, and only when a text is long enough to be cut)."""
     return max(map(len, backend.get_vocab(with_added_tokens=True)), default=1) or 1
 
 
