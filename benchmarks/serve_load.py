@@ -137,7 +137,9 @@ def start(engine: str, model: str, port: int, args) -> tuple[subprocess.Popen, s
         cmd = [args.infinity_bin, "v2", "--model-id", st3_copy(model, args.max_seq_length),
                "--port", str(port), "--host", "127.0.0.1", "--engine", "torch", "--device", "cpu",
                "--batch-size", "32", "--no-bettertransformer", "--url-prefix", "",
-               "--served-model-name", "m"]
+               "--served-model-name", "m", "--no-model-warmup"]
+        env["DO_NOT_TRACK"] = "1"  # no telemetry (infinity asks for it)
+        env["INFINITY_ANONYMOUS_USAGE_STATS"] = "0"
         path = "/embeddings"
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc, f"http://127.0.0.1:{port}{path}"
@@ -296,17 +298,23 @@ def main(argv=None) -> None:
     texts = request_stream(mix, 4096)
     tokenizer = TextTokenizer.from_folder(model, max_seq_length=args.max_seq_length)
     tokens = [len(x) for x in tokenizer.encode(texts)]
-    procs, urls = {}, {}
+    procs, urls, failed = {}, {}, {}
     rows = []
     try:
         for engine in args.engines:  # one at a time: start-up is compile / load heavy
             t0 = time.perf_counter()
             procs[engine], urls[engine] = start(engine, model, free_port(), args)
-            wait_up(procs[engine], urls[engine], engine, args.start_timeout)
+            try:
+                wait_up(procs[engine], urls[engine], engine, args.start_timeout)
+            except (RuntimeError, TimeoutError) as e:  # the others still run; the log says why
+                failed[engine] = f"{e}: {_tail(os.path.join(args.folder, engine + '.log'))}"
+                print(f"{engine} failed to start: {failed[engine]}", file=sys.stderr, flush=True)
+                procs.pop(engine).kill()
+                continue
             print(f"{engine} up in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         for r in range(args.rounds):
             for clients in args.clients:
-                for engine in args.engines:
+                for engine in procs:
                     before = scrape(_metrics(urls[engine])) if engine == "tarka" else None
                     load = os.getloadavg()[0]
                     cpu0, own0 = cpu_seconds(procs[engine].pid), _own_cpu()
@@ -329,7 +337,7 @@ def main(argv=None) -> None:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    _summary(rows, tokens, args, mix, model)
+    _summary(rows, tokens, args, mix, model, failed)
 
 
 def _own_cpu() -> float:
@@ -370,7 +378,13 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _summary(rows: list[dict], tokens: list[int], args, mix: dict, model: str) -> None:
+def _tail(path: str, n: int = 1500) -> str:
+    with open(path, errors="replace") as f:
+        return " ".join(f.read()[-n:].split())
+
+
+def _summary(rows: list[dict], tokens: list[int], args, mix: dict, model: str,
+             failed: dict) -> None:
     import jax
 
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -380,7 +394,7 @@ def _summary(rows: list[dict], tokens: list[int], args, mix: dict, model: str) -
             "model": model if args.model else f"random, {args.layers} layers",
             "max_seq_length": args.max_seq_length, "mix": mix,
             "mean_tokens_per_request": round(float(np.mean(tokens)), 1),
-            "duration_s": args.duration}
+            "duration_s": args.duration, "failed_to_start": failed}
     print(json.dumps(info))
     table = markdown(rows)
     print(table)
