@@ -365,15 +365,23 @@ def _line(row: dict) -> str:
     return text
 
 
+def per_cpu_second(row: dict) -> float:
+    """Tokens embedded per CPU second of the server process: on a shared machine an engine
+    with more runnable threads gets a larger share of the cores, so this is the fairer
+    comparison of how much work each one does with what it gets."""
+    return row["tokens_per_s"] * row["seconds"] / max(row["server_cpu_s"], 1e-9)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| clients | engine | req/s | tokens/s | p50 s | p95 s | p99 s | errors | "
-             "server CPU s | client CPU s | load (1 min) |",
-             "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "server CPU s | tokens per server CPU s | client CPU s | load (1 min) |",
+             "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for row in sorted(rows, key=lambda x: (x["clients"], x["round"])):
         lines.append(
             f"| {row['clients']} | {row['engine']} | {row['requests_per_s']:.2f} | "
             f"{row['tokens_per_s']:.0f} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | "
             f"{row['p99_s']:.2f} | {row['errors']} | {row['server_cpu_s']} | "
+            f"{per_cpu_second(row):.0f} | "
             f"{row['client_cpu_s']} | {row['load_avg_1m']} |")
     return "\n".join(lines) + "\n"
 
