@@ -65,3 +65,29 @@ def test_model_load_dry_run(jax_only_model, tmp_path):
     summary = json.load(open(out))["summary"]
     assert set(summary) == {"read_new", "weights", "ready", "tokenizer", "from_pretrained"}
     assert all(row["median_s"] > 0 and row["ratio_to_read"] > 0 for row in summary.values())
+
+
+@pytest.mark.torch
+def test_serve_load_dry_run(tmp_path):
+    """A one-layer model at 64 tokens, 2 s per cell: tarka-jax serve and the
+    sentence-transformers endpoint both answer every request, and tarka's stage metrics move."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    out = tmp_path / "load.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "serve_load.py"), "--folder",
+         str(tmp_path / "work"), "--layers", "1", "--max-seq-length", "64", "--duration", "2",
+         "--clients", "1", "4", "--engines", "tarka", "st", "--start-timeout", "400",
+         "--json", str(out)],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    rows = json.load(open(out))["rows"]
+    assert {(r["engine"], r["clients"]) for r in rows} == {
+        (e, c) for e in ("tarka", "st") for c in (1, 4)}
+    for row in rows:
+        assert row["requests"] > 0 and row["errors"] == 0, row
+        assert row["tokens_per_s"] > 0 and row["p50_s"] <= row["p99_s"]
+    for row in (r for r in rows if r["engine"] == "tarka"):
+        stages = row["tarka"]["stages"]
+        assert stages["device"]["count"] > 0 and stages["tokenize"]["count"] > 0
+        assert row["tarka"]["compiles_while_serving"] == 0
