@@ -91,3 +91,56 @@ def test_serve_load_dry_run(tmp_path):
         stages = row["tarka"]["stages"]
         assert stages["device"]["count"] > 0 and stages["tokenize"]["count"] > 0
         assert row["tarka"]["compiles_while_serving"] == 0
+
+
+def _onnx_python() -> str | None:
+    """A Python with the ONNX engines' stack (ci/constraints-onnx.txt): this one, or .venv-onnx."""
+    for python in (sys.executable, os.path.join(ROOT, ".venv-onnx", "bin", "python")):
+        code = "import onnxruntime, optimum.onnxruntime, sentence_transformers"
+        if os.path.exists(python) and subprocess.run(
+                [python, "-c", code], capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+def _cpu_encode(tmp_path, *extra):
+    out = tmp_path / "cpu.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "cpu_encode.py"), "--layers", "1",
+         "--max-seq-length", "64", "--folder", str(tmp_path / "model"), "--texts-per-mix", "3",
+         "--repeats", "1", "--mixes", "queries", "--json", str(out), *extra],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vector extensions:" in result.stdout and "peak RSS per engine" in result.stdout
+    return json.load(open(out))
+
+
+@pytest.mark.torch
+def test_cpu_encode_dry_run(tmp_path):
+    """Each engine in its own process, rounds interleaved: medians, peak RSS, diff vs ST."""
+    data = _cpu_encode(tmp_path, "--engines", "st-torch", "tarka", "--rounds", "2")
+    assert data["cpu"]["model"] and isinstance(data["cpu"]["vector_extensions"], list)
+    assert len(data["load_average"]) == 4  # 2 engines x 2 rounds
+    rows = {r["engine"]: r for r in data["engines"]}
+    assert set(rows) == {"st-torch", "tarka"}
+    assert all(r["peak_rss_gib"] > 0 for r in rows.values())
+    queries = rows["tarka"]["mixes"]["queries"]
+    assert queries["tokens_per_s"] > 0 and queries["max_abs_diff_vs_st_fp32"] < 1e-5
+    assert rows["st-torch"]["mixes"]["queries"]["max_abs_diff_vs_st_fp32"] == 0.0
+
+
+@pytest.mark.torch
+def test_cpu_encode_onnx_dry_run(tmp_path):
+    """The ONNX Runtime engines (fp32, dynamic int8) through sentence-transformers' backends,
+    exported outside the model folder; skipped without their venv (ci/constraints-onnx.txt)."""
+    python = _onnx_python()
+    if python is None:
+        pytest.skip("no Python with onnxruntime + optimum-onnx (ci/constraints-onnx.txt)")
+    data = _cpu_encode(tmp_path, "--engines", "onnx", "onnx-int8", "--onnx-python", python,
+                       "--export-dir", str(tmp_path / "onnx"))
+    rows = {r["engine"]: r for r in data["engines"]}
+    assert set(rows) == {"st-torch", "onnx", "onnx-int8"}  # st-torch: the reference, always run
+    assert rows["onnx"]["mixes"]["queries"]["max_abs_diff_vs_st_fp32"] < 1e-4
+    assert rows["onnx-int8"]["mixes"]["queries"]["max_abs_diff_vs_st_fp32"] < 0.5
+    assert not os.path.exists(tmp_path / "model" / "onnx")  # the model folder is left alone
+    assert any(p.name == "model.onnx" for p in (tmp_path / "onnx").rglob("*.onnx"))
