@@ -47,10 +47,15 @@ echo "== ruff check (pinned in the test extras)"
 # workers on two cores roughly halve the wall time. TARKA_JAX_TEST_WORKERS=0 runs serially.
 WORKERS=(-n "${TARKA_JAX_TEST_WORKERS:-2}" --dist loadfile)
 status=0
+took() { echo "== $1: $((SECONDS - $2))s"; }  # each leg's wall time (CI budget: ~45 min in all)
+start=$SECONDS
 echo "== leg 1: $("$ROOT/.venv/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
 "$ROOT/.venv/bin/python" -m pytest -q "${WORKERS[@]}" --durations=25 "$@" || status=$?
+took "leg 1 took" $start; start=$SECONDS
 echo "== leg 2: $("$ROOT/.venv312/bin/python" -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
 "$ROOT/.venv312/bin/python" -m pytest -q "${WORKERS[@]}" --durations=15 -m "not torch and not slow" "$@" || status=$((status ? status : $?))
+took "leg 2 took" $start; start=$SECONDS
 echo "== kernel legs (jax 0.11.2 kernels; PTX compile report of the GPU tables; TPU and GPU programs compiled without the hardware)"
 bash ci/kernel_legs.sh all || status=$((status ? status : $?))
+took "kernel legs took" $start
 exit $status
