@@ -8,8 +8,13 @@ torch-free CI leg never requests these fixtures (its tests are marked
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
+
+# tests/ is not a package (--import-mode=importlib): its shared helper modules
+# (kernel_suite.py) are imported by name from here.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

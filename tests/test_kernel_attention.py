@@ -11,25 +11,15 @@ multiples, packed segments, rows of all padding, float32 and bfloat16.
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import kernel_suite as suite  # tests/kernel_suite.py (tests/ is on sys.path: conftest.py)
 import numpy as np
 import pytest
 
 from tarka_jax.kernels import attention
 from tarka_jax.kernels.pallas_triton import attention_pallas_triton, key_ranges
-
-# The float64 reference, the case type and the tolerances are shared with the other
-# implementations' tests: tests/kernel_suite.py (tests/ is not a package: loaded by path).
-_spec = importlib.util.spec_from_file_location(
-    "kernel_suite", Path(__file__).with_name("kernel_suite.py"))
-suite = sys.modules.setdefault("kernel_suite", importlib.util.module_from_spec(_spec))
-if not hasattr(suite, "reference"):
-    _spec.loader.exec_module(suite)
 
 # jax >= 0.11 warns that Pallas Triton is deprecated; it still ships and is what we test.
 pytestmark = pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")

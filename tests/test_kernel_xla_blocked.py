@@ -11,24 +11,16 @@ gradients.
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import kernel_suite as suite  # tests/kernel_suite.py (tests/ is on sys.path: conftest.py)
 import numpy as np
 import pytest
 
 from tarka_jax.kernels import attention, check_implementation_name, preferred_implementations
 from tarka_jax.kernels.xla_blocked import attention_xla_blocked
 
-# tests/ is not a package (--import-mode=importlib): load the shared suite by path.
-_spec = importlib.util.spec_from_file_location(
-    "kernel_suite", Path(__file__).with_name("kernel_suite.py"))
-suite = sys.modules.setdefault("kernel_suite", importlib.util.module_from_spec(_spec))
-if not hasattr(suite, "Case"):
-    _spec.loader.exec_module(suite)
 Case = suite.Case
 
 CASES = [
