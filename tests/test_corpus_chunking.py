@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,6 +120,46 @@ def test_a_kill_then_resume_gives_bit_identical_chunk_rows(model, tmp_path, monk
     assert "rows-000001.npy" in os.listdir(out)  # written, its shard not: redone
     run(model, paths, out, resume=True)
     assert files(out) == files(tmp_path / "whole") and len(files(out)) == 3 * 2
+
+
+KILL_AS_SHARD_1_LANDS = """
+import os, signal, sys
+real = os.replace
+def replace(src, dst, *a, **k):
+    if os.fspath(dst).endswith("shard-000001.npy"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **k)
+os.replace = replace
+from tarka_jax.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow  # three real embed-corpus processes: leg 1 only
+def test_a_real_sigkill_then_a_real_resume_gives_bit_identical_chunk_rows(jax_only_model,
+                                                                          tmp_path):
+    """The same as above with real processes: one SIGKILLs itself as shard 1's embeddings are
+    renamed into place (its rows table already written), a second resumes it; the shards, rows
+    tables and ids equal an uninterrupted process's, byte for byte."""
+    paths = inputs(tmp_path)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TARKA_JAX_COMPILATION_CACHE="0")
+
+    def embed_corpus(out, *extra, code=("-m", "tarka_jax")):
+        argv = [sys.executable, *code, "embed-corpus", "-m", jax_only_model, "-i", *paths,
+                "-o", str(out), "--document", "--max-seq-length", str(WINDOW), "--shard-size",
+                "3", "--chunking", "chunks", "--chunk-overlap", "2", "--no-progress", *extra]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+    whole = embed_corpus(tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = embed_corpus(tmp_path / "killed", code=("-c", KILL_AS_SHARD_1_LANDS))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    names = os.listdir(tmp_path / "killed")
+    assert "rows-000001.npy" in names and "shard-000001.npy" not in names
+    resumed = embed_corpus(tmp_path / "killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert files(tmp_path / "killed") == files(tmp_path / "whole")
+    assert len(files(tmp_path / "whole")) == 3 * 2  # the shard and rows table of 3 shards
 
 
 def hit_lines(text: str) -> list[str]:
