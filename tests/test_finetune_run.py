@@ -224,7 +224,7 @@ def test_finetune_survives_sigkill(jax_only_model, pairs_file, tmp_path):
 
     from tarka_jax.finetune.run import train
 
-    config, path = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=40, every=2))
+    config, path = _load(tmp_path, _config_text(jax_only_model, pairs_file, steps=16, every=2))
     killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
     proc = subprocess.Popen([sys.executable, "-m", "tarka_jax", "finetune", "--config", path,
                              "--workdir", killed], stdout=subprocess.DEVNULL,
@@ -236,7 +236,7 @@ def test_finetune_survives_sigkill(jax_only_model, pairs_file, tmp_path):
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert train(config, killed, resume=True)["step"] == 40
+    assert train(config, killed, resume=True)["step"] == 16
     train(config, whole)
-    for (p, a), (_, b) in zip(_params(whole, 40), _params(killed, 40)):
+    for (p, a), (_, b) in zip(_params(whole, 16), _params(killed, 16)):
         np.testing.assert_array_equal(a, b, err_msg=str(p))
