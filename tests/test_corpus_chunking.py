@@ -15,7 +15,7 @@ import pytest
 
 from tarka_jax import Embedder
 from tarka_jax.cli import main
-from tarka_jax.testing.reference import long_text
+from tarka_jax.testing.reference import cli_killed_when_replacing, long_text
 from tarka_jax.text.chunking import ChunkingSpec
 
 WINDOW = 24
@@ -122,19 +122,6 @@ def test_a_kill_then_resume_gives_bit_identical_chunk_rows(model, tmp_path, monk
     assert files(out) == files(tmp_path / "whole") and len(files(out)) == 3 * 2
 
 
-KILL_AS_SHARD_1_LANDS = """
-import os, signal, sys
-real = os.replace
-def replace(src, dst, *a, **k):
-    if os.fspath(dst).endswith("shard-000001.npy"):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(src, dst, *a, **k)
-os.replace = replace
-from tarka_jax.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.slow  # three real embed-corpus processes: leg 1 only
 def test_a_real_sigkill_then_a_real_resume_gives_bit_identical_chunk_rows(jax_only_model,
                                                                           tmp_path):
@@ -152,7 +139,7 @@ def test_a_real_sigkill_then_a_real_resume_gives_bit_identical_chunk_rows(jax_on
 
     whole = embed_corpus(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = embed_corpus(tmp_path / "killed", code=("-c", KILL_AS_SHARD_1_LANDS))
+    killed = embed_corpus(tmp_path / "killed", code=("-c", cli_killed_when_replacing("shard-000001.npy")))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     names = os.listdir(tmp_path / "killed")
     assert "rows-000001.npy" in names and "shard-000001.npy" not in names

@@ -20,6 +20,8 @@ import time
 import numpy as np
 import pytest
 
+from tarka_jax.testing.reference import cli_killed_when_replacing
+
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called")
 TIMEOUT = 240
 TEXTS = [f"record {i} " + "alpha beta " * (i % 5) for i in range(20)]
@@ -211,25 +213,13 @@ def test_another_job_on_the_same_folder_is_refused(model, tmp_path):
 
 # ---- kills, signals, a full disk ------------------------------------------------------------
 
-KILL_AT_FIRST_MANIFEST = """
-import os, signal, sys
-real = os.replace
-def replace(src, dst, *a, **k):
-    if os.fspath(dst).endswith("manifest.json"):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(src, dst, *a, **k)
-os.replace = replace
-from tarka_jax.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
 
 @pytest.mark.slow  # real embed-corpus processes: leg 1 only
 def test_a_kill_during_the_first_manifest_write_leaves_a_folder_a_rerun_accepts(
         jax_only_model, model, tmp_path):
     path = corpus(tmp_path)
     out = tmp_path / "out"
-    p = cli(["-c", KILL_AT_FIRST_MANIFEST, "embed-corpus", "-m", jax_only_model, "-i", path,
+    p = cli(["-c", cli_killed_when_replacing("manifest.json"), "embed-corpus", "-m", jax_only_model, "-i", path,
              "-o", str(out), "--shard-size", "8", "--no-progress"])
     communicate(p)
     assert p.returncode == -signal.SIGKILL and os.listdir(out)

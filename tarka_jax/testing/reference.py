@@ -162,6 +162,22 @@ def _legacy_module_types(folder: str) -> None:
 # ---- tolerances ------------------------------------------------------------------------------
 
 
+def cli_killed_when_replacing(suffix: str) -> str:
+    """``python -c`` code that runs the ``tarka-jax`` CLI (its arguments follow) and SIGKILLs
+    its own process the moment an ``os.replace`` targets a path ending in ``suffix``: a kill
+    mid-write that no cleanup of the job's own can catch."""
+    return (
+        "import os, signal, sys\n"
+        "real = os.replace\n"
+        "def replace(src, dst, *a, **k):\n"
+        f"    if os.fspath(dst).endswith({suffix!r}):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(src, dst, *a, **k)\n"
+        "os.replace = replace\n"
+        "from tarka_jax.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (for a test's ``jax.distributed`` coordinator)."""
     import socket
