@@ -54,13 +54,20 @@ def read_optional_json(folder: str | os.PathLike, name: str) -> dict:
     return read_json(path, name) if os.path.exists(path) else {}
 
 
+def open_fresh_temporary(target: str):
+    """``(path, text file)`` of a new temporary beside ``target``: a fresh name
+    (``NAME.tmp-<uuid>``), created exclusively and never through a link, so a user's
+    ``NAME.tmp`` is never opened. The caller writes it and renames it over ``target``."""
+    tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    return tmp, os.fdopen(fd, "w", encoding="utf-8")
+
+
 def write_json(path: str | os.PathLike, data: Any, *, atomic: bool = False) -> None:
     """Write indented UTF-8 JSON; ``atomic`` writes a temporary file and renames it."""
     target = os.fspath(path)
-    if atomic:  # a fresh name, created exclusively: never a user's NAME.tmp, never a link
-        tmp = f"{target}.tmp-{uuid.uuid4().hex}"
-        f = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644),
-                      "w", encoding="utf-8")
+    if atomic:
+        tmp, f = open_fresh_temporary(target)
     else:
         tmp, f = target, open(target, "w", encoding="utf-8")
     with f:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 
 import jax
 import numpy as np
 
 from tarka_jax.convert.run_folder import RunFolderError
 from tarka_jax.errors import UsageError
+from tarka_jax.files.jsonfiles import open_fresh_temporary
 from tarka_jax.nn.numerics import l2_normalize
 from tarka_jax.runtime.extras import require
 
@@ -98,9 +98,8 @@ def _drop_rows_after(path: str, step: int) -> None:
         except (json.JSONDecodeError, KeyError, TypeError):
             pass
     if len(keep) != len(lines):
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"  # never a user's metrics.jsonl.tmp
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        tmp, f = open_fresh_temporary(path)  # never a user's metrics.jsonl.tmp
+        with f:
             f.writelines(keep)
         os.replace(tmp, path)
 
