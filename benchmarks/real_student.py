@@ -10,7 +10,7 @@ rows), and scores any models against the teacher on held-out text (``real_sets.p
   the query prompt, documents with the document prompt);
 * retrieval: nDCG@10 and MRR@10 on the docstring and code sets.
 
-    python benchmarks/real_student.py prepare RUNS                     # texts, TOML
+    python benchmarks/real_student.py prepare RUNS                     # texts, two TOMLs
     python benchmarks/real_student.py random-embeddings STUDENT OUT    # the control
     python benchmarks/real_student.py score --teacher T --model NAME=DIR[@STEP] ... --json OUT
 
@@ -84,23 +84,36 @@ progress = false
 """
 
 
+#: a freeze pattern matching every parameter but the student's new embedding table
+EVERYTHING_BUT_EMBEDDINGS = "^(?!encoder/embed_tokens)"
+
+
 def prepare(runs: str, *, n_train: int, steps: int, batch_size: int, learning_rate: float,
-            freeze: str, every: int, with_eval: bool = False) -> None:
-    """The tokenizer corpus, training and eval texts, and the run's TOML (``with_eval``: the
-    loop also scores eval.txt at steps 0 and ``steps``, ~3 minutes each on the dev CPU)."""
+            embed_learning_rate: float, freeze: str, every: int,
+            with_eval: bool = False) -> None:
+    """The tokenizer corpus, training and eval texts, and two runs' TOML: every layer
+    trainable (``distill.toml``) and the embedding table only (``distill-embed.toml``).
+    ``with_eval``: the loop also scores eval.txt at steps 0 and ``steps``, ~3 minutes each on
+    the dev CPU."""
     os.makedirs(runs, exist_ok=True)
     real_sets.write_lines(real_sets.tokenizer_texts(), os.path.join(runs, "tokenizer_corpus.txt"))
     real_sets.write_lines(real_sets.train_texts(n_train), os.path.join(runs, "train.txt"))
     held = real_sets.docstring_pairs()[:100] + real_sets.code_pairs()[:100]
     real_sets.write_lines([p["document"] for p in held], os.path.join(runs, "eval.txt"))
-    patterns = [p for p in freeze.split(",") if p]
-    with open(os.path.join(runs, "distill.toml"), "w") as f:
-        f.write(_TOML.format(student="student-init", batch_size=batch_size, steps=steps,
-                             learning_rate=learning_rate, freeze=json.dumps(patterns),
-                             every=every, warmup=max(1, steps // 10),
-                             eval='\neval = ["eval.txt"]' if with_eval else "",
-                             eval_every=steps if with_eval else 0))
-    print(f"wrote {runs}: tokenizer_corpus.txt, train.txt ({n_train}), eval.txt, distill.toml")
+    runs_toml = {  # file -> (learning rate, frozen-parameter patterns)
+        "distill.toml": (learning_rate, [p for p in freeze.split(",") if p]),
+        # the new embedding table only (docs/recipe.md: what the real teacher showed)
+        "distill-embed.toml": (embed_learning_rate, [EVERYTHING_BUT_EMBEDDINGS]),
+    }
+    for name, (lr, patterns) in runs_toml.items():
+        with open(os.path.join(runs, name), "w") as f:
+            f.write(_TOML.format(student="student-init", batch_size=batch_size, steps=steps,
+                                 learning_rate=lr, freeze=json.dumps(patterns),
+                                 every=every, warmup=max(1, steps // 10),
+                                 eval='\neval = ["eval.txt"]' if with_eval else "",
+                                 eval_every=steps if with_eval else 0))
+    print(f"wrote {runs}: tokenizer_corpus.txt, train.txt ({n_train}), eval.txt, "
+          + ", ".join(runs_toml))
 
 
 def random_embeddings(student: str, out: str, seed: int = 0) -> None:
@@ -171,7 +184,9 @@ def main(argv=None) -> None:
     a.add_argument("--train-texts", type=int, default=2000)
     a.add_argument("--steps", type=int, default=100)
     a.add_argument("--batch-size", type=int, default=16)
-    a.add_argument("--learning-rate", type=float, default=1e-4)
+    a.add_argument("--learning-rate", type=float, default=2e-5, help="distill.toml's")
+    a.add_argument("--embed-learning-rate", type=float, default=1e-4,
+                   help="distill-embed.toml's (the embedding table only)")
     a.add_argument("--freeze", default="", help="comma-separated regexps of frozen params")
     a.add_argument("--every", type=int, default=25, help="checkpoint every N steps")
     a.add_argument("--with-eval", action="store_true", help="the loop scores eval.txt too")
@@ -189,6 +204,7 @@ def main(argv=None) -> None:
     if args.stage == "prepare":
         prepare(args.runs, n_train=args.train_texts, steps=args.steps,
                 batch_size=args.batch_size, learning_rate=args.learning_rate,
+                embed_learning_rate=args.embed_learning_rate,
                 freeze=args.freeze, every=args.every, with_eval=args.with_eval)
     elif args.stage == "random-embeddings":
         random_embeddings(args.student, args.out)

@@ -11,7 +11,8 @@
 #                 on a compile error or an HBM overflow (pins: ci/constraints-tpu-compile.txt)
 #   gpu-compile   the cuda-compile venv: the same for one host of 8 A100-80GB and two hosts of
 #                 8 H100, with the GPU implementations (benchmarks/accelerator_compile.py)
-# Usage: bash ci/kernel_legs.sh [jax0112|cuda-compile|tpu-compile|gpu-compile|all] (default all)
+# Usage: bash ci/kernel_legs.sh [jax0112|cuda-compile|tpu-compile|gpu-compile|all|setup] (default all;
+# setup only creates the venvs)
 # In "all", tpu-compile and gpu-compile run side by side (each compile is one core's work).
 # Venvs: .venv-jax0112, .venv-cuda, .venv-tpu (created once, reused). The CUDA plugin and
 # libtpu never enter the test legs' venvs: there every jax import would probe for them.
@@ -69,7 +70,15 @@ gpu_compile() {
   return $rc
 }
 
+setup_all() {  # every kernel leg's venv (run_all.sh does this in the background during leg 1)
+  setup .venv-jax0112 3.12 ci/constraints-jax0112.txt pytest
+  setup .venv-cuda 3.11 ci/constraints-cuda-compile.txt jax-cuda12-plugin jax-cuda12-pjrt \
+    nvidia-cuda-nvcc-cu12
+  setup .venv-tpu 3.12 ci/constraints-tpu-compile.txt "jax[tpu]"
+}
+
 status=0
+if [ "$LEG" = setup ]; then setup_all; exit 0; fi
 if [ "$LEG" = all ] || [ "$LEG" = jax0112 ]; then
   start=$SECONDS
   setup .venv-jax0112 3.12 ci/constraints-jax0112.txt pytest

@@ -42,6 +42,16 @@ def test_gpu_check_dry_run(tmp_path):
     else:
         assert "error" in torch_result
 
+    e2e = json.loads((tmp_path / "e2e.json").read_text())  # benchmarks/gpu_e2e.py --dry-run
+    if importlib.util.find_spec("torch") is not None:
+        for name in ("xla", "xla_packed", "pallas_triton", "pallas_triton_packed"):
+            # float32 on CPU (Pallas in interpret mode): the same embeddings as ST.
+            assert e2e[f"tarka_jax_{name}_min_cosine_vs_st"] > 0.99999, name
+            assert e2e[f"tarka_jax_{name}_tokens_per_s"] > 0
+        assert e2e["st_tokens_per_s"] > 0
+    else:
+        assert "skipped" in e2e, e2e
+
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary and summary[0]["tflops"]["pallas"] > 0
     assert (tmp_path / "table.txt").exists()

@@ -18,12 +18,16 @@ import pytest
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 NEEDS_TORCH = {"convert"}  # sentence-transformers is the parity reference there
+#: the slowest notebook runs in leg 1 only (CI budget; leg 2 runs the distill CLI tests)
+SLOW = {"distill"}
 TIMEOUT_S = 300  # per cell; each notebook takes well under a minute on 2 cores
 
 
 def _params():
     names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-    return [pytest.param(n, marks=pytest.mark.torch) if n in NEEDS_TORCH else n for n in names]
+    marks = {n: [pytest.mark.torch] * (n in NEEDS_TORCH) + [pytest.mark.slow] * (n in SLOW)
+             for n in names}
+    return [pytest.param(n, marks=marks[n]) for n in names]
 
 
 def test_notebooks_all_listed():

@@ -59,3 +59,35 @@ def test_train_step_benchmark_tiny(tmp_path):
     assert "ratio jax/torch" in out
     row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
     assert row["jax"]["tokens_per_s"] > 0 and row["torch"]["tokens_per_s"] > 0
+
+
+def test_real_student_prepare_writes_an_embedding_table_only_run(tmp_path, monkeypatch):
+    """``benchmarks/real_student.py prepare``: both TOMLs are valid runs, and the one
+    docs/recipe.md recommends first leaves exactly the student's embedding table trainable."""
+    import jax
+
+    from tarka_jax.distill.config import load_config
+    from tarka_jax.nn.encoder import init_params
+    from tarka_jax.testing.tiny import tiny_config
+    from tarka_jax.train.optim import freeze_labels
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import real_sets
+    import real_student
+
+    monkeypatch.setattr(real_sets, "tokenizer_texts", lambda: ["a line of text"])
+    monkeypatch.setattr(real_sets, "train_texts", lambda n: [f"text {i}" for i in range(n)])
+    monkeypatch.setattr(real_sets, "docstring_pairs", lambda: [{"document": "a doc"}])
+    monkeypatch.setattr(real_sets, "code_pairs", lambda n=0: [{"document": "def f(): pass"}])
+    real_student.prepare(str(tmp_path), n_train=8, steps=10, batch_size=4, learning_rate=2e-5,
+                         embed_learning_rate=1e-4, freeze="", every=5)
+
+    every_layer = load_config(str(tmp_path / "distill.toml"))
+    table_only = load_config(str(tmp_path / "distill-embed.toml"))
+    assert every_layer.optimizer.learning_rate == 2e-5 and not every_layer.optimizer.freeze
+    assert table_only.optimizer.learning_rate == 1e-4
+    params = init_params(tiny_config(64, 32, 2, (48, 32)), jax.random.PRNGKey(0))
+    labels = freeze_labels(table_only.optimizer.freeze)(params)
+    trainable = {jax.tree_util.keystr(path) for path, label
+                 in jax.tree_util.tree_flatten_with_path(labels)[0] if label == "train"}
+    assert trainable == {"['encoder']['embed_tokens']['embedding']"}, trainable

@@ -102,6 +102,7 @@ def test_prompt_mix_is_deterministic_and_shared_by_both_models(tiny_models):
         assert tok.backend.decode(out[name]["input_ids"][1].tolist()) == "the moon"
 
 
+@pytest.mark.slow  # leg 1 only (CI budget): a full cache-then-distill run
 def test_cache_teacher_then_distill_from_the_cache(tiny_models, eval_file, tmp_path, capsys):
     from tarka_jax.cli import main
     from tarka_jax.recipe.teacher_cache import TeacherCache
