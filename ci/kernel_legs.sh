@@ -37,6 +37,14 @@ setup() {  # setup DIR PYTHON_VERSION CONSTRAINTS PACKAGES...
   "$dir/bin/python" -m pip install -q -c "$cons" "$@" -e .
 }
 
+# Each leg's venv, one home each (idempotent: a second call only checks the pins).
+setup_jax0112() { setup .venv-jax0112 3.12 ci/constraints-jax0112.txt pytest; }
+setup_cuda() {
+  setup .venv-cuda 3.11 ci/constraints-cuda-compile.txt jax-cuda12-plugin jax-cuda12-pjrt \
+    nvidia-cuda-nvcc-cu12
+}
+setup_tpu() { setup .venv-tpu 3.12 ci/constraints-tpu-compile.txt "jax[tpu]"; }
+
 # Deviceless compiles of the real programs (docs/accelerators.md): one single-host and one
 # two-host topology per platform; --check fails on a compile error or an HBM overflow.
 compile_leg() {  # compile_leg tpu|gpu PYTHON TOPOLOGY...
@@ -49,7 +57,7 @@ compile_leg() {  # compile_leg tpu|gpu PYTHON TOPOLOGY...
 
 tpu_compile() {
   local start=$SECONDS
-  setup .venv-tpu 3.12 ci/constraints-tpu-compile.txt "jax[tpu]"
+  setup_tpu
   echo "== kernel leg tpu-compile: installed in $((SECONDS - start))s"
   start=$SECONDS
   local rc=0
@@ -60,8 +68,7 @@ tpu_compile() {
 
 gpu_compile() {
   local start=$SECONDS
-  setup .venv-cuda 3.11 ci/constraints-cuda-compile.txt jax-cuda12-plugin jax-cuda12-pjrt \
-    nvidia-cuda-nvcc-cu12
+  setup_cuda
   echo "== kernel leg gpu-compile: installed in $((SECONDS - start))s"
   start=$SECONDS
   local rc=0
@@ -70,18 +77,12 @@ gpu_compile() {
   return $rc
 }
 
-setup_all() {  # every kernel leg's venv (run_all.sh does this in the background during leg 1)
-  setup .venv-jax0112 3.12 ci/constraints-jax0112.txt pytest
-  setup .venv-cuda 3.11 ci/constraints-cuda-compile.txt jax-cuda12-plugin jax-cuda12-pjrt \
-    nvidia-cuda-nvcc-cu12
-  setup .venv-tpu 3.12 ci/constraints-tpu-compile.txt "jax[tpu]"
-}
-
 status=0
-if [ "$LEG" = setup ]; then setup_all; exit 0; fi
+# every kernel leg's venv (run_all.sh does this in the background during leg 1)
+if [ "$LEG" = setup ]; then setup_jax0112; setup_cuda; setup_tpu; exit 0; fi
 if [ "$LEG" = all ] || [ "$LEG" = jax0112 ]; then
   start=$SECONDS
-  setup .venv-jax0112 3.12 ci/constraints-jax0112.txt pytest
+  setup_jax0112
   echo "== kernel leg jax0112: installed in $((SECONDS - start))s;" \
     "$(.venv-jax0112/bin/python -c 'import jax,sys;print("python",sys.version.split()[0],"jax",jax.__version__)')"
   start=$SECONDS
@@ -91,8 +92,7 @@ if [ "$LEG" = all ] || [ "$LEG" = jax0112 ]; then
 fi
 if [ "$LEG" = all ] || [ "$LEG" = cuda-compile ]; then
   start=$SECONDS
-  setup .venv-cuda 3.11 ci/constraints-cuda-compile.txt jax-cuda12-plugin jax-cuda12-pjrt \
-    nvidia-cuda-nvcc-cu12
+  setup_cuda
   echo "== kernel leg cuda-compile: installed in $((SECONDS - start))s"
   start=$SECONDS
   JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1 JAX_PLATFORMS=cpu .venv-cuda/bin/python \
