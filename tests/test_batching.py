@@ -146,10 +146,12 @@ def test_every_text_lands_once_and_order_is_restorable(pack):
 
 
 def test_partial_passes_round_to_a_multiple_of_four():
-    assert [batching.round_rows(n, 32) for n in (1, 2, 3, 5, 8, 9, 17, 25, 32, 40)] == \
-        [1, 2, 4, 8, 8, 12, 20, 28, 32, 32]
-    assert batching.row_counts(32) == (1, 2, 4, 8, 12, 16, 20, 24, 28, 32)
-    assert batching.row_counts(32, row_multiple=8) == (1, 2, 4, 8, 16, 24, 32)
+    """Up to row_multiple rows run as they are (3 rows of queries are not padded to 4);
+    above it, a multiple of row_multiple."""
+    assert [batching.round_rows(n, 32) for n in (1, 2, 3, 4, 5, 8, 9, 17, 25, 32, 40)] == \
+        [1, 2, 3, 4, 8, 8, 12, 20, 28, 32, 32]
+    assert batching.row_counts(32) == (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32)
+    assert batching.row_counts(32, row_multiple=8) == (1, 2, 3, 4, 5, 6, 7, 8, 16, 24, 32)
 
 
 @pytest.mark.parametrize("devices", [1, 2, 4, 8, 3])
@@ -177,7 +179,7 @@ def test_compile_bound_holds_over_many_calls(pack):
     if not pack:
         widths = list(batching.row_lengths(2048))
     bound = batching.compile_bound(widths, 32)
-    assert bound == (130 if pack else 220)
+    assert bound == (143 if pack else 242)
     assert len(shapes) <= bound
     allowed_rows = set(batching.row_counts(32))
     assert {r for r, _, _ in shapes} <= allowed_rows
