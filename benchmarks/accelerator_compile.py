@@ -159,7 +159,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.table:
         rows = [json.loads(line) for path in args.table for line in open(path) if line.strip()]
-        print(table(rows))
+        # The HBM check and roofline again from the row's compiler numbers and today's chip
+        # facts (accelerator_targets.py), so a corrected chip figure reaches old rows too.
+        print(table([with_roofline(row, CHIPS[TOPOLOGIES[row["topology"]].chip], FULL_LAYERS)
+                     for row in rows]))
         return 0
     if not args.platform:
         p.error("--platform is required (or --table)")

@@ -59,7 +59,7 @@ def test_hbm_check_scales_a_reduced_model_to_full_depth():
     from accelerator_compile import problems
 
     gib = 2**30
-    chip = CHIPS["v5e"]  # 16 GB
+    chip = CHIPS["v5e"]  # 15.75 GiB available to XLA
     # 2 layers: 1 GiB of temps fits; scaled to 24 layers (12 GiB) + 5 GiB of arguments does not.
     reduced = with_roofline(_row(2, 1 * gib, 1 * gib, full_args=5 * gib), chip)
     assert hbm_estimate(reduced) == 5 * gib + 12 * gib

@@ -159,7 +159,7 @@ def test_startup_shapes_cover_every_plan(model, pass_tokens, devices, monkeypatc
             rows, width = p.arrays["input_ids"].shape
             assert (rows, width, p.segments) in shapes, (trial, rows, width, p.segments)
     assert len(shapes) <= batching.compile_bound(
-        sorted({w for ws in model.pack_width_sets for w in ws}), 32, 4, devices)
+        sorted({w for ws in model.pack_width_sets for w in ws}), 32, model._row_multiple, devices)
 
 
 @pytest.mark.slow

@@ -38,8 +38,8 @@ Rows per pass
   default on CPU: :data:`PASS_TOKENS`) as many as fit in that many token slots per device
   (:func:`pass_rows`): on CPU a pass whose activations stay in cache computes
   up to 1.6x more slots per second than a 16k-slot one. A width's last, partial pass is padded
-  to :func:`round_rows`: up to ``row_multiple`` rows (default 4) exactly as many as
-  it has, above that a multiple of ``row_multiple``, so at most ``row_multiple - 1``
+  to :func:`round_rows`: up to ``row_multiple`` rows (:data:`ROW_MULTIPLE`: 8 on CPU,
+  else 4) exactly as many as it has, above that a multiple of ``row_multiple``, so at most ``row_multiple - 1``
   empty rows instead of up to half the batch. (Small passes are not padded to a power
   of two: 32 short queries pack into 11 rows of 64, and their last pass of 3 rows ran
   in 0.36 s against 0.53 s padded to 4 on the dev CPU, 10% of the call.) Every row count is a multiple of
@@ -138,6 +138,15 @@ def _slot_count(width: int) -> float:
 # BENCHMARKS.md "slots per pass"): on this 2-core CPU a [1, 512] pass computes 422 slots/s,
 # [32, 512] 257. None: ``batch_size`` rows (accelerators fill better with big passes).
 PASS_TOKENS = {"cpu": 512}
+
+# Rows a partial pass rounds to a multiple of, above which :func:`round_rows` pads (below it a
+# pass runs exactly its rows), per platform. CPU: 8, because a pass capped at PASS_TOKENS
+# never holds more than 8 rows of the narrowest packed width (512 / 64), so every CPU pass
+# runs exactly the rows it has (32 synthetic queries, 841 tokens: 896 slots instead of 1024;
+# the count of row counts, so the compile bound, stays that of 4). Elsewhere 4: passes of
+# ``batch_size`` rows, where a multiple of 4 keeps the programs to compile few.
+DEFAULT_ROW_MULTIPLE = 4
+ROW_MULTIPLE = {"cpu": 8}
 
 
 def round_rows(n: int, batch_size: int, row_multiple: int = 4, devices: int = 1) -> int:

@@ -66,9 +66,10 @@ class Embedder:
         # Shape policy (tarka_jax.inference.batching): partial passes round to _row_multiple rows, row
         # counts divide by _devices (the mesh's batch axes), passes hold at most pass_tokens
         # token slots (None: batch_size rows), packed plans rank by estimated work per slot.
-        self._row_multiple, self._slot_cost = 4, batching.SlotCost.of(config)
-        self._devices, self.pass_tokens = self.placement.rows, batching.PASS_TOKENS.get(
-            self.placement.devices[0].platform)
+        platform = self.placement.devices[0].platform
+        self._slot_cost = batching.SlotCost.of(config)
+        self._row_multiple = batching.ROW_MULTIPLE.get(platform, batching.DEFAULT_ROW_MULTIPLE)
+        self._devices, self.pass_tokens = self.placement.rows, batching.PASS_TOKENS.get(platform)
         self.source_folder: str | None = None  # the folder from_pretrained read (for save)
         self._set_buckets()
 
