@@ -17,34 +17,27 @@ Packing (``pack=True``)
   full-attention layers would cost each of its tokens up to 32x more. A row of
   width ``W`` holds at most :func:`segments_for` texts (``W / 8``, 4 to 32).
 
-  The widths rows may open at are chosen per call among candidates, by an
-  estimate of the work (:class:`SlotCost`: rows x width x FLOPs per token slot,
-  attention counted by the keys each layer reaches, rounding included): the
-  powers of two of :func:`pack_widths` (wide steps leave free ends that the next
-  texts fill: passages) or its fine steps (to 256, then every 128 to 1024, then
-  every 256: a long text alone in a row wastes less: long documents), each with
-  a floor (texts
-  shorter than the floor open rows of the floor: a small call fills a few
-  wider rows instead of several partly empty passes), and with passes cut per
-  width or across widths (each pass padded to its widest row). Each distinct
-  pass shape is also charged 256 token slots (one more program to compile):
-  32 log-uniform texts then run in 3 shapes instead of 9, for ~7% more
-  estimated work. Planning is
-  plain Python, about 0.5 s per 100k texts per candidate; calls of more than
-  4096 texts choose on a sample.
+  The widths rows may open at are chosen per call among candidates, by an estimate of the
+  work (:class:`SlotCost`: rows x width x FLOPs per token slot, attention counted by the keys
+  each layer reaches, rounding included): the powers of two of :func:`pack_widths` (wide steps
+  leave free ends that the next texts fill: passages) or its fine steps (to 256, then every 128
+  to 1024, then every 256: a long text alone in a row wastes less: long documents), each with a
+  floor (texts shorter than the floor open rows of the floor: a small call fills a few wider
+  rows instead of several partly empty passes), and with passes cut per width or across widths
+  (each pass padded to its widest row). Each distinct pass shape is also charged 256 token
+  slots (one more program to compile): 32 log-uniform texts then run in 3 shapes instead of 9,
+  for ~7% more estimated work. Planning is plain Python, about 0.5 s per 100k texts per
+  candidate; calls of more than 4096 texts choose on a sample.
 
 Rows per pass
   Full passes have ``batch_size`` rows, or with ``pass_tokens`` (the Embedder's
   default on CPU: :data:`PASS_TOKENS`) as many as fit in that many token slots per device
   (:func:`pass_rows`): on CPU a pass whose activations stay in cache computes
-  up to 1.6x more slots per second than a 16k-slot one. A width's last, partial pass is padded
-  to :func:`round_rows`: up to ``row_multiple`` rows (:data:`ROW_MULTIPLE`: 8 on CPU,
-  else 4) exactly as many as it has, above that a multiple of ``row_multiple``, so at most ``row_multiple - 1``
-  empty rows instead of up to half the batch. (Small passes are not padded to a power
-  of two: 32 short queries pack into 11 rows of 64, and their last pass of 3 rows ran
-  in 0.36 s against 0.53 s padded to 4 on the dev CPU, 10% of the call.) Every row count is a multiple of
-  ``devices`` (a data-parallel mesh splits rows evenly); with ``devices > 1``
-  ``batch_size`` itself is rounded up to a multiple of it.
+  up to 1.6x more slots per second than a 16k-slot one. A width's last, partial pass is
+  padded by :func:`round_rows`: up to ``row_multiple`` rows (:data:`ROW_MULTIPLE`) it runs
+  exactly its rows (3 rows of queries: 0.36 s, not 0.53 s padded to 4, on the dev CPU), above
+  that a multiple of ``row_multiple``. Every row count is a multiple of ``devices`` (a mesh
+  splits rows evenly); with ``devices > 1`` ``batch_size`` is rounded up to a multiple of it.
 
 Compile bound
   A process compiles at most :func:`compile_bound` programs per dtype /
@@ -139,12 +132,10 @@ def _slot_count(width: int) -> float:
 # [32, 512] 257. None: ``batch_size`` rows (accelerators fill better with big passes).
 PASS_TOKENS = {"cpu": 512}
 
-# Rows a partial pass rounds to a multiple of, above which :func:`round_rows` pads (below it a
-# pass runs exactly its rows), per platform. CPU: 8, because a pass capped at PASS_TOKENS
-# never holds more than 8 rows of the narrowest packed width (512 / 64), so every CPU pass
-# runs exactly the rows it has (32 synthetic queries, 841 tokens: 896 slots instead of 1024;
-# the count of row counts, so the compile bound, stays that of 4). Elsewhere 4: passes of
-# ``batch_size`` rows, where a multiple of 4 keeps the programs to compile few.
+# Rows above which round_rows pads a partial pass to a multiple (below: exactly its rows). CPU: 8,
+# as a pass capped at PASS_TOKENS holds at most 8 rows of the narrowest packed width (512 / 64):
+# every CPU pass runs exactly its rows (32 synthetic queries: 896 slots, not 1024), and the count
+# of row counts (the compile bound) is that of 4. Elsewhere 4: full passes of batch_size rows.
 DEFAULT_ROW_MULTIPLE = 4
 ROW_MULTIPLE = {"cpu": 8}
 
