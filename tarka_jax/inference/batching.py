@@ -140,7 +140,7 @@ DEFAULT_ROW_MULTIPLE = 4
 ROW_MULTIPLE = {"cpu": 8}
 
 
-def round_rows(n: int, batch_size: int, row_multiple: int = 4, devices: int = 1) -> int:
+def round_rows(n: int, batch_size: int, row_multiple: int = DEFAULT_ROW_MULTIPLE, devices: int = 1) -> int:
     """Rows to run ``n`` real rows with (``n <= batch_size``); see the module docstring."""
     if n >= batch_size:
         rows = batch_size
@@ -165,7 +165,7 @@ class RowCounts:
     """
 
     batch_size: int
-    row_multiple: int = 4
+    row_multiple: int = DEFAULT_ROW_MULTIPLE
     devices: int = 1
 
     def _up(self, rows: int) -> int:
@@ -179,7 +179,7 @@ class RowCounts:
     def _singles(self) -> list[int]:
         """The counts outside the multiples: 1 .. row_multiple, and batch_size (sorted, rounded)."""
         top = max(min(self.row_multiple, self.batch_size - 1), 1)
-        return sorted({self._up(min(r, self.batch_size)) for r in (*range(1, top + 1), self.batch_size)})
+        return sorted({self._up(r) for r in (*range(1, top + 1), self.batch_size)})
 
     def _in_multiples(self, v: int) -> bool:
         """Whether ``v`` (a multiple of devices) is some rounded ``k * m``: v - d < k*m <= v."""
@@ -210,13 +210,13 @@ class RowCounts:
         return round_rows(1, self.batch_size, self.row_multiple, self.devices)
 
 
-def row_counts(batch_size: int, row_multiple: int = 4, devices: int = 1) -> tuple[int, ...]:
+def row_counts(batch_size: int, row_multiple: int = DEFAULT_ROW_MULTIPLE, devices: int = 1) -> tuple[int, ...]:
     """Every row count :func:`round_rows` can return (a tuple: for small settings and tests;
     :class:`RowCounts` answers ``len`` and "the largest within" without listing them)."""
     return tuple(RowCounts(batch_size, row_multiple, devices))
 
 
-def compile_bound(widths: Sequence[int], batch_size: int, row_multiple: int = 4,
+def compile_bound(widths: Sequence[int], batch_size: int, row_multiple: int = DEFAULT_ROW_MULTIPLE,
                   devices: int = 1) -> int:
     """Most distinct programs one setting compiles: widths x row counts."""
     return len(widths) * len(RowCounts(batch_size, row_multiple, devices))
@@ -263,7 +263,7 @@ def _full_batch(batch_size: int, devices: int) -> int:
 
 
 def plan_sorted(ids, batch_size: int, widths: Sequence[int], *, pad_id: int = 0,
-                row_multiple: int = 4, devices: int = 1,
+                row_multiple: int = DEFAULT_ROW_MULTIPLE, devices: int = 1,
                 pass_tokens: int | None = None) -> list[Pass]:
     """One text per row, longest first, each pass padded to the bucket of its longest text
     (at most :func:`pass_rows` rows)."""
@@ -310,7 +310,7 @@ def _passes(rows: list[tuple[int, list[int]]], rows_for: Callable[[int], int],
     return out
 
 
-def pass_rows(width: int, full: int, pass_tokens: int | None, row_multiple: int = 4,
+def pass_rows(width: int, full: int, pass_tokens: int | None, row_multiple: int = DEFAULT_ROW_MULTIPLE,
               devices: int = 1) -> int:
     """Rows of a full pass at ``width``: ``full``, or with ``pass_tokens`` (token slots per
     device: the cap is about one device's cache) the largest row count of :func:`row_counts`
@@ -324,7 +324,7 @@ def pass_rows(width: int, full: int, pass_tokens: int | None, row_multiple: int 
 
 
 def plan_packed(ids, batch_size: int, width_sets: Sequence[Sequence[int]], *, pad_id: int = 0,
-                segments: int | None = None, row_multiple: int = 4, devices: int = 1,
+                segments: int | None = None, row_multiple: int = DEFAULT_ROW_MULTIPLE, devices: int = 1,
                 slot_cost: Callable[[int], float] = _slot_count, shape_slots: int = 256,
                 pass_tokens: int | None = None, search_sample: int = 4096) -> list[Pass]:
     """Texts packed into rows (module docstring); passes widest first.
