@@ -129,7 +129,8 @@ def test_distill_sharded_meshes_match_one_device(tmp_path):
     fsdp = results["1x8/a1"]["specs"]
     assert fsdp["encoder/layers_0/self_attn/q_proj/kernel"] == ["fsdp", None]
     assert fsdp["encoder/layers_0/mlp/down_proj/kernel"] == [None, "fsdp"]
-    assert fsdp["encoder/embed_tokens/embedding"] == [None, "fsdp"]
+    # The table splits by vocabulary rows; 211 rows do not divide by 8, so it replicates.
+    assert fsdp["encoder/embed_tokens/embedding"] == [None, None]
     assert fsdp["dense_1/kernel"] == ["fsdp", None]
     assert fsdp["encoder/norm/weight"] == [None]
     assert results["8x1/a1"]["replicated"] and not results["1x8/a1"]["replicated"]

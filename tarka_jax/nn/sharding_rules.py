@@ -4,7 +4,8 @@ The model never names a mesh axis. Each parameter gets *logical* axis names from
 its path (``PARAM_AXES``: the model keeps its HF-mirroring tree untouched), and
 ``RULES`` maps logical names to mesh axes, as maxtext's ``logical_axis_rules``
 and flax's ``nn.logical_to_mesh_axes`` do. Pure FSDP shards the ``embed`` axis
-of every matrix over ``fsdp``; ``data`` only splits the batch. To try another
+of every matrix over ``fsdp`` (the embedding table: its vocabulary rows); ``data`` only
+splits the batch. To try another
 layout change ``RULES``, nothing else.
 
 It lives in the core layer because both the distillation loop
@@ -33,7 +34,12 @@ MESH_AXES = ("data", "fsdp")
 RULES: dict[str, str | None] = {
     "batch": ("data", "fsdp"),  # activations: the global batch splits over every chip
     "embed": "fsdp",
-    "vocab": None,
+    # The embedding table splits by rows: split on its hidden dim, the lookup's output came out
+    # hidden-sharded and XLA kept that layout through every layer (the whole global batch on
+    # every chip, full-batch all-reduces: docs/accelerators.md). By rows, FSDP gathers the
+    # table like any weight and the activations stay batch-sharded.
+    "vocab": "fsdp",
+    "table_embed": None,
     "heads": None,  # heads * head_dim of q/k/v/o projections
     "mlp": None,
     "dense_in": "fsdp",
@@ -43,7 +49,7 @@ RULES: dict[str, str | None] = {
 
 #: (regex on the "/"-joined param path, logical names per array dim). First match wins.
 PARAM_AXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (r"embed_tokens/embedding$", ("vocab", "embed")),
+    (r"embed_tokens/embedding$", ("vocab", "table_embed")),
     (r"self_attn/[qkv]_proj/kernel$", ("embed", "heads")),
     (r"self_attn/o_proj/kernel$", ("heads", "embed")),
     (r"mlp/(gate|up)_proj/kernel$", ("embed", "mlp")),
