@@ -25,6 +25,7 @@ import re
 import sys
 import tempfile
 import time
+import traceback
 
 import jax
 import numpy as np
@@ -105,6 +106,7 @@ def checkpoint_manager(workdir: str, *, read_only: bool = True, keep: int = 3,
     """The orbax manager of ``workdir/checkpoints`` (read-only unless asked)."""
     import orbax.checkpoint as ocp
 
+    _quiet_late_callbacks()
     if read_only:  # orbax warns about save options on a read-only manager
         _quiet_read_only_notice()
         options = ocp.CheckpointManagerOptions(read_only=True, create=False,
@@ -128,6 +130,32 @@ def _quiet_read_only_notice() -> None:
     logger = logging.getLogger("absl")
     if not any(isinstance(f, _ReadOnlyNotice) for f in logger.filters):
         logger.addFilter(_ReadOnlyNotice())
+
+
+def _late_callback(unraisable) -> bool:
+    """A TensorStore write or read that finished after orbax closed the event loop awaiting it
+    (the save or restore already failed, and said so in one line): its done-callback,
+    ``loop.call_soon_threadsafe``, raises ``Event loop is closed`` on a TensorStore thread, where
+    nothing can catch it. Seen on a loaded machine, seconds after a disk-full save."""
+    error, frames = unraisable.exc_value, traceback.extract_tb(unraisable.exc_traceback)
+    return (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+            and bool(frames) and frames[0].name == "call_soon_threadsafe")
+
+
+def _quiet_late_callbacks() -> None:
+    """Drop :func:`_late_callback`'s traceback for the rest of the process (every other
+    unraisable error goes to the hook that was there; ``TARKA_JAX_DEBUG=1`` keeps all). A hook,
+    not a time window: the callback may come any time after the failure."""
+    previous = sys.unraisablehook
+    if getattr(previous, "tarka_late_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not (_late_callback(unraisable) and not os.environ.get("TARKA_JAX_DEBUG")):
+            previous(unraisable)
+
+    hook.tarka_late_callbacks = True
+    sys.unraisablehook = hook
 
 
 def check_step(mngr, step: int | None) -> int:

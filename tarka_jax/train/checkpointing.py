@@ -98,9 +98,9 @@ def _save_error(e: Exception, where: str) -> CheckpointSaveError:
 
 def _named_failure(call, where: str) -> None:
     """Run an orbax save call with fd 2 held: a failure is raised as one line naming
-    ``where``, and what orbax's threads and TensorStore's late callbacks print about it (a
-    write finishing after the failed save's event loop closed: ``Event loop is closed``) is
-    dropped once it has settled; a save that works shows everything it printed."""
+    ``where``, and what orbax's threads print about it is dropped once it has settled (a
+    TensorStore write that finishes even later is dropped by the manager's hook:
+    ``run_folder._quiet_late_callbacks``); a save that works shows everything it printed."""
     error, held, failed = None, [], []
     with held_stderr(held, failed):
         try:
