@@ -25,7 +25,6 @@ import re
 import sys
 import tempfile
 import time
-import traceback
 
 import jax
 import numpy as np
@@ -137,9 +136,9 @@ def _late_callback(unraisable) -> bool:
     (the save or restore already failed, and said so in one line): its done-callback,
     ``loop.call_soon_threadsafe``, raises ``Event loop is closed`` on a TensorStore thread, where
     nothing can catch it. Seen on a loaded machine, seconds after a disk-full save."""
-    error, frames = unraisable.exc_value, traceback.extract_tb(unraisable.exc_traceback)
+    error, tb = unraisable.exc_value, unraisable.exc_traceback
     return (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
-            and bool(frames) and frames[0].name == "call_soon_threadsafe")
+            and tb is not None and tb.tb_frame.f_code.co_name == "call_soon_threadsafe")
 
 
 def _quiet_late_callbacks() -> None:
@@ -151,7 +150,7 @@ def _quiet_late_callbacks() -> None:
         return
 
     def hook(unraisable):
-        if not (_late_callback(unraisable) and not os.environ.get("TARKA_JAX_DEBUG")):
+        if os.environ.get("TARKA_JAX_DEBUG") or not _late_callback(unraisable):
             previous(unraisable)
 
     hook.tarka_late_callbacks = True
